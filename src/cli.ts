@@ -1,0 +1,83 @@
+/**
+ * The mlxs program: declares every command and imports each one only when it runs, so
+ * that `mlxs --help` never loads llama.cpp.
+ */
+import { Command, CommanderError, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { UsageError } from "./config.js";
+import { CoreError } from "./core/types.js";
+import { addCoreOptions, addSamplingOptions } from "./commands/options.js";
+
+const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+
+/** Exit statuses, as the manual page documents them. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
+
+type Action = (...args: unknown[]) => Promise<void>;
+const lazy = (module: string): Action => async (...args) => {
+  const { run } = (await import(module)) as { run: Action };
+  await run(...args);
+};
+
+function buildProgram(): Command {
+  const program = new Command("mlxs")
+    .description("Run local LLMs (GGUF) from one program: an OpenAI- and Anthropic-compatible server, a terminal chat, embeddings, and a privacy-first audit log.")
+    .version(version, "-V, --version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .addOption(new Option("--config <file>", "config file (default: $XDG_CONFIG_HOME/mlxs/config.json, or $MLXS_HOME/config.json)"))
+    .showSuggestionAfterError()
+    .exitOverride()
+    .addHelpText("after", `
+Environment:
+  MLXS_HOME        put config and data under one directory
+  MLXS_MODEL, MLXS_GPU, MLXS_THREADS, MLXS_CTX_SIZE, MLXS_PARALLEL, MLXS_QUEUE
+                   defaults for the flags of the same name
+  NO_COLOR         no colour in any output
+
+Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
+
+  const chat = program.command("chat")
+    .description("ask a model: the answer streams to stdout (prompt from the argument, or stdin)")
+    .argument("[prompt]", "what to ask; read from stdin when absent")
+    .option("-s, --system <text>", "system prompt")
+    .option("--json", "print one JSON object with text, usage and timings instead of streaming");
+  addSamplingOptions(addCoreOptions(chat)).action(lazy("./commands/chat.js"));
+
+  const embed = program.command("embed")
+    .description("print embeddings of texts: one input per argument, or one per stdin line")
+    .argument("[text...]", "texts to embed; read from stdin, one per line, when absent")
+    .addOption(new Option("-f, --format <format>", "json (one document) or jsonl (one line per input)").choices(["json", "jsonl"]).default("json"));
+  addCoreOptions(embed).action(lazy("./commands/embed.js"));
+
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    process.exitCode = exitCodeFor(error);
+  }
+}
+
+function exitCodeFor(error: unknown): number {
+  if (error instanceof CommanderError) {
+    // commander has already printed its message (or the help, or the version)
+    return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  }
+  if (error instanceof UsageError) {
+    process.stderr.write(`mlxs: ${error.message}\n`);
+    return EXIT.usage;
+  }
+  if (error instanceof CoreError) {
+    process.stderr.write(`mlxs: ${error.message}\n`);
+    if (process.env.MLXS_DEBUG && error.cause) process.stderr.write(`${String((error.cause as Error).stack ?? error.cause)}\n`);
+    return error.kind === "cancelled" ? EXIT.interrupted : EXIT.failure;
+  }
+  const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+  process.stderr.write(`mlxs: unexpected error: ${message}\n`);
+  if (process.env.MLXS_DEBUG) process.stderr.write(`${(error as Error)?.stack ?? ""}\n`);
+  return EXIT.failure;
+}

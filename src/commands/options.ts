@@ -1,0 +1,63 @@
+/** Options that several commands share: where the model runs, and how it samples. */
+import { Option, type Command } from "commander";
+import { parseFlag, UsageError, type ConfigFlags } from "../config.js";
+import { MAX_STOP_SEQUENCES, SAMPLING_LIMITS, describeLimit } from "../core/sampling.js";
+import type { SamplingOptions } from "../core/types.js";
+
+export function addCoreOptions(command: Command, { multipleModels = false } = {}): Command {
+  const model = multipleModels
+    ? new Option("-m, --model <spec...>", "model(s): a .gguf path, hf:user/repo[:quant], an https:// URL, or a name from the config file (default: the built-in demo model)")
+    : new Option("-m, --model <spec>", "model: a .gguf path, hf:user/repo[:quant], an https:// URL, or a name from the config file (default: the built-in demo model)");
+  return command
+    .addOption(model)
+    .addOption(new Option("--gpu <backend>", "auto, cpu, cuda or vulkan (default: auto)").argParser(parseFlag("gpu", "--gpu")))
+    .addOption(new Option("-t, --threads <n>", "llama.cpp threads (default: cores - 1)").argParser(parseFlag("threads", "--threads")))
+    .addOption(new Option("-c, --ctx-size <n>", "context size in tokens, per sequence (default: 4096, or less if the model was trained on less)").argParser(parseFlag("ctxSize", "--ctx-size")))
+    .addOption(new Option("--parallel <n>", "generations running at once per model (default: 2)").argParser(parseFlag("parallel", "--parallel")))
+    .addOption(new Option("--queue <n>", "requests that may wait for a free sequence; more are refused (default: 64)").argParser(parseFlag("queue", "--queue")));
+}
+
+type SamplingFlag = Exclude<keyof SamplingOptions, "stop">;
+const SAMPLING_FLAGS: [SamplingFlag, string, string][] = [
+  ["temperature", "--temperature <t>", "randomness, 0 is greedy (default: 0.8)"],
+  ["topP", "--top-p <p>", "nucleus sampling (default: 0.95)"],
+  ["topK", "--top-k <k>", "sample among the k likeliest tokens, 0 for all (default: 40)"],
+  ["minP", "--min-p <p>", "drop tokens below p times the likeliest (default: 0.05)"],
+  ["seed", "--seed <n>", "random seed: the same seed gives the same answer"],
+  ["maxTokens", "-n, --max-tokens <n>", "stop after n tokens (default: until the context is full)"],
+  ["repeatPenalty", "--repeat-penalty <x>", "penalize repeated tokens, 1 is off"],
+  ["frequencyPenalty", "--frequency-penalty <x>", "penalize tokens by how often they appeared (-2 to 2)"],
+  ["presencePenalty", "--presence-penalty <x>", "penalize tokens that appeared at all (-2 to 2)"],
+];
+
+export function addSamplingOptions(command: Command): Command {
+  for (const [key, flags, description] of SAMPLING_FLAGS) {
+    const limit = SAMPLING_LIMITS[key];
+    const flag = flags.split(" ").find((f) => f.startsWith("--"))!.replace(/,$/, "");
+    command.addOption(new Option(flags, description).argParser((raw: string) => {
+      const value = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(value) || value < limit.min || value > limit.max || (limit.integer && !Number.isInteger(value))) {
+        throw new UsageError(`${flag} must be ${describeLimit(limit)} (got ${JSON.stringify(raw)})`);
+      }
+      return value;
+    }));
+  }
+  command.addOption(new Option("--stop <text>", `stop when the text appears; repeatable, up to ${MAX_STOP_SEQUENCES}`).argParser((raw: string, previous: string[] = []) => {
+    if (raw === "") throw new UsageError("--stop must not be empty");
+    if (previous.length >= MAX_STOP_SEQUENCES) throw new UsageError(`--stop may be given at most ${MAX_STOP_SEQUENCES} times`);
+    return [...previous, raw];
+  }));
+  return command;
+}
+
+export function samplingFrom(opts: Record<string, unknown>): SamplingOptions {
+  const sampling: SamplingOptions = {};
+  for (const [key] of SAMPLING_FLAGS) if (typeof opts[key] === "number") sampling[key] = opts[key];
+  if (Array.isArray(opts.stop)) sampling.stop = opts.stop as string[];
+  return sampling;
+}
+
+export function configFlagsFrom(opts: Record<string, unknown>): ConfigFlags {
+  const { config, gpu, threads, ctxSize, parallel, queue } = opts as ConfigFlags;
+  return { config, gpu, threads, ctxSize, parallel, queue };
+}

@@ -1,0 +1,173 @@
+/**
+ * One resolved Config: command-line flags > MLXS_* environment variables > the config file
+ * > defaults. Every setting has one parser, so a bad value reads the same wherever it
+ * came from, and the message names where it came from.
+ */
+import { readFileSync } from "node:fs";
+import { availableParallelism, homedir } from "node:os";
+import { join } from "node:path";
+import { GPU_CHOICES, type GpuChoice } from "./core/types.js";
+
+/** A usage problem: a bad flag, variable or config file. Exit status 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+interface Setting<T> {
+  env: string;
+  /** what a valid value looks like, for error messages */
+  expects: string;
+  /** the value, or undefined when it is not acceptable */
+  parse(value: unknown): T | undefined;
+}
+
+function integer(min: number, max: number): Setting<number>["parse"] {
+  return (value) => {
+    const n = typeof value === "string" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+    return typeof n === "number" && Number.isInteger(n) && n >= min && n <= max ? n : undefined;
+  };
+}
+
+const SETTINGS = {
+  model: { env: "MLXS_MODEL", expects: "a model path, hf: URI, URL or name", parse: (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined) },
+  gpu: {
+    env: "MLXS_GPU", expects: `one of ${GPU_CHOICES.join(", ")}`,
+    parse: (v: unknown) => (GPU_CHOICES as readonly unknown[]).includes(v) ? (v as GpuChoice) : undefined,
+  },
+  threads: { env: "MLXS_THREADS", expects: "an integer from 1 to 1024", parse: integer(1, 1024) },
+  ctxSize: { env: "MLXS_CTX_SIZE", expects: "an integer from 64 to 1048576", parse: integer(64, 1_048_576) },
+  parallel: { env: "MLXS_PARALLEL", expects: "an integer from 1 to 64", parse: integer(1, 64) },
+  queue: { env: "MLXS_QUEUE", expects: "an integer from 0 to 100000", parse: integer(0, 100_000) },
+} satisfies Record<string, Setting<unknown>>;
+
+type SettingName = keyof typeof SETTINGS;
+type SettingValues = { [K in SettingName]: NonNullable<ReturnType<(typeof SETTINGS)[K]["parse"]>> };
+
+/** Flags as commander hands them over: already parsed by `parseFlag`, absent when not given. */
+export type ConfigFlags = Partial<SettingValues> & { config?: string };
+
+export interface Config extends Omit<SettingValues, "model"> {
+  model?: string;
+  /** the config file's `models` map: name -> spec */
+  models: Record<string, string>;
+  configFile: string;
+  configDir: string;
+  dataDir: string;
+  modelsDir: string;
+}
+
+/**
+ * llama.cpp's default thread count oversubscribes small machines badly (NOTES.md: 4
+ * threads on 2 cores is 500x slower than 1). Leave one core to Node's event loop (HTTP,
+ * streaming, the audit writer) and give llama.cpp the rest.
+ */
+export function defaultThreads(): number {
+  return Math.max(1, availableParallelism() - 1);
+}
+
+export const DEFAULTS = {
+  gpu: "auto" as GpuChoice,
+  ctxSize: 4096,
+  // bench/parallel.js: on 2 cores a second sequence already adds little throughput and
+  // each one costs a full context of memory; raise it on bigger machines
+  parallel: 2,
+  queue: 64,
+};
+
+/** A commander argument parser for a setting: the same rules as the environment and file. */
+export function parseFlag<K extends SettingName>(name: K, flag: string) {
+  return (raw: string): SettingValues[K] => {
+    const value = SETTINGS[name].parse(raw);
+    if (value === undefined) throw new UsageError(`${flag} must be ${SETTINGS[name].expects} (got ${JSON.stringify(raw)})`);
+    return value as SettingValues[K];
+  };
+}
+
+export function directories(env: NodeJS.ProcessEnv = process.env) {
+  const home = env.MLXS_HOME;
+  const configDir = home ?? join(env.XDG_CONFIG_HOME || join(homedir(), ".config"), "mlxs");
+  const dataDir = home ?? join(env.XDG_DATA_HOME || join(homedir(), ".local", "share"), "mlxs");
+  return { configDir, dataDir, modelsDir: join(dataDir, "models") };
+}
+
+export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const dirs = directories(env);
+  const configFile = flags.config ?? env.MLXS_CONFIG ?? join(dirs.configDir, "config.json");
+  const file = readConfigFile(configFile);
+  const pick = <K extends SettingName>(name: K): SettingValues[K] | undefined => {
+    if (flags[name] !== undefined) return flags[name] as SettingValues[K];
+    const setting = SETTINGS[name];
+    const raw = env[setting.env];
+    if (raw !== undefined && raw !== "") {
+      const value = setting.parse(raw);
+      if (value === undefined) throw new UsageError(`environment variable ${setting.env} must be ${setting.expects} (got ${JSON.stringify(raw)})`);
+      return value as SettingValues[K];
+    }
+    return file[name] as SettingValues[K] | undefined;
+  };
+  return {
+    ...dirs,
+    configFile,
+    model: pick("model"),
+    models: file.models ?? {},
+    gpu: pick("gpu") ?? DEFAULTS.gpu,
+    threads: pick("threads") ?? defaultThreads(),
+    ctxSize: pick("ctxSize") ?? DEFAULTS.ctxSize,
+    parallel: pick("parallel") ?? DEFAULTS.parallel,
+    queue: pick("queue") ?? DEFAULTS.queue,
+  };
+}
+
+type FileValues = Partial<SettingValues> & { models?: Record<string, string> };
+
+function readConfigFile(path: string): FileValues {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw new UsageError(`cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new UsageError(`config file ${path} is not valid JSON`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new UsageError(`config file ${path} must hold a JSON object`);
+  }
+  const values: FileValues = {};
+  for (const [key, value] of Object.entries(json)) {
+    if (key === "models") {
+      values.models = parseModelsMap(path, value);
+      continue;
+    }
+    if (!(key in SETTINGS)) {
+      throw new UsageError(`config file ${path}: unknown key "${key}" (known: ${[...Object.keys(SETTINGS), "models"].join(", ")})`);
+    }
+    const setting = SETTINGS[key as SettingName];
+    const parsed = typeof value === "string" && key !== "model" && key !== "gpu" ? undefined : setting.parse(value);
+    if (parsed === undefined) throw new UsageError(`config file ${path}: "${key}" must be ${setting.expects}`);
+    (values as Record<string, unknown>)[key] = parsed;
+  }
+  return values;
+}
+
+function parseModelsMap(path: string, value: unknown): Record<string, string> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new UsageError(`config file ${path}: "models" must be an object of name: model spec`);
+  }
+  for (const [name, spec] of Object.entries(value)) {
+    if (typeof spec !== "string" || spec === "") {
+      throw new UsageError(`config file ${path}: "models.${name}" must be a model path, hf: URI or URL`);
+    }
+    if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(name)) {
+      throw new UsageError(`config file ${path}: model name "models.${name}" may hold only letters, digits and . _ : -`);
+    }
+  }
+  return value as Record<string, string>;
+}

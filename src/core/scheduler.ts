@@ -1,0 +1,79 @@
+/**
+ * The only place that hands out context sequences: a fixed set of slots, a bounded FIFO
+ * queue of waiters, and refusal (`overloaded`) past it. A waiter whose signal aborts leaves
+ * the queue at once; a released slot goes straight to the oldest waiter.
+ */
+import { CoreError } from "./types.js";
+
+export interface Lease<T> {
+  readonly slot: T;
+  /** time spent waiting in the queue */
+  readonly queueMs: number;
+  /** gives the slot back; calling it twice is harmless */
+  release(): void;
+}
+
+interface Waiter<T> {
+  resolve: (lease: Lease<T>) => void;
+  reject: (error: CoreError) => void;
+  enqueuedAt: number;
+  detach: () => void;
+}
+
+export class SlotPool<T> {
+  private readonly free: T[];
+  private readonly waiters: Waiter<T>[] = [];
+
+  constructor(slots: T[], private readonly maxQueue: number) {
+    this.free = [...slots];
+  }
+
+  get available(): number { return this.free.length; }
+  get queued(): number { return this.waiters.length; }
+
+  acquire(signal?: AbortSignal): Promise<Lease<T>> {
+    if (signal?.aborted) return Promise.reject(cancelled());
+    const slot = this.free.pop();
+    if (slot !== undefined) return Promise.resolve(this.lease(slot, 0));
+    if (this.waiters.length >= this.maxQueue) {
+      return Promise.reject(new CoreError("overloaded", `all sequences are busy and the queue is full (${this.maxQueue} waiting)`));
+    }
+    return new Promise<Lease<T>>((resolve, reject) => {
+      const onAbort = () => {
+        const index = this.waiters.indexOf(waiter);
+        if (index >= 0) this.waiters.splice(index, 1);
+        reject(cancelled());
+      };
+      const waiter: Waiter<T> = {
+        resolve, reject, enqueuedAt: performance.now(),
+        detach: () => signal?.removeEventListener("abort", onAbort),
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  private lease(slot: T, queueMs: number): Lease<T> {
+    let released = false;
+    return {
+      slot, queueMs,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.handOver(slot);
+      },
+    };
+  }
+
+  private handOver(slot: T): void {
+    const next = this.waiters.shift();
+    if (!next) {
+      this.free.push(slot);
+      return;
+    }
+    next.detach();
+    next.resolve(this.lease(slot, performance.now() - next.enqueuedAt));
+  }
+}
+
+const cancelled = () => new CoreError("cancelled", "the request was cancelled while waiting for a sequence");

@@ -1,0 +1,120 @@
+/** The protocol-neutral requests, results and errors of the inference core. */
+
+export type ErrorKind = "invalid_request" | "not_found" | "overloaded" | "timeout" | "cancelled" | "internal";
+
+/**
+ * An error as a value with a kind; each door maps the kind to its own shape. The message
+ * never quotes request content: doors may show it to users and write it to logs.
+ */
+export class CoreError extends Error {
+  readonly kind: ErrorKind;
+  /** the request field at fault, in the core's camelCase (`maxTokens`) */
+  readonly param?: string;
+
+  constructor(kind: ErrorKind, message: string, options: { param?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.name = "CoreError";
+    this.kind = kind;
+    this.param = options.param;
+  }
+}
+
+export interface SamplingOptions {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  minP?: number;
+  seed?: number;
+  maxTokens?: number;
+  /** up to 16 strings, matched across token boundaries, never emitted */
+  stop?: string[];
+  repeatPenalty?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+}
+
+export type Role = "system" | "user" | "assistant";
+
+export interface ChatMessage {
+  role: Role;
+  content: string;
+}
+
+export interface ChatRequest extends SamplingOptions {
+  /** a served model's name; the first served model when absent */
+  model?: string;
+  messages: ChatMessage[];
+}
+
+export interface CompletionRequest extends SamplingOptions {
+  model?: string;
+  prompt: string;
+}
+
+export interface EmbeddingRequest {
+  model?: string;
+  input: string[];
+}
+
+export type FinishReason = "stop" | "length" | "stop_sequence" | "cancelled";
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface Timings {
+  /** waiting for a free sequence */
+  queueMs: number;
+  /** from the request's arrival to its first generated token */
+  ttftMs: number;
+  totalMs: number;
+  /** generated tokens per second after the first one */
+  tokensPerSecond: number;
+}
+
+export interface GenerationResult {
+  model: string;
+  text: string;
+  finishReason: FinishReason;
+  /** the stop sequence that ended the text, when finishReason is `stop_sequence` */
+  stopSequence?: string;
+  usage: Usage;
+  timings: Timings;
+}
+
+export type GenerationEvent = { type: "delta"; text: string } | ({ type: "done" } & GenerationResult);
+
+export interface EmbeddingResult {
+  model: string;
+  vectors: number[][];
+  /** tokens of each input, in order */
+  tokens: number[];
+  usage: { promptTokens: number };
+}
+
+export type GpuChoice = "auto" | "cpu" | "cuda" | "vulkan";
+export const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan"];
+
+export interface CoreOptions {
+  gpu: GpuChoice;
+  threads: number;
+  /** tokens per sequence */
+  ctxSize: number;
+  /** concurrent sequences per model */
+  parallel: number;
+  /** requests that may wait for a sequence, per model */
+  queue: number;
+}
+
+/** A model the core may load: its public name and its local file. */
+export interface ModelSource {
+  name: string;
+  path: string;
+}
+
+export interface ModelInfo {
+  name: string;
+  path: string;
+  loaded: boolean;
+}
