@@ -4,7 +4,7 @@
  * into the models directory through node-llama-cpp's resolver.
  */
 import { stat, open } from "node:fs/promises";
-import { basename, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { CoreError, type ModelSource } from "./types.js";
 import { firstLine } from "./engine.js";
 
@@ -49,10 +49,19 @@ export async function resolveModelSpec(spec: string, options: ResolveOptions): P
 }
 
 async function download(uri: string, options: ResolveOptions): Promise<string> {
+  const isUrl = /^https?:\/\//i.test(uri);
+  // a URL's file is cached under its own name, found again without asking the server
+  const fileName = isUrl ? urlFileName(uri) : undefined;
+  if (fileName) {
+    const cached = join(options.modelsDir, fileName);
+    if (await stat(cached).then((s) => s.isFile(), () => false)) return cached;
+    await probe(uri);
+  }
   const { resolveModelFile } = await import("node-llama-cpp");
   try {
     return await resolveModelFile(uri, {
       directory: options.modelsDir,
+      fileName,
       cli: false,
       signal: options.signal,
       onProgress: options.onDownloadProgress
@@ -61,6 +70,37 @@ async function download(uri: string, options: ResolveOptions): Promise<string> {
     });
   } catch (error) {
     throw new CoreError("not_found", `cannot download model ${uri}: ${firstLine(error)}`, { cause: error });
+  }
+}
+
+function urlFileName(url: string): string | undefined {
+  let name: string;
+  try {
+    name = decodeURIComponent(basename(new URL(url).pathname));
+  } catch {
+    throw new CoreError("invalid_request", `not a valid URL: ${url}`);
+  }
+  return /^[\w.+-]+\.gguf$/i.test(name) ? name : undefined;
+}
+
+/**
+ * node-llama-cpp's downloader retries an unreachable server for minutes; one quick request
+ * first turns "connection refused" or a 404 into an answer within seconds.
+ */
+async function probe(url: string): Promise<void> {
+  const { request } = await import("undici");
+  let status: number;
+  try {
+    const response = await request(url, { method: "HEAD", headersTimeout: 15_000, bodyTimeout: 15_000 });
+    status = response.statusCode;
+    await response.body.dump();
+  } catch (error) {
+    const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
+    const message = firstLine(error);
+    throw new CoreError("not_found", `cannot download model ${url}: ${code && !message.includes(code) ? `${code} ` : ""}${message}`, { cause: error });
+  }
+  if (status === 404 || status === 410 || status === 401 || status === 403) {
+    throw new CoreError("not_found", `cannot download model ${url}: the server answered ${status}`);
   }
 }
 

@@ -1,0 +1,79 @@
+// Shared fixtures: temp dirs, the test model (written by mlxs's own GGUF writer), and the
+// real CLI run as a child process.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeTinyModel } from "../dist/core/gguf-writer.js";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const CLI = join(ROOT, "bin", "mlxs.js");
+
+const temps = [];
+process.on("exit", () => { for (const dir of temps) rmSync(dir, { recursive: true, force: true }); });
+
+export function tempDir(prefix = "mlxs-test-") {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  temps.push(dir);
+  return dir;
+}
+
+/** Small and quick: 64 wide, 2 blocks, a 1024-token context. */
+export const TEST_MODEL = {
+  name: "mlxs-test", embeddingLength: 64, blockCount: 2, headCount: 4, feedForwardLength: 128,
+  contextLength: 1024, wordCount: 300, seed: 42,
+};
+
+let model;
+/** Path of the test model, written once per test process. */
+export async function testModel() {
+  if (!model) {
+    model = join(tempDir("mlxs-model-"), "tiny.gguf");
+    await writeTinyModel(model, TEST_MODEL);
+  }
+  return model;
+}
+
+/** Core options for tests: one thread (see NOTES.md), small contexts. */
+export const CORE = { gpu: "cpu", threads: 1, ctxSize: 1024, parallel: 1, queue: 8 };
+
+/**
+ * Runs the real CLI. MLXS_HOME is a fresh temp dir unless the env gives one, so no test
+ * reads or writes the user's config or data.
+ */
+export function runCli(args, { env = {}, input, timeoutMs = 60_000 } = {}) {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, MLXS_HOME: tempDir(), MLXS_THREADS: "1", MLXS_GPU: "cpu", NO_COLOR: "1", ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c) => { stdout += c; });
+    child.stderr.on("data", (c) => { stderr += c; });
+    const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`mlxs ${args.join(" ")} timed out`)); }, timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+    });
+    if (input !== undefined) child.stdin.end(input);
+    else child.stdin.end();
+  });
+}
+
+/** Collects a core generation: the deltas and the final event. */
+export async function collect(stream) {
+  const deltas = [];
+  let done;
+  for await (const event of stream) {
+    if (event.type === "delta") deltas.push(event.text);
+    else done = event;
+  }
+  return { deltas, text: deltas.join(""), done };
+}
+
+/** A stack trace in CLI output: "    at fn (file:line)". */
+export const STACK = /^\s+at .+:\d+/m;
