@@ -87,7 +87,7 @@ export function parseFlag<K extends SettingName>(name: K, flag: string) {
 }
 
 export function directories(env: NodeJS.ProcessEnv = process.env) {
-  const home = env.MLXS_HOME;
+  const home = env.MLXS_HOME || undefined;
   const configDir = home ?? join(env.XDG_CONFIG_HOME || join(homedir(), ".config"), "mlxs");
   const dataDir = home ?? join(env.XDG_DATA_HOME || join(homedir(), ".local", "share"), "mlxs");
   return { configDir, dataDir, modelsDir: join(dataDir, "models") };
@@ -95,7 +95,7 @@ export function directories(env: NodeJS.ProcessEnv = process.env) {
 
 export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const dirs = directories(env);
-  const configFile = flags.config ?? env.MLXS_CONFIG ?? join(dirs.configDir, "config.json");
+  const configFile = flags.config ?? (env.MLXS_CONFIG || join(dirs.configDir, "config.json"));
   const file = readConfigFile(configFile);
   const pick = <K extends SettingName>(name: K): SettingValues[K] | undefined => {
     if (flags[name] !== undefined) return flags[name] as SettingValues[K];

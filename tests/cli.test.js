@@ -1,0 +1,232 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import { join } from "node:path";
+import { CLI, ROOT, STACK, runCli, tempDir, testModel } from "./helpers.js";
+
+const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+
+const basics = suite("program");
+
+basics("--help lists the commands, exits 0 and never loads node-llama-cpp", async () => {
+  const trace = join(tempDir(), "imports.txt");
+  writeFileSync(trace, "");
+  const result = await new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", join(ROOT, "tests/fixtures/trace-imports.mjs"), CLI, "--help"], {
+      env: { ...process.env, MLXS_TRACE_IMPORTS: trace },
+    });
+    let stdout = "";
+    child.stdout.on("data", (c) => { stdout += c; });
+    child.on("close", (code) => resolve({ code, stdout }));
+  });
+  assert.is(result.code, 0);
+  assert.match(result.stdout, /chat/);
+  assert.match(result.stdout, /embed/);
+  const imports = readFileSync(trace, "utf8");
+  assert.match(imports, /dist\/cli\.js/);
+  assert.not.match(imports, /node-llama-cpp/);
+});
+
+basics("--version prints the package version", async () => {
+  const { code, stdout } = await runCli(["--version"]);
+  assert.is(code, 0);
+  assert.is(stdout.trim(), pkg.version);
+});
+
+basics("every command has help", async () => {
+  for (const command of ["chat", "embed"]) {
+    const { code, stdout } = await runCli([command, "--help"]);
+    assert.is(code, 0);
+    assert.match(stdout, /--model/);
+  }
+  const { stdout } = await runCli(["chat", "--help"]);
+  for (const flag of ["--system", "--json", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--max-tokens", "--stop", "--threads", "--ctx-size", "--parallel", "--gpu"]) {
+    assert.ok(stdout.includes(flag), flag);
+  }
+});
+
+basics.run();
+
+const chat = suite("chat");
+
+chat("no --model: the demo model is written into the data dir and said so on stderr", async () => {
+  const home = tempDir();
+  const { code, stdout, stderr } = await runCli(["chat", "Hello", "--max-tokens", "12"], { env: { MLXS_HOME: home } });
+  assert.is(code, 0, stderr);
+  assert.match(stdout, /^[a-z ,.]+\n$/);
+  assert.match(stderr, /demo model/);
+  assert.match(stderr, /--model/);
+  assert.is(stderr.match(/demo model/g).length, 1);
+  const models = readdirSync(join(home, "models"));
+  assert.is(models.length, 1);
+  assert.ok(statSync(join(home, "models", models[0])).size < 2 * 1024 * 1024);
+});
+
+chat("a prompt from stdin, --system, and --json with usage and timings", async () => {
+  const model = await testModel();
+  const { code, stdout, stderr } = await runCli(["chat", "--model", model, "--system", "be brief", "--json", "--temperature", "0", "-n", "7"], { input: "what is water\n" });
+  assert.is(code, 0, stderr);
+  const result = JSON.parse(stdout);
+  assert.is(result.model, "tiny");
+  assert.is(result.backend, "llama.cpp/cpu");
+  assert.is(result.finish_reason, "length");
+  assert.is(result.usage.completion_tokens, 7);
+  assert.is(result.usage.total_tokens, result.usage.prompt_tokens + 7);
+  assert.ok(result.timings.ttft_ms > 0);
+  assert.ok(result.text.length > 0);
+  assert.not.match(stderr, /demo model/);
+});
+
+chat("temperature 0 answers the same twice; --stop ends before the stop text", async () => {
+  const model = await testModel();
+  const args = ["chat", "--model", model, "--temperature", "0", "-n", "30", "tell me"];
+  const a = await runCli(args);
+  const b = await runCli(args);
+  assert.is(a.code, 0, a.stderr);
+  assert.is(b.stdout, a.stdout);
+  const word = a.stdout.trim().split(" ")[4];
+  const stopped = await runCli([...args, "--stop", ` ${word}`, "--json"]);
+  const result = JSON.parse(stopped.stdout);
+  assert.is(result.finish_reason, "stop_sequence");
+  assert.is(result.text, a.stdout.slice(0, a.stdout.indexOf(` ${word}`)));
+});
+
+chat("config precedence: flag > MLXS_* env > config file > default", async () => {
+  const model = await testModel();
+  const home = tempDir();
+  writeFileSync(join(home, "config.json"), JSON.stringify({ model: "fromfile", models: { fromfile: model, fromenv: model, fromflag: model }, threads: 1 }));
+  const run = async (args, env = {}) => JSON.parse((await runCli(["chat", ...args, "--json", "-n", "2", "hi"], { env: { MLXS_HOME: home, ...env } })).stdout).model;
+  assert.is(await run([]), "fromfile");
+  assert.is(await run([], { MLXS_MODEL: "fromenv" }), "fromenv");
+  assert.is(await run(["--model", "fromflag"], { MLXS_MODEL: "fromenv" }), "fromflag");
+  // XDG locations when MLXS_HOME is not set
+  const xdg = tempDir();
+  mkdirSync(join(xdg, "config", "mlxs"), { recursive: true });
+  writeFileSync(join(xdg, "config", "mlxs", "config.json"), JSON.stringify({ models: { x: model }, model: "x" }));
+  const env = { MLXS_HOME: "", XDG_CONFIG_HOME: join(xdg, "config"), XDG_DATA_HOME: join(xdg, "data") };
+  const r = await runCli(["chat", "--json", "-n", "2", "hi"], { env });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(JSON.parse(r.stdout).model, "x");
+  const demo = await runCli(["chat", "-n", "2", "hi"], { env: { ...env, XDG_CONFIG_HOME: join(xdg, "none") } });
+  assert.is(demo.code, 0, demo.stderr);
+  assert.ok(existsSync(join(xdg, "data", "mlxs", "models")), "demo model under $XDG_DATA_HOME/mlxs");
+});
+
+chat.run();
+
+const embed = suite("embed");
+
+embed("arguments give one JSON document; stdin lines give JSON lines; same vectors", async () => {
+  const model = await testModel();
+  const a = await runCli(["embed", "--model", model, "hello world", "the sea"]);
+  assert.is(a.code, 0, a.stderr);
+  const doc = JSON.parse(a.stdout);
+  assert.is(doc.data.length, 2);
+  assert.is(doc.data[0].embedding.length, 64);
+  assert.is(doc.data[1].index, 1);
+  assert.ok(doc.usage.prompt_tokens > 0);
+  const b = await runCli(["embed", "--model", model, "--format", "jsonl"], { input: "hello world\n\nthe sea\n" });
+  assert.is(b.code, 0, b.stderr);
+  const lines = b.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.is(lines.length, 2);
+  assert.equal(lines[0].embedding, doc.data[0].embedding);
+  assert.equal(lines[1].embedding, doc.data[1].embedding);
+});
+
+embed.run();
+
+const errors = suite("errors");
+
+async function expectError(args, code, pattern, options) {
+  const r = await runCli(args, options);
+  assert.is(r.code, code, `${args.join(" ")}: exit ${r.code}\n${r.stderr}`);
+  assert.not.match(r.stderr, STACK);
+  if (pattern) assert.match(r.stderr, pattern);
+  assert.ok(r.stderr.trim().split("\n").length <= 2, r.stderr);
+  return r;
+}
+
+errors("model files: missing, not GGUF, truncated, a directory: one line, exit 1", async () => {
+  const dir = tempDir();
+  const model = await testModel();
+  writeFileSync(join(dir, "text.gguf"), "hello, not a model");
+  writeFileSync(join(dir, "cut.gguf"), readFileSync(model).subarray(0, 200_000));
+  await expectError(["chat", "--model", join(dir, "missing.gguf"), "hi"], 1, /model file not found/);
+  await expectError(["chat", "--model", join(dir, "text.gguf"), "hi"], 1, /not a GGUF/);
+  await expectError(["chat", "--model", join(dir, "cut.gguf"), "hi"], 1, /truncated/);
+  await expectError(["embed", "--model", dir, "hi"], 1, /not a file/);
+});
+
+errors("bad option values are usage errors, exit 2", async () => {
+  for (const args of [["--threads", "-1"], ["--threads", "0"], ["--temperature", "3"], ["--max-tokens", "0"], ["--gpu", "foo"], ["--top-p", "abc"], ["--ctx-size", "1"], ["--bogus"]]) {
+    await expectError(["chat", ...args, "hi"], 2);
+  }
+  await expectError(["embed", "--format", "xml", "hi"], 2);
+  await expectError(["chat", "--max-tokens", "0", "hi"], 2, /--max-tokens/);
+  await expectError(["chat", ""], 2, /empty/);
+});
+
+errors("bad config file or environment: exit 2 naming the file and key", async () => {
+  const home = tempDir();
+  const file = join(home, "config.json");
+  writeFileSync(file, "{ not json");
+  await expectError(["chat", "hi"], 2, new RegExp(`${file.replace(/[/.]/g, "\\$&")}.*not valid JSON`), { env: { MLXS_HOME: home } });
+  writeFileSync(file, JSON.stringify({ colour: "blue" }));
+  await expectError(["chat", "hi"], 2, /unknown key "colour"/, { env: { MLXS_HOME: home } });
+  writeFileSync(file, JSON.stringify({ threads: "many" }));
+  await expectError(["chat", "hi"], 2, /config\.json: "threads" must be an integer/, { env: { MLXS_HOME: home } });
+  writeFileSync(file, JSON.stringify({ models: { a: 3 } }));
+  await expectError(["chat", "hi"], 2, /models\.a/, { env: { MLXS_HOME: home } });
+  await expectError(["chat", "hi"], 2, /MLXS_THREADS/, { env: { MLXS_THREADS: "abc" } });
+  await expectError(["chat", "--config", join(home, "nope.json"), "-n", "1", "hi"], 0);
+});
+
+errors("an unreachable URL and a 404 fail fast with one line, exit 1", async () => {
+  const server = http.createServer((req, res) => { res.writeHead(404); res.end(); });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const refused = await expectError(["chat", "--model", "http://127.0.0.1:1/x.gguf", "hi"], 1, /cannot download model/);
+    assert.ok(refused.ms < 20_000);
+    await expectError(["chat", "--model", `http://127.0.0.1:${server.address().port}/missing.gguf`, "hi"], 1, /404/);
+  } finally {
+    server.close();
+  }
+});
+
+errors.run();
+
+const download = suite("download");
+
+download("a URL downloads once into the data dir's models/, with progress on stderr", async () => {
+  const model = await testModel();
+  const bytes = readFileSync(model);
+  let gets = 0;
+  const server = http.createServer((req, res) => {
+    if (req.method === "GET") gets++;
+    res.writeHead(200, { "content-length": bytes.length, "content-type": "application/octet-stream" });
+    res.end(req.method === "HEAD" ? undefined : bytes);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const home = tempDir();
+  const url = `http://127.0.0.1:${server.address().port}/remote-tiny.gguf`;
+  try {
+    const first = await runCli(["chat", "--model", url, "--json", "-n", "3", "hi"], { env: { MLXS_HOME: home } });
+    assert.is(first.code, 0, first.stderr);
+    assert.match(first.stderr, /downloading .*remote-tiny\.gguf/);
+    assert.is(JSON.parse(first.stdout).model, "remote-tiny");
+    const saved = join(home, "models", "remote-tiny.gguf");
+    assert.equal(readFileSync(saved), bytes);
+    const getsAfterFirst = gets;
+    assert.ok(getsAfterFirst >= 1);
+    const second = await runCli(["chat", "--model", url, "-n", "3", "hi"], { env: { MLXS_HOME: home } });
+    assert.is(second.code, 0, second.stderr);
+    assert.not.match(second.stderr, /downloading/);
+    assert.is(gets, getsAfterFirst, "the second run downloads nothing");
+  } finally {
+    server.close();
+  }
+});
+
+download.run();
