@@ -23,6 +23,8 @@ export interface TinyModelSpec {
   contextLength: number;
   /** how many of WORDS the vocabulary takes (all when absent) */
   wordCount?: number;
+  /** false: end-of-turn is never generated, so every answer runs to its token limit (benchmarks) */
+  canEnd?: boolean;
   seed: number;
 }
 
@@ -71,7 +73,7 @@ interface Vocabulary {
   eos: number;
 }
 
-function buildVocabulary(wordCount: number): Vocabulary {
+function buildVocabulary(wordCount: number, canEnd: boolean): Vocabulary {
   const tokens: string[] = [];
   const scores: number[] = [];
   const types: number[] = [];
@@ -93,7 +95,7 @@ function buildVocabulary(wordCount: number): Vocabulary {
   add("<s>", TokenType.Control, false);
   add("</s>", TokenType.Control, false);
   add("<|im_start|>", TokenType.Control, false);
-  add("<|im_end|>", TokenType.Control, true);
+  add("<|im_end|>", TokenType.Control, canEnd);
   for (let b = 0; b < 256; b++) {
     add(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`, TokenType.Byte, false);
   }
@@ -283,7 +285,7 @@ const tensorBytes = (t: TensorPlan) => t.dims.reduce((a, b) => a * b, 1) * 4;
  * sees half a model). The same spec always gives the same bytes.
  */
 export async function writeTinyModel(path: string, spec: TinyModelSpec): Promise<void> {
-  const vocab = buildVocabulary(spec.wordCount ?? WORDS.length);
+  const vocab = buildVocabulary(spec.wordCount ?? WORDS.length, spec.canEnd ?? true);
   const plans = planTensors(spec, vocab);
   const random = seededRandom(spec.seed);
   await mkdir(dirname(path), { recursive: true });
@@ -327,5 +329,5 @@ export const DEMO_MODEL: TinyModelSpec = {
 /** The benchmark model: the same recipe at about 100 MB, so that inference dominates. */
 export const BENCH_MODEL: TinyModelSpec = {
   name: "mlxs-bench", embeddingLength: 512, blockCount: 7, headCount: 8, feedForwardLength: 1536,
-  contextLength: 4096, seed: 7,
+  contextLength: 4096, canEnd: false, seed: 7,
 };

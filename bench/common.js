@@ -1,0 +1,26 @@
+// Shared by the benchmarks: the generated benchmark model, medians, and a plain table.
+import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BENCH_MODEL, writeTinyModel } from "../dist/core/gguf-writer.js";
+
+/** The ~100 MB benchmark model, written once into the temp dir and reused by later runs. */
+export async function benchModel() {
+  const path = join(tmpdir(), `mlxs-bench-${BENCH_MODEL.seed}-${BENCH_MODEL.embeddingLength}x${BENCH_MODEL.blockCount}.gguf`);
+  if (!existsSync(path)) {
+    process.stderr.write(`writing the benchmark model to ${path} ...\n`);
+    await writeTinyModel(path, BENCH_MODEL);
+  }
+  return path;
+}
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+export function table(rows) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) => r.map((cell, i) => String(cell).padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
