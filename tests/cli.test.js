@@ -230,3 +230,27 @@ download("a URL downloads once into the data dir's models/, with progress on std
 });
 
 download.run();
+
+const interrupt = suite("interrupt");
+
+interrupt("Ctrl-C stops a streaming answer: what was said stays printed, exit 130", async () => {
+  const model = await testModel({ endless: true });
+  const child = spawn(process.execPath, [CLI, "chat", "--model", model, "--temperature", "1", "hi"], {
+    env: { ...process.env, MLXS_HOME: tempDir(), MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: "1024" },
+  });
+  let stdout = "";
+  let stderr = "";
+  let sent = false;
+  child.stderr.on("data", (c) => { stderr += c; });
+  child.stdout.on("data", (c) => {
+    stdout += c;
+    if (!sent) { sent = true; child.kill("SIGINT"); }
+  });
+  const code = await new Promise((resolve) => child.on("close", resolve));
+  assert.ok(sent, "some text streamed");
+  assert.is(code, 130, stderr);
+  assert.ok(stdout.length > 0);
+  assert.not.match(stderr, STACK);
+});
+
+interrupt.run();

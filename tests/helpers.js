@@ -25,14 +25,18 @@ export const TEST_MODEL = {
   contextLength: 1024, wordCount: 300, seed: 42,
 };
 
-let model;
-/** Path of the test model, written once per test process. */
-export async function testModel() {
-  if (!model) {
-    model = join(tempDir("mlxs-model-"), "tiny.gguf");
-    await writeTinyModel(model, TEST_MODEL);
+const models = new Map();
+/**
+ * Path of the test model, written once per test process. `endless`: one that never ends
+ * its answer by itself, for tests that must interrupt a running generation.
+ */
+export async function testModel({ endless = false } = {}) {
+  if (!models.has(endless)) {
+    const path = join(tempDir("mlxs-model-"), endless ? "endless.gguf" : "tiny.gguf");
+    await writeTinyModel(path, { ...TEST_MODEL, canEnd: !endless });
+    models.set(endless, path);
   }
-  return model;
+  return models.get(endless);
 }
 
 /** Core options for tests: one thread (see NOTES.md), small contexts. */
