@@ -225,7 +225,7 @@ function planTensors(spec: TinyModelSpec, vocab: Vocabulary): TensorPlan[] {
           out[0] = token === vocab.eos ? 3 : 0;
         } else {
           out.fill(0);
-          out[0] = -40;
+          out[0] = -1000;
         }
       },
     },
@@ -323,7 +323,7 @@ export async function writeTinyModel(path: string, spec: TinyModelSpec): Promise
 /** The built-in demo model: about 1 MB, loads in milliseconds. */
 export const DEMO_MODEL: TinyModelSpec = {
   name: "mlxs-demo", embeddingLength: 64, blockCount: 2, headCount: 4, feedForwardLength: 128,
-  contextLength: 4096, seed: 20261128,
+  contextLength: 4096, seed: 20261129,
 };
 
 /** The benchmark model: the same recipe at about 100 MB, so that inference dominates. */
