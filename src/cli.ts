@@ -4,9 +4,12 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { UsageError } from "./config.js";
+import { parseFlag, UsageError } from "./config.js";
+import { AuditStoreError } from "./audit/store.js";
+import { EXPORT_FORMATS } from "./audit/export.js";
 import { CoreError } from "./core/types.js";
-import { addCoreOptions, addSamplingOptions } from "./commands/options.js";
+import { addAuditDbOption, addCoreOptions, addSamplingOptions } from "./commands/options.js";
+import { addFilterOptions } from "./commands/audit-options.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 
@@ -32,6 +35,9 @@ Environment:
   MLXS_HOME        put config and data under one directory
   MLXS_MODEL, MLXS_GPU, MLXS_THREADS, MLXS_CTX_SIZE, MLXS_PARALLEL, MLXS_QUEUE
                    defaults for the flags of the same name
+  MLXS_AUDIT_DB    the audit database (default: <data dir>/audit.db)
+  MLXS_AUDIT_RETENTION_DAYS
+                   how long audit records are kept (default: 30, 0 = forever)
   NO_COLOR         no colour in any output
 
 Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
@@ -47,9 +53,38 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .description("print embeddings of texts: one input per argument, or one per stdin line")
     .argument("[text...]", "texts to embed; read from stdin, one per line, when absent")
     .addOption(new Option("-f, --format <format>", "json (one document) or jsonl (one line per input)").choices(["json", "jsonl"]).default("json"));
-  addCoreOptions(embed).action(lazy("./commands/embed.js"));
+  addAuditDbOption(addCoreOptions(embed)).action(lazy("./commands/embed.js"));
+  addAuditDbOption(chat);
 
-  for (const command of program.commands) command.exitOverride();
+  const audit = program.command("audit")
+    .description("read and maintain the audit log: one record per request, metadata only, never content");
+  addFilterOptions(audit.command("tail")
+    .description("print the last records; --follow keeps printing new ones until Ctrl-C")
+    .option("-n, --lines <n>", "how many records (default: 20)")
+    .option("-f, --follow", "keep printing records as they are written")
+    .option("--json", "JSON lines instead of a table"), { paging: false })
+    .action(lazy("./commands/audit-tail.js"));
+  addAuditDbOption(audit.command("prune")
+    .description("delete records older than the retention period; one line of output, for cron")
+    .option("--older-than <age>", "delete records older than this, e.g. 30d, 12h (default: the retention period)")
+    .addOption(new Option("--retention-days <n>", "the retention period in days, 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")))
+    .option("--dry-run", "count what would be deleted, delete nothing")
+    .option("--vacuum", "give the freed space back to the file system afterwards")
+    .option("-q, --quiet", "print nothing on success"))
+    .action(lazy("./commands/audit-prune.js"));
+  addFilterOptions(audit.command("export")
+    .description("write records as CSV, JSON lines or JSON, oldest first")
+    .addOption(new Option("--format <format>", "csv, jsonl or json").choices(EXPORT_FORMATS).default("csv"))
+    .option("-o, --output <file>", "write to this file (atomically) instead of stdout")
+    .option("--limit <n>", "at most this many records"))
+    .action(lazy("./commands/audit-export.js"));
+  addFilterOptions(audit.command("stats")
+    .description("counts by status, model and endpoint; duration percentiles; tokens; error rate")
+    .option("--json", "one JSON object"), { paging: false })
+    .action(lazy("./commands/audit-stats.js"));
+
+  const exitOverride = (command: Command) => { command.exitOverride(); command.commands.forEach(exitOverride); };
+  exitOverride(program);
   return program;
 }
 
@@ -70,6 +105,10 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof UsageError) {
     process.stderr.write(`mlxs: ${error.message}\n`);
     return EXIT.usage;
+  }
+  if (error instanceof AuditStoreError) {
+    process.stderr.write(`mlxs: ${error.message}\n`);
+    return EXIT.failure;
   }
   if (error instanceof CoreError) {
     process.stderr.write(`mlxs: ${error.message}\n`);

@@ -18,6 +18,8 @@ export class UsageError extends Error {
 
 interface Setting<T> {
   env: string;
+  /** numbers in the config file must be JSON numbers, not strings */
+  numeric?: boolean;
   /** what a valid value looks like, for error messages */
   expects: string;
   /** the value, or undefined when it is not acceptable */
@@ -31,16 +33,20 @@ function integer(min: number, max: number): Setting<number>["parse"] {
   };
 }
 
+const nonEmptyString = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);
+
 const SETTINGS = {
-  model: { env: "MLXS_MODEL", expects: "a model path, hf: URI, URL or name", parse: (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined) },
+  model: { env: "MLXS_MODEL", expects: "a model path, hf: URI, URL or name", parse: nonEmptyString },
   gpu: {
     env: "MLXS_GPU", expects: `one of ${GPU_CHOICES.join(", ")}`,
     parse: (v: unknown) => (GPU_CHOICES as readonly unknown[]).includes(v) ? (v as GpuChoice) : undefined,
   },
-  threads: { env: "MLXS_THREADS", expects: "an integer from 1 to 1024", parse: integer(1, 1024) },
-  ctxSize: { env: "MLXS_CTX_SIZE", expects: "an integer from 64 to 1048576", parse: integer(64, 1_048_576) },
-  parallel: { env: "MLXS_PARALLEL", expects: "an integer from 1 to 64", parse: integer(1, 64) },
-  queue: { env: "MLXS_QUEUE", expects: "an integer from 0 to 100000", parse: integer(0, 100_000) },
+  threads: { env: "MLXS_THREADS", numeric: true, expects: "an integer from 1 to 1024", parse: integer(1, 1024) },
+  ctxSize: { env: "MLXS_CTX_SIZE", numeric: true, expects: "an integer from 64 to 1048576", parse: integer(64, 1_048_576) },
+  parallel: { env: "MLXS_PARALLEL", numeric: true, expects: "an integer from 1 to 64", parse: integer(1, 64) },
+  queue: { env: "MLXS_QUEUE", numeric: true, expects: "an integer from 0 to 100000", parse: integer(0, 100_000) },
+  auditDb: { env: "MLXS_AUDIT_DB", expects: "a file path", parse: nonEmptyString },
+  auditRetentionDays: { env: "MLXS_AUDIT_RETENTION_DAYS", numeric: true, expects: "an integer from 0 (keep everything) to 36500", parse: integer(0, 36_500) },
 } satisfies Record<string, Setting<unknown>>;
 
 type SettingName = keyof typeof SETTINGS;
@@ -51,6 +57,8 @@ export type ConfigFlags = Partial<SettingValues> & { config?: string };
 
 export interface Config extends Omit<SettingValues, "model"> {
   model?: string;
+  /** the audit database file */
+  auditDb: string;
   /** the config file's `models` map: name -> spec */
   models: Record<string, string>;
   configFile: string;
@@ -77,6 +85,7 @@ export const DEFAULTS = {
   // costs a full context of KV cache, so lower it for big models on small memory.
   parallel: 4,
   queue: 64,
+  auditRetentionDays: 30,
 };
 
 /** A commander argument parser for a setting: the same rules as the environment and file. */
@@ -120,6 +129,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     ctxSize: pick("ctxSize") ?? DEFAULTS.ctxSize,
     parallel: pick("parallel") ?? DEFAULTS.parallel,
     queue: pick("queue") ?? DEFAULTS.queue,
+    auditDb: pick("auditDb") ?? join(dirs.dataDir, "audit.db"),
+    auditRetentionDays: pick("auditRetentionDays") ?? DEFAULTS.auditRetentionDays,
   };
 }
 
@@ -152,7 +163,7 @@ function readConfigFile(path: string): FileValues {
       throw new UsageError(`config file ${path}: unknown key "${key}" (known: ${[...Object.keys(SETTINGS), "models"].join(", ")})`);
     }
     const setting = SETTINGS[key as SettingName];
-    const parsed = typeof value === "string" && key !== "model" && key !== "gpu" ? undefined : setting.parse(value);
+    const parsed = "numeric" in setting && typeof value === "string" ? undefined : setting.parse(value);
     if (parsed === undefined) throw new UsageError(`config file ${path}: "${key}" must be ${setting.expects}`);
     (values as Record<string, unknown>)[key] = parsed;
   }

@@ -3,8 +3,9 @@ import type { Command } from "commander";
 import { loadConfig, UsageError } from "../config.js";
 import type { ChatMessage, GenerationResult } from "../core/types.js";
 import { configFlagsFrom, samplingFrom } from "./options.js";
-import { openCore } from "./open-core.js";
+import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, readStdin, writeOut } from "./io.js";
+import { audited } from "./audited.js";
 
 export async function run(promptArg: string | undefined, _opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -21,30 +22,42 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   if (opts.system) messages.push({ role: "system", content: String(opts.system) });
   messages.push({ role: "user", content: prompt });
 
-  const core = await openCore(config, opts.model as string | undefined);
   const json = Boolean(opts.json);
-  try {
-    const result = await interruptible(async (signal) => {
-      let done: GenerationResult | undefined;
-      let endsWithNewline = true;
-      for await (const event of core.chat({ ...sampling, messages }, signal)) {
-        if (event.type === "done") done = event;
-        else if (!json) {
-          writeOut(event.text);
-          endsWithNewline = event.text.endsWith("\n");
+  await audited(config, { endpoint: "cli:chat", stream: !json, model: modelLabel(opts.model, config) }, async (tracker) => {
+    const core = await openCore(config, opts.model as string | undefined);
+    try {
+      tracker.model = core.models()[0]!.name;
+      tracker.backendType = await core.backend();
+      const result = await interruptible(async (signal) => {
+        let done: GenerationResult | undefined;
+        let endsWithNewline = true;
+        for await (const event of core.chat({ ...sampling, messages }, signal)) {
+          if (event.type === "done") {
+            done = event;
+            continue;
+          }
+          tracker.firstToken();
+          if (!json) {
+            writeOut(event.text);
+            endsWithNewline = event.text.endsWith("\n");
+          }
         }
+        if (!json && !endsWithNewline) writeOut("\n");
+        return done!;
+      });
+      tracker.tokens(result.usage.promptTokens, result.usage.completionTokens);
+      if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
+      if (result.finishReason === "cancelled") {
+        process.exitCode = 130;
+        tracker.end({ status: "cancelled", statusCode: 130, errorType: "cancelled" });
       }
-      if (!json && !endsWithNewline) writeOut("\n");
-      return done!;
-    });
-    if (json) writeOut(JSON.stringify(resultJson(result, await core.backend())) + "\n");
-    if (result.finishReason === "cancelled") process.exitCode = 130;
-  } finally {
-    await core.close();
-  }
+    } finally {
+      await core.close();
+    }
+  });
 }
 
-function resultJson(result: GenerationResult, backend: string) {
+function resultJson(result: GenerationResult, backend: string | null) {
   return {
     model: result.model,
     backend,

@@ -2,8 +2,9 @@
 import type { Command } from "commander";
 import { loadConfig, UsageError } from "../config.js";
 import { configFlagsFrom } from "./options.js";
-import { openCore } from "./open-core.js";
+import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, readStdin, writeOut } from "./io.js";
+import { audited } from "./audited.js";
 
 export async function run(texts: string[], _opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -16,20 +17,25 @@ export async function run(texts: string[], _opts: unknown, command: Command): Pr
   if (input.length === 0) throw new UsageError("nothing to embed: no non-empty input");
   if (input.some((text) => text.trim() === "")) throw new UsageError("an input is empty");
 
-  const core = await openCore(config, opts.model as string | undefined);
-  try {
-    const result = await interruptible((signal) => core.embed({ input }, signal));
-    if (opts.format === "jsonl") {
-      result.vectors.forEach((embedding, index) => writeOut(JSON.stringify({ index, embedding, tokens: result.tokens[index] }) + "\n"));
-    } else {
-      writeOut(JSON.stringify({
-        object: "list",
-        model: result.model,
-        data: result.vectors.map((embedding, index) => ({ object: "embedding", index, embedding, tokens: result.tokens[index] })),
-        usage: { prompt_tokens: result.usage.promptTokens, total_tokens: result.usage.promptTokens },
-      }) + "\n");
+  await audited(config, { endpoint: "cli:embed", stream: false, model: modelLabel(opts.model, config) }, async (tracker) => {
+    const core = await openCore(config, opts.model as string | undefined);
+    try {
+      tracker.model = core.models()[0]!.name;
+      tracker.backendType = await core.backend();
+      const result = await interruptible((signal) => core.embed({ input }, signal));
+      tracker.tokens(result.usage.promptTokens, 0);
+      if (opts.format === "jsonl") {
+        result.vectors.forEach((embedding, index) => writeOut(JSON.stringify({ index, embedding, tokens: result.tokens[index] }) + "\n"));
+      } else {
+        writeOut(JSON.stringify({
+          object: "list",
+          model: result.model,
+          data: result.vectors.map((embedding, index) => ({ object: "embedding", index, embedding, tokens: result.tokens[index] })),
+          usage: { prompt_tokens: result.usage.promptTokens, total_tokens: result.usage.promptTokens },
+        }) + "\n");
+      }
+    } finally {
+      await core.close();
     }
-  } finally {
-    await core.close();
-  }
+  });
 }

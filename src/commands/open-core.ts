@@ -2,8 +2,9 @@
 import type { Config } from "../config.js";
 import { UsageError } from "../config.js";
 import { InferenceCore, type ModelSource } from "../core/index.js";
-import { ensureDemoModel } from "../core/demo-model.js";
-import { resolveModelSpec } from "../core/models.js";
+
+import { DEMO_MODEL_NAME, ensureDemoModel } from "../core/demo-model.js";
+import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/models.js";
 import { downloadProgress } from "./progress.js";
 
 export async function resolveModels(config: Config, specs: string[]): Promise<ModelSource[]> {
@@ -35,4 +36,12 @@ export function modelSpecs(flag: string | string[] | undefined, config: Config):
 export async function openCore(config: Config, flag: string | string[] | undefined): Promise<InferenceCore> {
   const sources = await resolveModels(config, modelSpecs(flag, config));
   return new InferenceCore(sources, config);
+}
+
+/** What the audit log calls the model of a run, before (or without) loading it. */
+export function modelLabel(flag: string | string[] | undefined, config: Config): string {
+  const spec = modelSpecs(flag, config)[0];
+  if (spec === undefined) return DEMO_MODEL_NAME;
+  if (config.models[spec] !== undefined) return spec;
+  return isRemoteSpec(spec) ? modelNameFromPath(spec.replace(/[?#].*$/, "")) : modelNameFromPath(spec);
 }

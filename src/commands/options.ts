@@ -58,6 +58,11 @@ export function samplingFrom(opts: Record<string, unknown>): SamplingOptions {
 }
 
 export function configFlagsFrom(opts: Record<string, unknown>): ConfigFlags {
-  const { config, gpu, threads, ctxSize, parallel, queue } = opts as ConfigFlags;
-  return { config, gpu, threads, ctxSize, parallel, queue };
+  const { config, gpu, threads, ctxSize, parallel, queue, db, retentionDays } = opts as ConfigFlags & { db?: string; retentionDays?: number };
+  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, auditRetentionDays: retentionDays };
+}
+
+/** --db, for every command that writes or reads the audit log. */
+export function addAuditDbOption(command: Command): Command {
+  return command.addOption(new Option("--db <file>", "audit database (default: <data dir>/audit.db)").argParser(parseFlag("auditDb", "--db")));
 }

@@ -1,0 +1,75 @@
+/**
+ * The audit schema, as numbered migrations. PRAGMA user_version holds the number of
+ * migrations applied; a database with a higher number was written by a newer mlxs and
+ * is refused rather than guessed at.
+ *
+ * There is deliberately no column for prompts, messages, answers, embedding inputs, tool
+ * arguments or headers: content cannot leak into a column that does not exist.
+ */
+
+export const MIGRATIONS: readonly string[] = [
+  // 1: the audit log
+  `CREATE TABLE audit_logs (
+     id                INTEGER PRIMARY KEY,
+     request_id        TEXT    NOT NULL UNIQUE,
+     timestamp         INTEGER NOT NULL,             -- UTC, milliseconds since the epoch
+     model             TEXT,
+     backend_type      TEXT,
+     endpoint          TEXT    NOT NULL,
+     duration_ms       REAL    NOT NULL,
+     ttft_ms           REAL,
+     status            TEXT    NOT NULL CHECK (status IN ('success', 'error', 'timeout', 'cancelled')),
+     status_code       INTEGER,
+     prompt_tokens     INTEGER,
+     completion_tokens INTEGER,
+     total_tokens      INTEGER,
+     error_type        TEXT,
+     error_message     TEXT    CHECK (error_message IS NULL OR length(error_message) <= 500),
+     stream            INTEGER NOT NULL DEFAULT 0,
+     client            TEXT
+   );
+   CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
+   CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
+   CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);
+   CREATE INDEX audit_logs_endpoint_timestamp ON audit_logs (endpoint, timestamp);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The columns of one record, in table order: exports and inserts use this one list. */
+export const COLUMNS = [
+  "id", "request_id", "timestamp", "model", "backend_type", "endpoint", "duration_ms", "ttft_ms",
+  "status", "status_code", "prompt_tokens", "completion_tokens", "total_tokens", "error_type",
+  "error_message", "stream", "client",
+] as const;
+
+export type AuditStatus = "success" | "error" | "timeout" | "cancelled";
+export const STATUSES: readonly AuditStatus[] = ["success", "error", "timeout", "cancelled"];
+
+/** One request, as the audit log keeps it: metadata only. */
+export interface AuditRecord {
+  request_id: string;
+  /** UTC milliseconds */
+  timestamp: number;
+  model: string | null;
+  backend_type: string | null;
+  endpoint: string;
+  duration_ms: number;
+  ttft_ms: number | null;
+  status: AuditStatus;
+  status_code: number | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  total_tokens: number | null;
+  error_type: string | null;
+  /** at most 500 characters, never text of the request */
+  error_message: string | null;
+  stream: boolean;
+  /** the label of the API key used, never the key */
+  client: string | null;
+}
+
+/** A stored record: the record plus its row id. */
+export interface AuditRow extends AuditRecord {
+  id: number;
+}

@@ -1,0 +1,259 @@
+/**
+ * The audit database: open (WAL, busy timeout, migrations), insert batches, query by
+ * filter, follow, stats, prune in small batches, and export page by page. Several
+ * processes use one file at once: a daemon writing, cron pruning, people tailing.
+ */
+import { open as openDatabase, type Database } from "sqlite";
+import sqlite3 from "sqlite3";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { AuditLogFilter } from "./filter.js";
+import { COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+
+/** A database that cannot be used: not SQLite, damaged, from a newer mlxs, unwritable. */
+export class AuditStoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "AuditStoreError";
+  }
+}
+
+export interface AuditStats {
+  total: number;
+  byStatus: Record<string, number>;
+  byModel: Record<string, number>;
+  byEndpoint: Record<string, number>;
+  durationMs: { p50: number | null; p95: number | null; p99: number | null };
+  tokens: { prompt: number; completion: number; total: number };
+  /** generated tokens per second of generation time, over records that generated */
+  tokensPerSecond: number | null;
+  errorRate: number | null;
+  first: number | null;
+  last: number | null;
+}
+
+const INSERT_COLUMNS = COLUMNS.filter((c) => c !== "id");
+// one statement per batch: the batch travels as one JSON array of arrays and SQLite
+// unpacks it, instead of one native round trip per record
+const INSERT_SQL = `INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
+  SELECT ${INSERT_COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")} FROM json_each(?)
+  WHERE true ON CONFLICT (request_id) DO NOTHING`;
+
+export const BUSY_TIMEOUT_MS = 5000;
+
+export class AuditStore {
+  private constructor(private readonly db: Database, readonly path: string) {}
+
+  /**
+   * Opens (and with `create`, creates) the database and brings its schema up to date.
+   * Returns undefined when the file does not exist and `create` is false.
+   */
+  static async open(path: string, { create = true } = {}): Promise<AuditStore | undefined> {
+    if (!create && !existsSync(path)) return undefined;
+    let db: Database;
+    try {
+      if (create) mkdirSync(dirname(path), { recursive: true });
+      db = await openDatabase({
+        filename: path,
+        driver: sqlite3.Database,
+        mode: sqlite3.OPEN_READWRITE | (create ? sqlite3.OPEN_CREATE : 0),
+      });
+    } catch (error) {
+      throw new AuditStoreError(`cannot open audit database ${path}: ${describe(error)}`, { cause: error });
+    }
+    const store = new AuditStore(db, path);
+    try {
+      await db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      await store.migrate();
+      await db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    } catch (error) {
+      await db.close().catch(() => undefined);
+      if (error instanceof AuditStoreError) throw error;
+      throw new AuditStoreError(`cannot use audit database ${path}: ${describe(error)}`, { cause: error });
+    }
+    return store;
+  }
+
+  private async migrate(): Promise<void> {
+    const version = await this.userVersion();
+    if (version > SCHEMA_VERSION) throw this.newerError(version);
+    if (version === SCHEMA_VERSION) return;
+    // IMMEDIATE: two processes opening a new database at once migrate it one after the other
+    await this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const current = await this.userVersion();
+      if (current > SCHEMA_VERSION) throw this.newerError(current);
+      if (current === 0) {
+        const tables = await this.db.all<{ name: string }[]>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+        if (tables.length > 0) throw new AuditStoreError(`${this.path} is an SQLite database, but not an mlxs audit log; refusing to change it`);
+      }
+      for (let v = current; v < SCHEMA_VERSION; v++) await this.db.exec(MIGRATIONS[v]!);
+      await this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      await this.db.exec("COMMIT");
+    } catch (error) {
+      await this.db.exec("ROLLBACK").catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async userVersion(): Promise<number> {
+    return (await this.db.get<{ user_version: number }>("PRAGMA user_version"))!.user_version;
+  }
+
+  private newerError(version: number) {
+    return new AuditStoreError(
+      `${this.path} was written by a newer mlxs (audit schema ${version}; this mlxs knows up to ${SCHEMA_VERSION}): upgrade mlxs, or use another --db`,
+    );
+  }
+
+  /** Inserts the records in one transaction; a request id already stored is skipped. Returns how many were stored. */
+  async insert(records: readonly AuditRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    const rows = records.map((r) => INSERT_COLUMNS.map((c) => (c === "stream" ? (r.stream ? 1 : 0) : r[c])));
+    const result = await this.db.run(INSERT_SQL, JSON.stringify(rows));
+    return result.changes ?? 0;
+  }
+
+  async query(filter: AuditLogFilter): Promise<AuditRow[]> {
+    const { where, params } = whereOf(filter);
+    const direction = filter.order === "asc" ? "ASC" : "DESC";
+    const rows = await this.db.all<RawRow[]>(
+      `SELECT * FROM audit_logs ${where} ORDER BY timestamp ${direction}, id ${direction} LIMIT ? OFFSET ?`,
+      ...params, filter.limit ?? -1, filter.offset,
+    );
+    return rows.map(toRow);
+  }
+
+  /** Records stored after row `afterId`, oldest first: what `tail --follow` prints next. */
+  async after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
+    const { where, params } = whereOf(filter, [["id > ?", afterId]]);
+    return (await this.db.all<RawRow[]>(`SELECT * FROM audit_logs ${where} ORDER BY id ASC LIMIT ?`, ...params, limit)).map(toRow);
+  }
+
+  async lastId(): Promise<number> {
+    return (await this.db.get<{ id: number | null }>("SELECT max(id) AS id FROM audit_logs"))?.id ?? 0;
+  }
+
+  /**
+   * Every record the filter selects, page by page in row order (keyset pagination), so
+   * that memory stays flat however many rows there are and no row comes twice while
+   * others are written or pruned.
+   */
+  async *pages(filter: AuditLogFilter, pageSize = 5000): AsyncGenerator<AuditRow[]> {
+    const ascending = filter.order === "asc";
+    let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
+    let remaining = filter.limit ?? Infinity;
+    let offset = filter.offset;
+    while (remaining > 0) {
+      const { where, params } = whereOf(filter, [[ascending ? "id > ?" : "id < ?", cursor]]);
+      const size = Math.min(pageSize, remaining);
+      const rows = await this.db.all<RawRow[]>(
+        `SELECT * FROM audit_logs ${where} ORDER BY id ${ascending ? "ASC" : "DESC"} LIMIT ? OFFSET ?`, ...params, size, offset,
+      );
+      if (rows.length === 0) return;
+      offset = 0;
+      cursor = rows[rows.length - 1]!.id;
+      remaining -= rows.length;
+      yield rows.map(toRow);
+      if (rows.length < size) return;
+    }
+  }
+
+  async stats(filter: AuditLogFilter): Promise<AuditStats> {
+    const { where, params } = whereOf(filter);
+    const groups = async (column: string) => Object.fromEntries(
+      (await this.db.all<{ key: string | null; n: number }[]>(`SELECT ${column} AS key, count(*) AS n FROM audit_logs ${where} GROUP BY ${column} ORDER BY n DESC`, ...params))
+        .map((r) => [r.key ?? "(none)", r.n]),
+    );
+    const totals = (await this.db.get<Record<string, number | null>>(
+      `SELECT count(*) AS total, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion, sum(total_tokens) AS tokens,
+              sum(status = 'error') AS errors, min(timestamp) AS first, max(timestamp) AS last,
+              sum(CASE WHEN completion_tokens > 0 THEN completion_tokens END) AS generated,
+              sum(CASE WHEN completion_tokens > 0 THEN duration_ms - coalesce(ttft_ms, 0) END) AS generating_ms
+         FROM audit_logs ${where}`, ...params))!;
+    const total = totals.total ?? 0;
+    const percentile = async (p: number) => total === 0 ? null
+      : (await this.db.get<{ d: number }>(`SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET ?`,
+        ...params, Math.min(total - 1, Math.max(0, Math.ceil(p * total) - 1))))!.d;
+    return {
+      total,
+      byStatus: await groups("status"),
+      byModel: await groups("model"),
+      byEndpoint: await groups("endpoint"),
+      durationMs: { p50: await percentile(0.5), p95: await percentile(0.95), p99: await percentile(0.99) },
+      tokens: { prompt: totals.prompt ?? 0, completion: totals.completion ?? 0, total: totals.tokens ?? 0 },
+      tokensPerSecond: totals.generated && totals.generating_ms ? totals.generated / (totals.generating_ms / 1000) : null,
+      errorRate: total === 0 ? null : (totals.errors ?? 0) / total,
+      first: totals.first ?? null,
+      last: totals.last ?? null,
+    };
+  }
+
+  async countOlderThan(before: number): Promise<number> {
+    return (await this.db.get<{ n: number }>("SELECT count(*) AS n FROM audit_logs WHERE timestamp < ?", before))!.n;
+  }
+
+  /**
+   * Deletes records older than `before` in batches of `batchSize`, each its own short
+   * transaction, yielding between them so a daemon's writer gets the lock in between.
+   */
+  async prune(before: number, { batchSize = 5000 } = {}): Promise<number> {
+    let deleted = 0;
+    for (;;) {
+      const { changes } = await this.db.run(
+        "DELETE FROM audit_logs WHERE id IN (SELECT id FROM audit_logs WHERE timestamp < ? ORDER BY timestamp LIMIT ?)", before, batchSize,
+      );
+      deleted += changes ?? 0;
+      if ((changes ?? 0) < batchSize) return deleted;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Gives the space of deleted records back to the file system (takes the write lock while it runs). */
+  async vacuum(): Promise<void> {
+    await this.db.exec("VACUUM");
+    await this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+}
+
+interface RawRow extends Omit<AuditRow, "stream" | "status"> {
+  stream: number;
+  status: string;
+}
+
+function toRow(raw: RawRow): AuditRow {
+  return { ...raw, status: raw.status as AuditStatus, stream: raw.stream === 1 };
+}
+
+function whereOf(filter: AuditLogFilter, extra: [string, unknown][] = []) {
+  const conditions: [string, unknown][] = [...extra];
+  if (filter.model !== undefined) conditions.push(["model = ?", filter.model]);
+  if (filter.backend_type !== undefined) conditions.push(["backend_type = ?", filter.backend_type]);
+  if (filter.endpoint !== undefined) conditions.push(["endpoint = ?", filter.endpoint]);
+  if (filter.status !== undefined) conditions.push(["status = ?", filter.status]);
+  if (filter.since !== undefined) conditions.push(["timestamp >= ?", filter.since]);
+  if (filter.until !== undefined) conditions.push(["timestamp < ?", filter.until]);
+  if (filter.request_id !== undefined) conditions.push(["request_id = ?", filter.request_id]);
+  if (filter.min_duration_ms !== undefined) conditions.push(["duration_ms >= ?", filter.min_duration_ms]);
+  return {
+    where: conditions.length ? `WHERE ${conditions.map(([sql]) => sql).join(" AND ")}` : "",
+    params: conditions.map(([, value]) => value),
+  };
+}
+
+function describe(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  if (code === "SQLITE_NOTADB") return "the file is not an SQLite database";
+  if (code === "SQLITE_CORRUPT") return "the database file is damaged";
+  if (code === "SQLITE_CANTOPEN") return "the file cannot be opened (does its directory exist, and may mlxs write there?)";
+  if (code === "SQLITE_READONLY") return "the database is read-only";
+  if (code === "SQLITE_BUSY") return "the database stayed locked by another process";
+  if (code === "SQLITE_FULL") return "the disk is full";
+  return (error instanceof Error ? error.message : String(error)).replace(/^SQLITE_\w+:\s*/, "");
+}
+
+export { describe as describeStoreError };

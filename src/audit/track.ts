@@ -1,0 +1,88 @@
+/**
+ * track(): one request's lifecycle -> one AuditRecord. A door starts a tracker when a
+ * request arrives, marks the first token, adds the token counts, and ends it once with
+ * the outcome; the record then goes to the writer. Ending twice records once.
+ */
+import { randomBytes } from "node:crypto";
+import type { AuditRecord, AuditStatus } from "./schema.js";
+
+export const MAX_ERROR_MESSAGE = 500;
+
+export interface TrackStart {
+  endpoint: string;
+  requestId?: string;
+  model?: string | null;
+  backendType?: string | null;
+  stream?: boolean;
+  client?: string | null;
+}
+
+/** What ended the request. Error messages must already be free of request content. */
+export type Outcome =
+  | { status: "success"; statusCode?: number }
+  | { status: Exclude<AuditStatus, "success">; statusCode?: number; errorType?: string; errorMessage?: string };
+
+export function newRequestId(): string {
+  return `req_${randomBytes(12).toString("hex")}`;
+}
+
+export class Tracker {
+  readonly requestId: string;
+  private readonly startedAt = Date.now();
+  private readonly startedHr = performance.now();
+  private firstTokenHr?: number;
+  private promptTokens: number | null = null;
+  private completionTokens: number | null = null;
+  private ended = false;
+  model: string | null;
+  backendType: string | null;
+
+  constructor(private readonly start: TrackStart, private readonly sink: (record: AuditRecord) => void) {
+    this.requestId = start.requestId ?? newRequestId();
+    this.model = start.model ?? null;
+    this.backendType = start.backendType ?? null;
+  }
+
+  firstToken(): void {
+    this.firstTokenHr ??= performance.now();
+  }
+
+  tokens(prompt: number | null, completion: number | null = null): void {
+    this.promptTokens = prompt;
+    this.completionTokens = completion;
+  }
+
+  /** Records the request once; later calls do nothing. */
+  end(outcome: Outcome): AuditRecord | undefined {
+    if (this.ended) return undefined;
+    this.ended = true;
+    const failed = outcome.status !== "success";
+    const total = this.promptTokens === null && this.completionTokens === null ? null : (this.promptTokens ?? 0) + (this.completionTokens ?? 0);
+    const record: AuditRecord = {
+      request_id: this.requestId,
+      timestamp: this.startedAt,
+      model: this.model,
+      backend_type: this.backendType,
+      endpoint: this.start.endpoint,
+      duration_ms: round(performance.now() - this.startedHr),
+      ttft_ms: this.firstTokenHr === undefined ? null : round(this.firstTokenHr - this.startedHr),
+      status: outcome.status,
+      status_code: outcome.statusCode ?? null,
+      prompt_tokens: this.promptTokens,
+      completion_tokens: this.completionTokens,
+      total_tokens: total,
+      error_type: failed ? outcome.errorType ?? outcome.status : null,
+      error_message: failed && outcome.errorMessage ? outcome.errorMessage.slice(0, MAX_ERROR_MESSAGE) : null,
+      stream: this.start.stream ?? false,
+      client: this.start.client ?? null,
+    };
+    this.sink(record);
+    return record;
+  }
+}
+
+export function track(start: TrackStart, sink: (record: AuditRecord) => void): Tracker {
+  return new Tracker(start, sink);
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;

@@ -1,0 +1,129 @@
+/**
+ * The background audit writer. `record()` only appends to a bounded buffer and returns;
+ * a timer (or a full batch) flushes the buffer into SQLite, one transaction per flush.
+ * When the buffer overflows or the database fails, records are dropped and counted, the
+ * program goes on, and stderr says so; the next flush tries the database again.
+ */
+import { AuditStore, describeStoreError } from "./store.js";
+import type { AuditRecord } from "./schema.js";
+
+export interface AuditWriterOptions {
+  /** flush at least this often (default 250 ms) */
+  flushIntervalMs?: number;
+  /** flush as soon as this many records wait (default 500) */
+  batchSize?: number;
+  /** records kept waiting at most; more are dropped (default 10 000) */
+  maxBuffer?: number;
+  /** where problems are reported (default: stderr) */
+  warn?: (message: string) => void;
+}
+
+export interface AuditWriterCounts {
+  recorded: number;
+  written: number;
+  dropped: number;
+  pending: number;
+}
+
+type StoreSource = AuditStore | (() => Promise<AuditStore>);
+
+export class AuditWriter {
+  private buffer: AuditRecord[] = [];
+  private timer?: NodeJS.Timeout;
+  private flushing?: Promise<void>;
+  private store?: Promise<AuditStore>;
+  private closed = false;
+  private failing = false;
+  private readonly counts = { recorded: 0, written: 0, dropped: 0 };
+  private readonly flushIntervalMs: number;
+  private readonly batchSize: number;
+  private readonly maxBuffer: number;
+  private readonly warn: (message: string) => void;
+
+  /** `store` may be a function, so that the database is only opened once there is something to write. */
+  constructor(private readonly source: StoreSource, options: AuditWriterOptions = {}) {
+    this.flushIntervalMs = options.flushIntervalMs ?? 250;
+    this.batchSize = options.batchSize ?? 500;
+    this.maxBuffer = options.maxBuffer ?? 10_000;
+    this.warn = options.warn ?? ((message) => process.stderr.write(`mlxs: ${message}\n`));
+  }
+
+  /** Queues one record; never waits, never throws. */
+  record(entry: AuditRecord): void {
+    this.counts.recorded++;
+    if (this.closed || this.buffer.length >= this.maxBuffer) {
+      this.drop(1, this.closed ? "the audit writer is closed" : `the audit buffer is full (${this.maxBuffer} records)`);
+      return;
+    }
+    this.buffer.push(entry);
+    if (this.buffer.length >= this.batchSize) this.schedule(0);
+    else this.schedule(this.flushIntervalMs);
+  }
+
+  get stats(): AuditWriterCounts {
+    return { ...this.counts, pending: this.buffer.length };
+  }
+
+  private schedule(delay: number): void {
+    if (this.timer && delay > 0) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, delay);
+    // a pending flush alone must not keep a finished command alive: close() flushes it
+    this.timer.unref();
+  }
+
+  /** Writes what is buffered now; resolves when it is written (or dropped). Never rejects. */
+  flush(): Promise<void> {
+    this.flushing = (this.flushing ?? Promise.resolve()).then(() => this.writeBuffered());
+    return this.flushing;
+  }
+
+  private async writeBuffered(): Promise<void> {
+    while (this.buffer.length > 0) {
+      const batch = this.buffer.splice(0, this.batchSize);
+      try {
+        const store = await this.openStore();
+        await store.insert(batch);
+        this.counts.written += batch.length;
+        if (this.failing) {
+          this.failing = false;
+          this.warn(`audit log writable again (${this.counts.dropped} records dropped in all)`);
+        }
+      } catch (error) {
+        this.drop(batch.length, `cannot write the audit log: ${describeStoreError(error)}`);
+      }
+    }
+  }
+
+  private openStore(): Promise<AuditStore> {
+    if (!this.store) {
+      const source = this.source;
+      this.store = typeof source === "function" ? source() : Promise.resolve(source);
+      // a failed open is tried again at the next flush
+      this.store.catch(() => { this.store = undefined; });
+    }
+    return this.store;
+  }
+
+  private drop(count: number, reason: string): void {
+    this.counts.dropped += count;
+    // one line when trouble starts, not one per record
+    if (!this.failing) {
+      this.failing = true;
+      this.warn(`${reason}; dropping audit records (${this.counts.dropped} so far)`);
+    }
+  }
+
+  /** Writes everything still pending, then closes the database. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.flush();
+    const store = await this.store?.catch(() => undefined);
+    await store?.close().catch(() => undefined);
+  }
+}

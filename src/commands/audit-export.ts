@@ -1,0 +1,42 @@
+/** `mlxs audit export`: records as CSV, JSON lines or JSON, to stdout or atomically to a file. */
+import type { Command } from "commander";
+import { createWriteStream } from "node:fs";
+import { rename, rm } from "node:fs/promises";
+import { once } from "node:events";
+import { dirname, basename, join } from "node:path";
+import { loadConfig } from "../config.js";
+import { exportRows, type ExportFormat } from "../audit/export.js";
+import { filterFrom, openExisting } from "./audit-options.js";
+import { configFlagsFrom } from "./options.js";
+
+export async function run(_opts: unknown, command: Command): Promise<void> {
+  const opts = command.optsWithGlobals();
+  const config = loadConfig(configFlagsFrom(opts));
+  const filter = filterFrom(opts, { limit: undefined, order: "asc" });
+  const format = opts.format as ExportFormat;
+  const store = await openExisting(config);
+  try {
+    if (!opts.output) {
+      await exportRows(store, filter, format, process.stdout);
+      return;
+    }
+    // a temporary file renamed into place: a reader (or a cron job that dies) never
+    // sees half an export
+    const target = String(opts.output);
+    const temp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
+    const out = createWriteStream(temp, { flags: "wx" });
+    try {
+      const count = await exportRows(store, filter, format, out);
+      out.end();
+      await once(out, "finish");
+      await rename(temp, target);
+      process.stderr.write(`mlxs: exported ${count} records to ${target}\n`);
+    } catch (error) {
+      out.destroy();
+      await rm(temp, { force: true });
+      throw error;
+    }
+  } finally {
+    await store?.close();
+  }
+}

@@ -1,0 +1,66 @@
+/** What the `mlxs audit` commands share: filter flags, opening the store, colour. */
+import { Option, type Command } from "commander";
+import { UsageError, type Config } from "../config.js";
+import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
+import { AuditStore, AuditStoreError } from "../audit/store.js";
+import { STATUSES } from "../audit/schema.js";
+import { addAuditDbOption } from "./options.js";
+
+/** flag attribute -> filter field */
+const FILTER_FLAGS: [string, string, string, string][] = [
+  ["model", "model", "--model <name>", "only this model"],
+  ["backend", "backend_type", "--backend <type>", "only this backend, e.g. llama.cpp/cpu"],
+  ["endpoint", "endpoint", "--endpoint <endpoint>", "only this endpoint, e.g. /v1/chat/completions or cli:chat"],
+  ["status", "status", "--status <status>", `only this status: ${STATUSES.join(", ")}`],
+  ["since", "since", "--since <time>", "from this time: ISO-8601, or a duration ago (15m, 24h, 7d)"],
+  ["until", "until", "--until <time>", "before this time: ISO-8601, or a duration ago"],
+  ["requestId", "request_id", "--request-id <id>", "only this request"],
+  ["minDuration", "min_duration_ms", "--min-duration <ms>", "only requests that took at least this long"],
+];
+
+export function addFilterOptions(command: Command, { paging = true } = {}): Command {
+  for (const [, , flags, description] of FILTER_FLAGS) command.addOption(new Option(flags, description));
+  if (paging) {
+    command
+      .addOption(new Option("--offset <n>", "skip this many records"))
+      .addOption(new Option("--order <order>", "asc or desc"));
+  }
+  return addAuditDbOption(command);
+}
+
+/** The filter the flags describe; a bad value is a usage error naming the flag. */
+export function filterFrom(
+  opts: Record<string, unknown>,
+  defaults: { limit: number | undefined; order: "asc" | "desc" },
+): AuditLogFilter {
+  const input: Record<string, string | undefined> = {};
+  for (const [attribute, field] of FILTER_FLAGS) input[field] = opts[attribute] as string | undefined;
+  input.limit = opts.limit as string | undefined;
+  input.offset = opts.offset as string | undefined;
+  input.order = (opts.order as string | undefined) ?? defaults.order;
+  try {
+    return parseFilter(input, { defaultLimit: defaults.limit });
+  } catch (error) {
+    if (error instanceof FilterError) {
+      const flag = FILTER_FLAGS.find(([, field]) => field === error.field)?.[2].split(" ")[0] ?? `--${error.field}`;
+      throw new UsageError(`invalid ${flag}: expected ${error.accepted}`);
+    }
+    throw error;
+  }
+}
+
+/** The store if the database exists; undefined (and a note on stderr) if not. */
+export async function openExisting(config: Config, quiet = false): Promise<AuditStore | undefined> {
+  const store = await AuditStore.open(config.auditDb, { create: false });
+  if (!store && !quiet) process.stderr.write(`mlxs: no audit database yet at ${config.auditDb}\n`);
+  return store;
+}
+
+export { AuditStoreError };
+
+/** Colour only on a terminal that wants it: NO_COLOR, FORCE_COLOR and pipes are respected. */
+export function colours(stream: NodeJS.WriteStream = process.stdout) {
+  const on = Boolean(stream.isTTY && stream.hasColors?.());
+  const paint = (code: number) => (text: string) => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
+  return { on, red: paint(31), green: paint(32), yellow: paint(33), dim: paint(2), bold: paint(1) };
+}

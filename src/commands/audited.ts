@@ -1,0 +1,41 @@
+/**
+ * A CLI request, audited: one record per run of `mlxs chat` or `mlxs embed`, written
+ * before the process exits, whether the run succeeded, failed or was interrupted.
+ */
+import type { Config } from "../config.js";
+import { AuditStore } from "../audit/store.js";
+import { track, type Outcome, type Tracker } from "../audit/track.js";
+import { AuditWriter } from "../audit/writer.js";
+import { CoreError } from "../core/types.js";
+
+export async function audited<T>(
+  config: Config,
+  start: { endpoint: string; stream: boolean; model: string },
+  work: (tracker: Tracker) => Promise<T>,
+): Promise<T> {
+  // opened on the first flush, so a run that never records never touches the database
+  const writer = new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+  const tracker = track(start, (record) => writer.record(record));
+  try {
+    const result = await work(tracker);
+    tracker.end({ status: "success", statusCode: 0 });
+    return result;
+  } catch (error) {
+    tracker.end(outcomeOf(error));
+    throw error;
+  } finally {
+    await writer.close();
+  }
+}
+
+/** The audit outcome of a failed CLI run; the status code is the exit status. */
+export function outcomeOf(error: unknown): Outcome {
+  if (error instanceof CoreError) {
+    if (error.kind === "cancelled") return { status: "cancelled", statusCode: 130, errorType: "cancelled" };
+    if (error.kind === "timeout") return { status: "timeout", statusCode: 1, errorType: "timeout", errorMessage: error.message };
+    // core messages never quote request content (see CoreError)
+    return { status: "error", statusCode: 1, errorType: error.kind, errorMessage: error.message };
+  }
+  // anything else may carry anything: keep its type, not its text
+  return { status: "error", statusCode: 1, errorType: "internal", errorMessage: "unexpected error" };
+}
