@@ -77,13 +77,13 @@ function parseText(field: string, text: string): string {
 
 /**
  * Builds a filter from raw strings keyed by field name. Unknown fields are refused: a
- * typo must not widen a query silently. `defaultLimit` undefined means no limit.
+ * typo must not widen a query silently. `defaultLimit` null means no limit.
  */
 export function parseFilter(
   input: Record<string, string | undefined>,
-  { now = Date.now(), defaultLimit = DEFAULT_LIMIT as number | undefined } = {},
+  { now = Date.now(), defaultLimit = DEFAULT_LIMIT as number | null } = {},
 ): AuditLogFilter {
-  const filter: AuditLogFilter = { offset: 0, order: "desc", limit: defaultLimit };
+  const filter: AuditLogFilter = { offset: 0, order: "desc", limit: defaultLimit ?? undefined };
   for (const [field, raw] of Object.entries(input)) {
     if (raw === undefined) continue;
     switch (field) {

@@ -12,7 +12,7 @@ import { configFlagsFrom } from "./options.js";
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
   const config = loadConfig(configFlagsFrom(opts));
-  const filter = filterFrom(opts, { limit: undefined, order: "asc" });
+  const filter = filterFrom(opts, { limit: null, order: "asc" });
   const format = opts.format as ExportFormat;
   const store = await openExisting(config);
   try {

@@ -31,7 +31,7 @@ export function addFilterOptions(command: Command, { paging = true } = {}): Comm
 /** The filter the flags describe; a bad value is a usage error naming the flag. */
 export function filterFrom(
   opts: Record<string, unknown>,
-  defaults: { limit: number | undefined; order: "asc" | "desc" },
+  defaults: { limit: number | null; order: "asc" | "desc" },
 ): AuditLogFilter {
   const input: Record<string, string | undefined> = {};
   for (const [attribute, field] of FILTER_FLAGS) input[field] = opts[attribute] as string | undefined;

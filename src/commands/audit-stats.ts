@@ -14,7 +14,7 @@ const EMPTY: AuditStats = {
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
   const config = loadConfig(configFlagsFrom(opts));
-  const filter = filterFrom(opts, { limit: undefined, order: "desc" });
+  const filter = filterFrom(opts, { limit: null, order: "desc" });
   const store = await openExisting(config);
   let stats = EMPTY;
   try {

@@ -1,8 +1,6 @@
 /** Turns the resolved Config and --model specs into a running InferenceCore. */
-import type { Config } from "../config.js";
-import { UsageError } from "../config.js";
+import { UsageError, type Config } from "../config.js";
 import { InferenceCore, type ModelSource } from "../core/index.js";
-
 import { DEMO_MODEL_NAME, ensureDemoModel } from "../core/demo-model.js";
 import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/models.js";
 import { downloadProgress } from "./progress.js";

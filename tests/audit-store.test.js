@@ -1,0 +1,298 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import sqlite3 from "sqlite3";
+import { open } from "sqlite";
+import { AuditStore, AuditStoreError } from "../dist/audit/store.js";
+import { COLUMNS, SCHEMA_VERSION } from "../dist/audit/schema.js";
+import { FilterError, parseFilter, parseDuration } from "../dist/audit/filter.js";
+import { AuditWriter } from "../dist/audit/writer.js";
+import { track } from "../dist/audit/track.js";
+import { syntheticRecord, syntheticRecords } from "./fixtures/audit-records.js";
+import { tempDir } from "./helpers.js";
+
+const rawDb = (path) => open({ filename: path, driver: sqlite3.Database });
+
+async function expectStoreError(path, pattern) {
+  try {
+    await AuditStore.open(path);
+    assert.unreachable(`${path} opened`);
+  } catch (error) {
+    assert.instance(error, AuditStoreError);
+    assert.match(error.message, pattern);
+  }
+}
+
+const database = suite("database");
+
+database("a new database: WAL, NORMAL sync, busy timeout, the schema and its indexes, no content column", async () => {
+  const path = join(tempDir(), "nested", "audit.db");
+  const store = await AuditStore.open(path);
+  await store.insert([syntheticRecord(1)]);
+  assert.ok(existsSync(`${path}-wal`), "WAL file while open");
+  const db = await rawDb(path);
+  assert.is((await db.get("PRAGMA journal_mode")).journal_mode, "wal");
+  assert.is((await db.get("PRAGMA user_version")).user_version, SCHEMA_VERSION);
+  const columns = (await db.all("PRAGMA table_info(audit_logs)")).map((c) => c.name);
+  assert.equal(columns, [...COLUMNS]);
+  for (const forbidden of ["prompt", "messages", "content", "answer", "input", "text", "headers", "arguments"]) {
+    assert.not.ok(columns.includes(forbidden), forbidden);
+  }
+  const indexes = (await db.all("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_logs'")).map((r) => r.name);
+  for (const index of ["audit_logs_timestamp", "audit_logs_model_timestamp", "audit_logs_status_timestamp"]) assert.ok(indexes.includes(index), index);
+  const plan = await db.all("EXPLAIN QUERY PLAN SELECT * FROM audit_logs WHERE model = 'a' AND timestamp >= 0 ORDER BY timestamp DESC LIMIT 100");
+  assert.match(plan.map((p) => p.detail).join(" "), /audit_logs_model_timestamp/);
+  await db.close();
+  await store.close();
+});
+
+database("an older (version 0) database is upgraded; a newer one is refused and left alone", async () => {
+  const dir = tempDir();
+  const old = join(dir, "old.db");
+  const db = await rawDb(old);
+  await db.exec("PRAGMA user_version = 0");
+  await db.close();
+  const store = await AuditStore.open(old);
+  assert.is(await store.insert([syntheticRecord(1)]), 1);
+  await store.close();
+
+  const newer = join(dir, "newer.db");
+  const n = await rawDb(newer);
+  await n.exec("CREATE TABLE audit_logs (id INTEGER PRIMARY KEY, future TEXT); PRAGMA user_version = 99;");
+  await n.close();
+  await expectStoreError(newer, /newer mlxs.*schema 99/);
+  const after = await rawDb(newer);
+  assert.is((await after.get("PRAGMA user_version")).user_version, 99);
+  await after.close();
+});
+
+database("not SQLite, damaged, or another program's database: a clear error, never an overwrite", async () => {
+  const dir = tempDir();
+  const text = join(dir, "text.db");
+  writeFileSync(text, "these are not the bytes of an SQLite database, just a text file".repeat(20));
+  const before = readFileSync(text);
+  await expectStoreError(text, /not an SQLite database/);
+  assert.equal(readFileSync(text), before);
+
+  const damaged = join(dir, "damaged.db");
+  const store = await AuditStore.open(damaged);
+  await store.insert(syntheticRecords(200));
+  await store.vacuum();
+  await store.close();
+  const bytes = readFileSync(damaged);
+  bytes.fill(0x5a, 100, bytes.length);
+  writeFileSync(damaged, bytes);
+  await expectStoreError(damaged, /damaged|not an SQLite|malformed/);
+  assert.equal(readFileSync(damaged), bytes);
+
+  const foreign = join(dir, "foreign.db");
+  const db = await rawDb(foreign);
+  await db.exec("CREATE TABLE customers (name TEXT)");
+  await db.close();
+  await expectStoreError(foreign, /not an mlxs audit log/);
+
+  mkdirSync(join(dir, "adir.db"));
+  await expectStoreError(join(dir, "adir.db"), /cannot open/);
+});
+
+database.run();
+
+const filters = suite("filter");
+
+filters("every field parses; relative and ISO times; defaults", () => {
+  const now = Date.parse("2026-11-28T12:00:00Z");
+  const f = parseFilter({
+    model: "alpha", backend_type: "llama.cpp/cpu", endpoint: "cli:chat", status: "error", since: "24h",
+    until: "2026-11-28T11:00:00Z", request_id: "r-1", min_duration_ms: "250", limit: "5", offset: "2", order: "asc",
+  }, { now });
+  assert.equal(f, {
+    model: "alpha", backend_type: "llama.cpp/cpu", endpoint: "cli:chat", status: "error", since: now - 86_400_000,
+    until: Date.parse("2026-11-28T11:00:00Z"), request_id: "r-1", min_duration_ms: 250, limit: 5, offset: 2, order: "asc",
+  });
+  assert.equal(parseFilter({}), { offset: 0, order: "desc", limit: 100 });
+  assert.is(parseFilter({ since: "15m" }, { now }).since, now - 900_000);
+  assert.is(parseFilter({ since: "7d" }, { now }).since, now - 7 * 86_400_000);
+  assert.is(parseFilter({ since: "2026-11-01" }, { now }).since, Date.parse("2026-11-01T00:00:00Z"));
+  assert.is(parseFilter({ since: "2026-11-01T10:00" }, { now }).since, Date.parse("2026-11-01T10:00:00Z"));
+  assert.is(parseFilter({ since: "2026-11-01T10:00:00+02:00" }, { now }).since, Date.parse("2026-11-01T08:00:00Z"));
+  assert.is(parseDuration("30d"), 30 * 86_400_000);
+  assert.is(parseDuration("soon"), undefined);
+});
+
+filters("a bad value names its field and what is accepted", () => {
+  const cases = [
+    [{ status: "fine" }, "status", /success, error, timeout, cancelled/],
+    [{ since: "yesterday" }, "since", /ISO-8601.*15m/],
+    [{ until: "2026-13-45" }, "until", /ISO-8601/],
+    [{ limit: "0" }, "limit", /integer from 1/],
+    [{ limit: "ten" }, "limit", /integer/],
+    [{ offset: "-1" }, "offset", /integer/],
+    [{ order: "up" }, "order", /asc or desc/],
+    [{ min_duration_ms: "1.5" }, "min_duration_ms", /integer/],
+    [{ model: "" }, "model", /non-empty/],
+    [{ colour: "red" }, "colour", /fields/],
+    [{ since: "1h", until: "2h" }, "since", /before until/],
+  ];
+  for (const [input, field, accepted] of cases) {
+    try {
+      parseFilter(input);
+      assert.unreachable(JSON.stringify(input));
+    } catch (error) {
+      assert.instance(error, FilterError);
+      assert.is(error.field, field);
+      assert.match(error.message, field);
+      assert.match(error.message, accepted);
+    }
+  }
+});
+
+filters.run();
+
+const queries = suite("queries");
+const NOW = Date.parse("2026-11-28T12:00:00Z");
+
+queries.before(async (ctx) => {
+  ctx.store = await AuditStore.open(join(tempDir(), "q.db"));
+  // 300 records, one a minute back from NOW
+  await ctx.store.insert(syntheticRecords(300, { now: NOW, spacingMs: 60_000 }));
+});
+queries.after(async (ctx) => ctx.store.close());
+
+const q = (store, input) => store.query(parseFilter(input, { now: NOW, defaultLimit: 1000 }));
+
+queries("each filter field selects exactly its records", async ({ store }) => {
+  const all = syntheticRecords(300, { now: NOW, spacingMs: 60_000 });
+  const expect = async (input, predicate) => {
+    const ids = (await q(store, input)).map((r) => r.request_id).sort();
+    assert.equal(ids, all.filter(predicate).map((r) => r.request_id).sort(), JSON.stringify(input));
+    assert.ok(ids.length > 0, JSON.stringify(input));
+  };
+  await expect({ model: "beta" }, (r) => r.model === "beta");
+  await expect({ backend_type: "llama.cpp/cuda" }, (r) => r.backend_type === "llama.cpp/cuda");
+  await expect({ endpoint: "/v1/messages" }, (r) => r.endpoint === "/v1/messages");
+  await expect({ status: "timeout" }, (r) => r.status === "timeout");
+  await expect({ since: "1h" }, (r) => r.timestamp >= NOW - 3_600_000);
+  await expect({ until: "4h" }, (r) => r.timestamp < NOW - 4 * 3_600_000);
+  await expect({ since: "2h", until: "1h" }, (r) => r.timestamp >= NOW - 7_200_000 && r.timestamp < NOW - 3_600_000);
+  await expect({ request_id: "r-42" }, (r) => r.request_id === "r-42");
+  await expect({ min_duration_ms: "350" }, (r) => r.duration_ms >= 350);
+  await expect({ model: "alpha", status: "success", since: "3h" }, (r) => r.model === "alpha" && r.status === "success" && r.timestamp >= NOW - 3 * 3_600_000);
+});
+
+queries("newest first by default; asc; limit and offset page without overlap", async ({ store }) => {
+  const desc = await q(store, { limit: "10" });
+  assert.equal(desc.map((r) => r.request_id), Array.from({ length: 10 }, (_, i) => `r-${i}`));
+  const asc = await q(store, { limit: "3", order: "asc" });
+  assert.equal(asc.map((r) => r.request_id), ["r-299", "r-298", "r-297"]);
+  const page2 = await q(store, { limit: "10", offset: "10" });
+  assert.equal(page2.map((r) => r.request_id), Array.from({ length: 10 }, (_, i) => `r-${i + 10}`));
+  assert.is(typeof desc[0].stream, "boolean");
+});
+
+queries("pages() walks everything once, in order, with limit and offset", async ({ store }) => {
+  const seen = [];
+  for await (const page of store.pages(parseFilter({ order: "asc" }, { defaultLimit: null }), 7)) seen.push(...page.map((r) => r.id));
+  assert.is(seen.length, 300);
+  assert.equal(seen, [...seen].sort((a, b) => a - b));
+  const limited = [];
+  for await (const page of store.pages(parseFilter({ order: "desc", limit: "15", offset: "5", model: "alpha" }), 4)) limited.push(...page);
+  assert.is(limited.length, 15);
+  assert.ok(limited.every((r) => r.model === "alpha"));
+});
+
+queries("stats: counts, percentiles, tokens, error rate", async ({ store }) => {
+  const s = await store.stats(parseFilter({}, { now: NOW }));
+  assert.is(s.total, 300);
+  const all = syntheticRecords(300, { now: NOW, spacingMs: 60_000 });
+  assert.is(s.byStatus.success, all.filter((r) => r.status === "success").length);
+  assert.is(s.byModel.alpha, 100);
+  assert.is(s.tokens.prompt, all.reduce((n, r) => n + r.prompt_tokens, 0));
+  assert.is(s.errorRate, all.filter((r) => r.status === "error").length / 300);
+  const durations = all.map((r) => r.duration_ms).sort((a, b) => a - b);
+  assert.is(s.durationMs.p50, durations[149]);
+  assert.is(s.durationMs.p99, durations[296]);
+  assert.ok(s.tokensPerSecond > 0);
+  const none = await store.stats(parseFilter({ model: "nobody" }));
+  assert.is(none.total, 0);
+  assert.is(none.durationMs.p50, null);
+});
+
+queries("prune deletes only what is older, in batches; a duplicate request id is stored once", async ({ store }) => {
+  assert.is(await store.countOlderThan(NOW - 100 * 60_000), 199);
+  assert.is(await store.prune(NOW - 100 * 60_000, { batchSize: 16 }), 199);
+  assert.is((await q(store, {})).length, 101);
+  assert.is(await store.insert([syntheticRecord(0, { now: NOW })]), 0);
+});
+
+queries.run();
+
+const writer = suite("writer");
+
+writer("record() returns at once; batches land in one flush; close() writes the rest", async () => {
+  const path = join(tempDir(), "w.db");
+  const w = new AuditWriter(async () => AuditStore.open(path), { flushIntervalMs: 50, batchSize: 100 });
+  const started = performance.now();
+  for (let i = 0; i < 1000; i++) w.record(syntheticRecord(i));
+  assert.ok(performance.now() - started < 200, "recording 1000 records does not wait for the disk");
+  assert.ok(w.stats.pending > 0);
+  await w.close();
+  assert.equal({ ...w.stats }, { recorded: 1000, written: 1000, dropped: 0, pending: 0 });
+  const store = await AuditStore.open(path);
+  assert.is((await store.query(parseFilter({ limit: "2000" }))).length, 1000);
+  await store.close();
+});
+
+writer("a full buffer drops and counts; so does a failing database, which is tried again later", async () => {
+  const warnings = [];
+  const dir = tempDir();
+  const path = join(dir, "x.db");
+  mkdirSync(path); // a directory where the file should be: every open fails
+  const w = new AuditWriter(async () => AuditStore.open(path), { flushIntervalMs: 10_000, batchSize: 1000, maxBuffer: 50, warn: (m) => warnings.push(m) });
+  for (let i = 0; i < 80; i++) w.record(syntheticRecord(i));
+  assert.is(w.stats.dropped, 30);
+  assert.match(warnings[0], /buffer is full/);
+  await w.flush();
+  assert.is(w.stats.dropped, 80);
+  assert.is(w.stats.written, 0);
+  rmSync(path, { recursive: true });
+  for (let i = 100; i < 110; i++) w.record(syntheticRecord(i));
+  await w.flush();
+  assert.is(w.stats.written, 10);
+  assert.match(warnings.at(-1), /writable again/);
+  await w.close();
+  // closed: later records are counted as dropped, never thrown
+  w.record(syntheticRecord(200));
+  assert.is(w.stats.dropped, 81);
+});
+
+writer("track(): one record per request with status, tokens, ttft and a bounded error message", async () => {
+  const records = [];
+  const t = track({ endpoint: "/v1/chat/completions", model: "m", backendType: "llama.cpp/cpu", stream: true, client: "ci" }, (r) => records.push(r));
+  await new Promise((r) => setTimeout(r, 5));
+  t.firstToken();
+  t.tokens(12, 30);
+  t.end({ status: "success", statusCode: 200 });
+  t.end({ status: "error", statusCode: 500 });
+  assert.is(records.length, 1);
+  const [r] = records;
+  assert.match(r.request_id, /^req_[0-9a-f]{24}$/);
+  assert.is(r.status, "success");
+  assert.is(r.total_tokens, 42);
+  assert.ok(r.ttft_ms >= 4 && r.duration_ms >= r.ttft_ms);
+  assert.is(r.error_type, null);
+  assert.is(r.stream, true);
+  assert.is(r.client, "ci");
+  for (const status of ["error", "timeout", "cancelled"]) {
+    track({ endpoint: "cli:chat", requestId: `x-${status}` }, (rec) => records.push(rec)).end({ status, statusCode: 1, errorType: status === "error" ? "overloaded" : undefined, errorMessage: "e".repeat(900) });
+  }
+  const [error, timeout, cancelled] = records.slice(1);
+  assert.is(error.error_type, "overloaded");
+  assert.is(timeout.error_type, "timeout");
+  assert.is(cancelled.status, "cancelled");
+  assert.is(error.error_message.length, 500);
+  assert.is(error.ttft_ms, null);
+  assert.is(error.total_tokens, null);
+});
+
+writer.run();
