@@ -4,7 +4,8 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { parseFlag, UsageError } from "./config.js";
+import { parseFlag } from "./config.js";
+import { CommandFailure, UsageError } from "./errors.js";
 import { AuditStoreError } from "./audit/store.js";
 import { EXPORT_FORMATS } from "./audit/export.js";
 import { CoreError } from "./core/types.js";
@@ -106,7 +107,7 @@ function exitCodeFor(error: unknown): number {
     process.stderr.write(`mlxs: ${error.message}\n`);
     return EXIT.usage;
   }
-  if (error instanceof AuditStoreError) {
+  if (error instanceof AuditStoreError || error instanceof CommandFailure) {
     process.stderr.write(`mlxs: ${error.message}\n`);
     return EXIT.failure;
   }

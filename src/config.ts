@@ -8,13 +8,9 @@ import { availableParallelism, homedir } from "node:os";
 import { join } from "node:path";
 import { GPU_CHOICES, type GpuChoice } from "./core/types.js";
 
-/** A usage problem: a bad flag, variable or config file. Exit status 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+import { UsageError } from "./errors.js";
+
+export { UsageError };
 
 interface Setting<T> {
   env: string;

@@ -7,19 +7,27 @@ import { ROOT, runCli } from "./helpers.js";
 
 const page = readFileSync(join(ROOT, "man", "mlxs.1"), "utf8").replace(/\\-/g, "-");
 
-test("every command and option that --help lists is in the manual page", async () => {
-  const top = await runCli(["--help"]);
-  const section = top.stdout.split("Commands:")[1].split("\n\n")[0];
-  const commands = [...section.matchAll(/^  (\w+) /gm)].map((m) => m[1]).filter((c) => c !== "help");
-  assert.ok(commands.length >= 2);
-  for (const command of commands) {
-    assert.ok(page.includes(`.B mlxs ${command}`) || page.includes(`.BR ${command} `), `command ${command}`);
-    const help = await runCli([command, "--help"]);
-    const flags = [...help.stdout.matchAll(/--[a-z][a-z-]+/g)].map((m) => m[0]);
-    assert.ok(flags.length > 3);
-    for (const flag of new Set(flags)) assert.ok(page.includes(flag), `${command} ${flag} is missing from man/mlxs.1`);
+/** [path, help text] of every command, subcommands included */
+async function helpTexts(path = []) {
+  const { stdout } = await runCli([...path, "--help"]);
+  const texts = [[path, stdout]];
+  const section = stdout.split("Commands:")[1]?.split("\n\n")[0] ?? "";
+  for (const [, name] of section.matchAll(/^  (\w+) /gm)) {
+    if (name !== "help") texts.push(...(await helpTexts([...path, name])));
   }
-  for (const flag of new Set([...top.stdout.matchAll(/--[a-z][a-z-]+/g)].map((m) => m[0]))) assert.ok(page.includes(flag), flag);
+  return texts;
+}
+
+test("every command and option that --help lists is in the manual page", async () => {
+  const texts = await helpTexts();
+  const names = texts.map(([path]) => path.join(" ")).filter(Boolean);
+  for (const expected of ["chat", "embed", "audit", "audit tail", "audit prune", "audit export", "audit stats"]) assert.ok(names.includes(expected), expected);
+  for (const [path, help] of texts) {
+    if (path.length > 0) assert.ok(page.includes(`mlxs ${path.join(" ")}`), `command "mlxs ${path.join(" ")}" is missing from man/mlxs.1`);
+    for (const flag of new Set([...help.matchAll(/--[a-z][a-z-]+/g)].map((m) => m[0]))) {
+      assert.ok(page.includes(flag), `${path.join(" ") || "mlxs"} ${flag} is missing from man/mlxs.1`);
+    }
+  }
 });
 
 test("the manual page renders without groff warnings", () => {

@@ -1,10 +1,10 @@
 /** `mlxs audit export`: records as CSV, JSON lines or JSON, to stdout or atomically to a file. */
 import type { Command } from "commander";
-import { createWriteStream } from "node:fs";
-import { rename, rm } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
 import { once } from "node:events";
 import { dirname, basename, join } from "node:path";
 import { loadConfig } from "../config.js";
+import { CommandFailure } from "../errors.js";
 import { exportRows, type ExportFormat } from "../audit/export.js";
 import { filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
@@ -24,7 +24,10 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     // sees half an export
     const target = String(opts.output);
     const temp = join(dirname(target), `.${basename(target)}.${process.pid}.tmp`);
-    const out = createWriteStream(temp, { flags: "wx" });
+    const handle = await open(temp, "wx").catch((error: NodeJS.ErrnoException) => {
+      throw new CommandFailure(`cannot write ${target}: ${error.code === "ENOENT" ? "no such directory" : error.code ?? error.message}`);
+    });
+    const out = handle.createWriteStream();
     try {
       const count = await exportRows(store, filter, format, out);
       out.end();
@@ -34,7 +37,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     } catch (error) {
       out.destroy();
       await rm(temp, { force: true });
-      throw error;
+      throw new CommandFailure(`cannot write ${target}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
     }
   } finally {
     await store?.close();
