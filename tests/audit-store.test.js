@@ -190,15 +190,30 @@ queries("newest first by default; asc; limit and offset page without overlap", a
   assert.is(typeof desc[0].stream, "boolean");
 });
 
-queries("pages() walks everything once, in order, with limit and offset", async ({ store }) => {
-  const seen = [];
-  for await (const page of store.pages(parseFilter({ order: "asc" }, { defaultLimit: null }), 7)) seen.push(...page.map((r) => r.id));
-  assert.is(seen.length, 300);
-  assert.equal(seen, [...seen].sort((a, b) => a - b));
-  const limited = [];
-  for await (const page of store.pages(parseFilter({ order: "desc", limit: "15", offset: "5", model: "alpha" }), 4)) limited.push(...page);
+queries("exportPages() walks everything once, in order, with limit and offset; times in ISO-8601", async ({ store }) => {
+  const lines = async (input, pageSize) => {
+    const out = [];
+    for await (const page of store.exportPages(parseFilter(input, { defaultLimit: null }), "json", "\n", pageSize)) {
+      const parsed = page.text.split("\n").map((l) => JSON.parse(l));
+      assert.is(parsed.length, page.count);
+      out.push(...parsed);
+    }
+    return out;
+  };
+  const all = await lines({ order: "asc" }, 7);
+  assert.is(all.length, 300);
+  assert.equal(all.map((r) => r.id), [...all.map((r) => r.id)].sort((a, b) => a - b));
+  const record = syntheticRecord(0, { now: NOW, spacingMs: 60_000 });
+  assert.is(all[0].timestamp, new Date(record.timestamp).toISOString());
+  assert.is(all[0].stream, record.stream);
+  assert.is(all[0].request_id, "r-0");
+  const limited = await lines({ order: "desc", limit: "15", offset: "5", model: "alpha" }, 4);
   assert.is(limited.length, 15);
   assert.ok(limited.every((r) => r.model === "alpha"));
+  assert.equal(limited.map((r) => r.id), [...limited.map((r) => r.id)].sort((a, b) => b - a));
+  const csv = [];
+  for await (const page of store.exportPages(parseFilter({ request_id: "r-7" }), "csv", "\r\n")) csv.push(page.text);
+  assert.match(csv[0], /^\d+,r-7,\d{4}-\d{2}-\d{2}T[\d:.]+Z,/);
 });
 
 queries("stats: counts, percentiles, tokens, error rate", async ({ store }) => {

@@ -6,7 +6,7 @@ import { once } from "node:events";
 import type { Writable } from "node:stream";
 import type { AuditLogFilter } from "./filter.js";
 import { COLUMNS, type AuditRow } from "./schema.js";
-import type { AuditStore } from "./store.js";
+import type { AuditStore, LineFormat } from "./store.js";
 
 export type ExportFormat = "csv" | "jsonl" | "json";
 export const EXPORT_FORMATS: readonly ExportFormat[] = ["csv", "jsonl", "json"];
@@ -16,40 +16,28 @@ export function presentRow(row: AuditRow) {
   return { ...row, timestamp: new Date(row.timestamp).toISOString() };
 }
 
-function csvField(value: unknown): string {
-  if (value === null || value === undefined) return "";
-  const text = String(value);
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-}
-
-const formats: Record<ExportFormat, { head: string; row: (row: AuditRow, index: number) => string; tail: string }> = {
-  csv: {
-    head: COLUMNS.join(",") + "\r\n",
-    row: (row) => {
-      const shown = presentRow(row);
-      return COLUMNS.map((c) => csvField(c === "stream" ? (row.stream ? 1 : 0) : shown[c])).join(",") + "\r\n";
-    },
-    tail: "",
-  },
-  jsonl: { head: "", row: (row) => JSON.stringify(presentRow(row)) + "\n", tail: "" },
-  json: { head: "[", row: (row, index) => (index === 0 ? "\n" : ",\n") + JSON.stringify(presentRow(row)), tail: "\n]\n" },
+const shapes: Record<ExportFormat, { line: LineFormat; separator: string; head: string; tail: string }> = {
+  csv: { line: "csv", separator: "\r\n", head: COLUMNS.join(",") + "\r\n", tail: "\r\n" },
+  jsonl: { line: "json", separator: "\n", head: "", tail: "\n" },
+  json: { line: "json", separator: ",\n", head: "[", tail: "" },
 };
 
 /** Writes every row the filter selects to `out`; returns how many. Leaves `out` open. */
 export async function exportRows(store: AuditStore | undefined, filter: AuditLogFilter, format: ExportFormat, out: Writable): Promise<number> {
-  const shape = formats[format];
+  const shape = shapes[format];
   let count = 0;
   const write = async (text: string) => {
     if (text && !out.write(text)) await once(out, "drain");
   };
   await write(shape.head);
   if (store) {
-    for await (const page of store.pages(filter)) {
-      let chunk = "";
-      for (const row of page) chunk += shape.row(row, count++);
-      await write(chunk);
+    for await (const page of store.exportPages(filter, shape.line, shape.separator)) {
+      // pages join like lines: a JSON array needs its comma between pages too
+      const lead = format === "json" ? (count === 0 ? "\n" : ",\n") : "";
+      count += page.count;
+      await write(lead + page.text + shape.tail);
     }
   }
-  await write(format === "json" && count === 0 ? "]\n" : shape.tail);
+  await write(format === "json" ? (count === 0 ? "]\n" : "\n]\n") : "");
   return count;
 }

@@ -41,6 +41,19 @@ const INSERT_SQL = `INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
 
 export const BUSY_TIMEOUT_MS = 5000;
 
+// Exports are rendered by SQLite itself, a page at a time into one string: building a
+// JavaScript object per row and serializing it again costs several times more.
+const ISO_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', timestamp / 1000.0, 'unixepoch')";
+const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client"]);
+const csvText = (c: string) =>
+  `CASE WHEN ${c} IS NULL THEN '' WHEN instr(${c}, '"') OR instr(${c}, ',') OR instr(${c}, char(10)) OR instr(${c}, char(13)) ` +
+  `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
+const LINE_SQL = {
+  json: `json_object(${COLUMNS.map((c) => `'${c}', ${c === "timestamp" ? ISO_TIME : c === "stream" ? "json(CASE WHEN stream THEN 'true' ELSE 'false' END)" : c}`).join(", ")})`,
+  csv: COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${c}, '')`)).join(" || ',' || "),
+};
+export type LineFormat = keyof typeof LINE_SQL;
+
 export class AuditStore {
   private constructor(private readonly db: Database, readonly path: string) {}
 
@@ -135,27 +148,30 @@ export class AuditStore {
   }
 
   /**
-   * Every record the filter selects, page by page in row order (keyset pagination), so
-   * that memory stays flat however many rows there are and no row comes twice while
-   * others are written or pruned.
+   * Every record the filter selects as text lines (JSON objects or CSV rows), a page at a
+   * time joined by `separator`, in row order. Keyset pagination keeps memory flat however
+   * many rows there are, and no row comes twice while others are written or pruned.
    */
-  async *pages(filter: AuditLogFilter, pageSize = 5000): AsyncGenerator<AuditRow[]> {
+  async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 10_000): AsyncGenerator<{ text: string; count: number }> {
     const ascending = filter.order === "asc";
+    const direction = ascending ? "ASC" : "DESC";
     let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
     let remaining = filter.limit ?? Infinity;
     let offset = filter.offset;
     while (remaining > 0) {
       const { where, params } = whereOf(filter, [[ascending ? "id > ?" : "id < ?", cursor]]);
       const size = Math.min(pageSize, remaining);
-      const rows = await this.db.all<RawRow[]>(
-        `SELECT * FROM audit_logs ${where} ORDER BY id ${ascending ? "ASC" : "DESC"} LIMIT ? OFFSET ?`, ...params, size, offset,
+      const page = await this.db.get<{ last: number | null; n: number; text: string | null }>(
+        `SELECT ${ascending ? "max" : "min"}(id) AS last, count(*) AS n, group_concat(line, ?) AS text
+           FROM (SELECT id, ${LINE_SQL[format]} AS line FROM audit_logs ${where} ORDER BY id ${direction} LIMIT ? OFFSET ?)`,
+        separator, ...params, size, offset,
       );
-      if (rows.length === 0) return;
+      if (!page || page.n === 0 || page.last === null) return;
       offset = 0;
-      cursor = rows[rows.length - 1]!.id;
-      remaining -= rows.length;
-      yield rows.map(toRow);
-      if (rows.length < size) return;
+      cursor = page.last;
+      remaining -= page.n;
+      yield { text: page.text ?? "", count: page.n };
+      if (page.n < size) return;
     }
   }
 

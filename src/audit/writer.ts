@@ -1,6 +1,7 @@
 /**
  * The background audit writer. `record()` only appends to a bounded buffer and returns;
- * a timer (or a full batch) flushes the buffer into SQLite, one transaction per flush.
+ * a timer (or `batchSize` waiting records) flushes the buffer into SQLite, one
+ * transaction per flush.
  * When the buffer overflows or the database fails, records are dropped and counted, the
  * program goes on, and stderr says so; the next flush tries the database again.
  */
@@ -83,7 +84,10 @@ export class AuditWriter {
 
   private async writeBuffered(): Promise<void> {
     while (this.buffer.length > 0) {
-      const batch = this.buffer.splice(0, this.batchSize);
+      // everything waiting goes in one transaction: a writer that fell behind catches up
+      // with fewer, larger commits
+      const batch = this.buffer;
+      this.buffer = [];
       try {
         const store = await this.openStore();
         await store.insert(batch);
