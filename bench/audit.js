@@ -70,7 +70,7 @@ const big = join(dir, "big.db");
   const started = performance.now();
   for (let i = 0; i < ROWS; i += 5000) {
     const batch = [];
-    for (let j = i; j < Math.min(ROWS, i + 5000); j++) batch.push(syntheticRecord(j, { now, spacingMs: spacing, prefix: "b" }));
+    for (let j = i; j < Math.min(ROWS, i + 5000); j++) batch.push(syntheticRecord(j, { now, spacingMs: spacing, prefix: "b", timeOrdered: true }));
     await store.insert(batch);
   }
   process.stderr.write(`filled ${ROWS} rows in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);

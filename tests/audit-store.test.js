@@ -291,7 +291,7 @@ writer("track(): one record per request with status, tokens, ttft and a bounded 
   t.end({ status: "error", statusCode: 500 });
   assert.is(records.length, 1);
   const [r] = records;
-  assert.match(r.request_id, /^req_[0-9a-f]{24}$/);
+  assert.match(r.request_id, /^req_[0-9a-z]{9}[0-9a-f]{16}$/);
   assert.is(r.status, "success");
   assert.is(r.total_tokens, 42);
   assert.ok(r.ttft_ms >= 4 && r.duration_ms >= r.ttft_ms);

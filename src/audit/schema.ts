@@ -3,6 +3,9 @@
  * migrations applied; a database with a higher number was written by a newer mlxs and
  * is refused rather than guessed at.
  *
+ * Each index costs every insert and every prune, so there are only those that time-range
+ * queries, alone or per model or status, need.
+ *
  * There is deliberately no column for prompts, messages, answers, embedding inputs, tool
  * arguments or headers: content cannot leak into a column that does not exist.
  */
@@ -30,8 +33,7 @@ export const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
    CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
-   CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);
-   CREATE INDEX audit_logs_endpoint_timestamp ON audit_logs (endpoint, timestamp);`,
+   CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
