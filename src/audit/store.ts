@@ -154,7 +154,7 @@ export class AuditStore {
    * time joined by `separator`, in row order. Keyset pagination keeps memory flat however
    * many rows there are, and no row comes twice while others are written or pruned.
    */
-  async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 10_000): AsyncGenerator<{ text: string; count: number }> {
+  async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 2_000): AsyncGenerator<{ text: string; count: number }> {
     const ascending = filter.order === "asc";
     const direction = ascending ? "ASC" : "DESC";
     let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
