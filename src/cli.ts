@@ -57,6 +57,20 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
   addAuditDbOption(addCoreOptions(embed)).action(lazy("./commands/embed.js"));
   addAuditDbOption(chat);
 
+  const serve = program.command("serve")
+    .description("serve the OpenAI API over HTTP, auditing every request")
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .addOption(new Option("-p, --port <port>", "port to listen on, 0 for any free one").default(10242).argParser(integerIn("--port", 0, 65535)))
+    .addOption(new Option("--api-key <key>", "require this API key (repeatable; also MLXS_API_KEYS, comma-separated)").argParser(collect))
+    .option("--api-keys-file <file>", "API keys with labels, one \"LABEL KEY\" per line")
+    .option("--allow-unauthenticated", "listen on a non-loopback address without API keys")
+    .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable)").argParser(collect))
+    .addOption(new Option("--max-body <size>", "largest request body, e.g. 10mb, 512kb").default(10 * 1024 * 1024, "10mb").argParser(byteSize))
+    .addOption(new Option("--request-timeout <seconds>", "longest a request may take").default(600).argParser(integerIn("--request-timeout", 1, 86_400)))
+    .addOption(new Option("--drain-timeout <seconds>", "on SIGTERM, how long running requests may finish").default(30).argParser(integerIn("--drain-timeout", 0, 3600)))
+    .addOption(new Option("--retention-days <n>", "prune audit records older than this at start and daily; 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")));
+  addAuditDbOption(addCoreOptions(serve, { multipleModels: true })).action(lazy("./commands/serve.js"));
+
   const audit = program.command("audit")
     .description("read and maintain the audit log: one record per request, metadata only, never content");
   addFilterOptions(audit.command("tail")
@@ -96,6 +110,26 @@ export async function main(argv: string[]): Promise<void> {
   } catch (error) {
     process.exitCode = exitCodeFor(error);
   }
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function integerIn(flag: string, min: number, max: number) {
+  return (raw: string): number => {
+    const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`);
+    return n;
+  };
+}
+
+function byteSize(raw: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?$/i.exec(raw.trim());
+  const unit = { b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 }[(match?.[2] ?? "b").toLowerCase() as "b"];
+  const bytes = match ? Math.floor(Number(match[1]) * unit) : NaN;
+  if (!Number.isFinite(bytes) || bytes < 1024) throw new UsageError(`--max-body must be a size of at least 1kb, such as 10mb (got ${JSON.stringify(raw)})`);
+  return bytes;
 }
 
 function exitCodeFor(error: unknown): number {

@@ -40,11 +40,13 @@ export class Tracker {
   private ended = false;
   model: string | null;
   backendType: string | null;
+  stream: boolean;
 
   constructor(private readonly start: TrackStart, private readonly sink: (record: AuditRecord) => void) {
     this.requestId = start.requestId ?? newRequestId();
     this.model = start.model ?? null;
     this.backendType = start.backendType ?? null;
+    this.stream = start.stream ?? false;
   }
 
   firstToken(): void {
@@ -77,7 +79,7 @@ export class Tracker {
       total_tokens: total,
       error_type: failed ? outcome.errorType ?? outcome.status : null,
       error_message: failed && outcome.errorMessage ? outcome.errorMessage.slice(0, MAX_ERROR_MESSAGE) : null,
-      stream: this.start.stream ?? false,
+      stream: this.stream,
       client: this.start.client ?? null,
     };
     this.sink(record);

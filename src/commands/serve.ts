@@ -1,0 +1,119 @@
+/** `mlxs serve`: the HTTP daemon over the core and the audit log. */
+import type { Command } from "commander";
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { loadConfig, UsageError } from "../config.js";
+import { AuditStore } from "../audit/store.js";
+import { AuditWriter } from "../audit/writer.js";
+import { MlxsServer, type ApiKey } from "../server/http.js";
+import { openAiRoutes } from "../server/openai.js";
+import { adminRoutes } from "../server/admin.js";
+import { configFlagsFrom } from "./options.js";
+import { openCore } from "./open-core.js";
+
+const DAY_MS = 86_400_000;
+
+export async function run(_opts: unknown, command: Command): Promise<void> {
+  const opts = command.optsWithGlobals();
+  const config = loadConfig(configFlagsFrom(opts));
+  const host = String(opts.host);
+  const apiKeys = apiKeysFrom(opts);
+  if (!isLoopback(host) && apiKeys.length === 0 && !opts.allowUnauthenticated) {
+    throw new UsageError(`refusing to listen on ${host} without an API key: give --api-key KEY (or MLXS_API_KEYS), or --allow-unauthenticated`);
+  }
+
+  const core = await openCore(config, opts.model as string[] | undefined);
+  const writer = new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+  let reader: Promise<AuditStore> | undefined;
+  const openReader = () => {
+    reader ??= AuditStore.open(config.auditDb).then((s) => s!);
+    reader.catch(() => { reader = undefined; });
+    return reader;
+  };
+  // the backend is known once llama.cpp starts, before any model is loaded
+  const backend = await core.backend();
+  const server: MlxsServer = new MlxsServer({
+    core, backend, writer, auditDb: config.auditDb, apiKeys,
+    corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
+    maxBodyBytes: opts.maxBody as number,
+    requestTimeoutMs: (opts.requestTimeout as number) * 1000,
+  }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes]);
+
+  const address = await server.listen(host, opts.port as number);
+  // serve /health (503 "loading") while the models load
+  for (const model of core.models()) await core.load(model.name);
+  server.state = "ready";
+  const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${core.models().map((m) => m.name).join(", ")}, backend: ${backend})\n`);
+
+  const retentionMs = config.auditRetentionDays * DAY_MS;
+  const prune = async () => {
+    if (retentionMs <= 0) return;
+    try {
+      const store = await AuditStore.open(config.auditDb);
+      const pruned = await store!.prune(Date.now() - retentionMs);
+      await store!.close();
+      if (pruned > 0) process.stderr.write(`mlxs: pruned ${pruned} audit records older than ${config.auditRetentionDays} days\n`);
+    } catch (error) {
+      process.stderr.write(`mlxs: audit prune failed: ${(error as Error).message}\n`);
+    }
+  };
+  void prune();
+  const pruneTimer = setInterval(() => void prune(), DAY_MS);
+  pruneTimer.unref();
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        process.stderr.write(`mlxs: ${signal} again: exiting now\n`);
+        process.exit(130);
+      }
+      stopping = true;
+      process.stderr.write(`mlxs: ${signal}: draining (up to ${opts.drainTimeout} s)\n`);
+      void (async () => {
+        clearInterval(pruneTimer);
+        await server.drain((opts.drainTimeout as number) * 1000);
+        await writer.close();
+        const { dropped } = writer.stats;
+        if (dropped > 0) process.stderr.write(`mlxs: ${dropped} audit records were dropped\n`);
+        await (await reader?.catch(() => undefined))?.close().catch(() => undefined);
+        await core.close();
+        process.stderr.write("mlxs: stopped\n");
+        resolve();
+      })();
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+  });
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+}
+
+/** --api-key (repeatable), MLXS_API_KEYS (comma-separated), --api-keys-file (LABEL KEY per line). */
+function apiKeysFrom(opts: Record<string, unknown>): ApiKey[] {
+  const keys: ApiKey[] = [];
+  ((opts.apiKey as string[] | undefined) ?? []).forEach((key, i) => keys.push({ label: `key-${i + 1}`, key }));
+  (process.env.MLXS_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean)
+    .forEach((key, i) => keys.push({ label: `env-${i + 1}`, key }));
+  if (opts.apiKeysFile) {
+    const file = String(opts.apiKeysFile);
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch {
+      throw new UsageError(`cannot read the API keys file ${file}`);
+    }
+    text.split(/\r?\n/).forEach((line, i) => {
+      const trimmed = line.trim();
+      if (trimmed === "" || trimmed.startsWith("#")) return;
+      const match = /^(\S+)\s+(\S+)$/.exec(trimmed);
+      if (!match) throw new UsageError(`${file}:${i + 1}: expected "LABEL KEY"`);
+      keys.push({ label: match[1]!, key: match[2]! });
+    });
+  }
+  if (keys.some((k) => k.key.length < 8)) throw new UsageError("an API key must be at least 8 characters");
+  return keys;
+}

@@ -1,0 +1,93 @@
+/** /health and the audit log over HTTP: /v1/audit/logs, stats, export and a live stream. */
+import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
+import { EXPORT_FORMATS, exportRows, presentRow, type ExportFormat } from "../audit/export.js";
+import type { AuditStore } from "../audit/store.js";
+import type { RequestContext, Route } from "./http.js";
+import { HttpProblem } from "./problem.js";
+import { SseStream } from "./sse.js";
+
+export const HEARTBEAT_MS = 15_000;
+const POLL_MS = 250;
+
+/** The server's reading connection to the audit database, opened on first use. */
+export type AuditReader = () => Promise<AuditStore>;
+
+function filterOf(ctx: RequestContext, defaults: { defaultLimit: number | null }, extra: string[] = []): AuditLogFilter {
+  const input: Record<string, string> = {};
+  for (const [key, value] of ctx.url.searchParams) if (!extra.includes(key)) input[key] = value;
+  try {
+    return parseFilter(input, defaults);
+  } catch (error) {
+    if (error instanceof FilterError) throw new HttpProblem(400, "invalid_parameter", error.message, { param: error.field });
+    throw error;
+  }
+}
+
+export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
+  return [
+    {
+      method: "GET", path: "/health", open: true,
+      handler: async (ctx) => {
+        const now = state();
+        ctx.json(now === "ready" ? 200 : 503, { status: now === "ready" ? "ok" : now });
+      },
+    },
+    {
+      method: "GET", path: "/v1/audit/logs",
+      handler: async (ctx) => {
+        const filter = filterOf(ctx, { defaultLimit: 100 });
+        const rows = await (await reader()).query({ ...filter, limit: filter.limit! + 1 });
+        ctx.json(200, { data: rows.slice(0, filter.limit).map(presentRow), has_more: rows.length > filter.limit! });
+      },
+    },
+    {
+      method: "GET", path: "/v1/audit/stats",
+      handler: async (ctx) => {
+        const stats = await (await reader()).stats(filterOf(ctx, { defaultLimit: null }));
+        const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+        ctx.json(200, { ...stats, first: iso(stats.first), last: iso(stats.last) });
+      },
+    },
+    {
+      method: "GET", path: "/v1/audit/export",
+      handler: async (ctx) => {
+        const format = (ctx.url.searchParams.get("format") ?? "jsonl") as ExportFormat;
+        if (!EXPORT_FORMATS.includes(format)) throw new HttpProblem(400, "invalid_parameter", `format: expected one of ${EXPORT_FORMATS.join(", ")}`, { param: "format" });
+        const filter = filterOf(ctx, { defaultLimit: null }, ["format"]);
+        const store = await reader();
+        const type = format === "csv" ? "text/csv; charset=utf-8" : format === "json" ? "application/json" : "application/x-ndjson";
+        ctx.res.writeHead(200, { "Content-Type": type, "Content-Disposition": `attachment; filename="mlxs-audit.${format}"` });
+        await exportRows(store, { ...filter, order: ctx.url.searchParams.get("order") === "desc" ? "desc" : "asc" }, format, ctx.res);
+        ctx.res.end();
+      },
+    },
+    {
+      method: "GET", path: "/v1/audit/stream",
+      handler: async (ctx) => {
+        const filter = { ...filterOf(ctx, { defaultLimit: null }), limit: undefined, offset: 0 };
+        const store = await reader();
+        let cursor = await store.lastId();
+        const sse = new SseStream(ctx.res);
+        sse.start();
+        await sse.comment("mlxs audit stream");
+        let lastSent = Date.now();
+        // the stream ends when the client goes or the server drains; either is a normal end
+        ctx.outcome = { status: "success", statusCode: 200 };
+        while (sse.open && state() !== "draining") {
+          await new Promise((r) => setTimeout(r, POLL_MS));
+          const rows = await store.after(cursor, filter);
+          for (const row of rows) {
+            cursor = row.id;
+            if (!(await sse.send(JSON.stringify(presentRow(row))))) break;
+            lastSent = Date.now();
+          }
+          if (Date.now() - lastSent >= HEARTBEAT_MS) {
+            await sse.comment("heartbeat");
+            lastSent = Date.now();
+          }
+        }
+        sse.end();
+      },
+    },
+  ];
+}

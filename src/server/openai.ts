@@ -1,0 +1,274 @@
+/**
+ * The OpenAI API: wire JSON <-> core requests for /v1/chat/completions, /v1/completions,
+ * /v1/embeddings and /v1/models. No inference logic here: validate, translate, write.
+ */
+import { randomBytes } from "node:crypto";
+import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
+import type { RequestContext, Route } from "./http.js";
+import { HttpProblem, problemBody, toProblem } from "./problem.js";
+import { SseStream } from "./sse.js";
+import {
+  asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, optionalString, optionalStrings, unsupported, type Body,
+} from "./validate.js";
+
+const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
+const now = () => Math.floor(Date.now() / 1000);
+
+/** Parameters that would change the answer and are not supported yet: refused, never ignored. */
+function refuseUnsupported(body: Body): void {
+  const n = optionalInteger(body, "n");
+  if (n !== undefined && n !== 1) throw unsupported("n", "only n = 1 is supported");
+  const bestOf = optionalInteger(body, "best_of");
+  if (bestOf !== undefined && bestOf !== 1) throw unsupported("best_of", "only best_of = 1 is supported");
+  if (body.logprobs !== undefined && body.logprobs !== null && body.logprobs !== false) throw unsupported("logprobs", "log probabilities are not supported");
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) throw unsupported("top_logprobs", "log probabilities are not supported");
+  for (const name of ["tools", "tool_choice", "functions", "function_call", "audio", "prediction", "suffix"]) {
+    if (body[name] !== undefined && body[name] !== null) throw unsupported(name, "is not supported");
+  }
+  if (body.echo === true) throw unsupported("echo", "is not supported");
+  if (body.logit_bias && typeof body.logit_bias === "object" && Object.keys(body.logit_bias).length > 0) throw unsupported("logit_bias", "is not supported");
+  const format = body.response_format;
+  if (format !== undefined && format !== null) {
+    if (typeof format !== "object" || (format as Body).type !== "text") throw unsupported("response_format", "only {\"type\": \"text\"} is supported");
+  }
+  if (Array.isArray(body.modalities) && body.modalities.some((m) => m !== "text")) throw unsupported("modalities", "only text is supported");
+}
+
+function samplingOf(body: Body): SamplingOptions {
+  const maxTokens = optionalInteger(body, "max_completion_tokens") ?? optionalInteger(body, "max_tokens");
+  return {
+    maxTokens,
+    temperature: optionalNumber(body, "temperature"),
+    topP: optionalNumber(body, "top_p"),
+    topK: optionalInteger(body, "top_k"),
+    minP: optionalNumber(body, "min_p"),
+    seed: optionalInteger(body, "seed"),
+    stop: optionalStrings(body, "stop"),
+    frequencyPenalty: optionalNumber(body, "frequency_penalty"),
+    presencePenalty: optionalNumber(body, "presence_penalty"),
+    repeatPenalty: optionalNumber(body, "repeat_penalty"),
+  };
+}
+
+/** `model`: a served model's name only; never a path or URL (the core opens nothing by name). */
+function modelOf(ctx: RequestContext, body: Body): string {
+  const model = optionalString(body, "model");
+  const served = ctx.options.core.models();
+  const name = model ?? served[0]!.name;
+  if (!served.some((m) => m.name === name)) {
+    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
+  }
+  if (ctx.tracker) ctx.tracker.model = name;
+  return name;
+}
+
+function textOfContent(content: unknown, param: string): string {
+  if (typeof content === "string") return content;
+  if (content === null || content === undefined) return "";
+  if (!Array.isArray(content)) throw invalid(param, "must be a string or a list of content parts");
+  return content.map((part, i) => {
+    const type = (part as Body)?.type;
+    if (type === "text" && typeof (part as Body).text === "string") return (part as Body).text as string;
+    if (type === "text") throw invalid(`${param}[${i}].text`, "must be a string");
+    throw unsupported(`${param}[${i}]`, "only text parts are supported");
+  }).join("");
+}
+
+function messagesOf(body: Body): ChatMessage[] {
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) throw invalid("messages", "must be a non-empty list of messages");
+  return messages.map((raw, i) => {
+    const param = `messages[${i}]`;
+    if (typeof raw !== "object" || raw === null) throw invalid(param, "must be an object");
+    const m = raw as Body;
+    if (m.tool_calls !== undefined || m.function_call !== undefined) throw unsupported(`${param}.tool_calls`, "tool calls are not supported");
+    const role = m.role === "developer" ? "system" : m.role;
+    if (role !== "system" && role !== "user" && role !== "assistant") {
+      if (role === "tool" || role === "function") throw unsupported(`${param}.role`, "tool messages are not supported");
+      throw invalid(`${param}.role`, "must be system, user or assistant");
+    }
+    return { role, content: textOfContent(m.content, `${param}.content`) };
+  });
+}
+
+function usageOf(result: GenerationResult) {
+  const { promptTokens, completionTokens } = result.usage;
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+}
+
+function timingsOf(result: GenerationResult) {
+  const r = (n: number) => Math.round(n * 100) / 100;
+  const t = result.timings;
+  return { queue_ms: r(t.queueMs), ttft_ms: r(t.ttftMs), total_ms: r(t.totalMs), predicted_per_second: r(t.tokensPerSecond) };
+}
+
+const finishReasonOf = (result: GenerationResult) => (result.finishReason === "length" ? "length" : "stop");
+
+type Shape = {
+  object: string;
+  idPrefix: string;
+  /** a choice carrying text, whole or as a streamed piece */
+  choice: (text: string, finish: string | null, first: boolean) => Body;
+  /** the whole answer's choice */
+  whole: (text: string, finish: string) => Body;
+};
+
+const CHAT: Shape = {
+  object: "chat.completion",
+  idPrefix: "chatcmpl",
+  choice: (text, finish, first) => ({ index: 0, delta: first ? { role: "assistant", content: text } : finish ? {} : { content: text }, logprobs: null, finish_reason: finish }),
+  whole: (text, finish) => ({ index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: finish }),
+};
+
+const COMPLETION: Shape = {
+  object: "text_completion",
+  idPrefix: "cmpl",
+  choice: (text, finish) => ({ index: 0, text, logprobs: null, finish_reason: finish }),
+  whole: (text, finish) => ({ index: 0, text, logprobs: null, finish_reason: finish }),
+};
+
+/**
+ * Runs a generation and answers it as JSON or as server-sent events. Nothing is sent until
+ * the first event, so that a refusal (queue full, bad request) still gets its status code.
+ */
+async function respond(ctx: RequestContext, body: Body, shape: Shape, model: string, events: AsyncGenerator<GenerationEvent>): Promise<void> {
+  const stream = optionalBoolean(body, "stream") ?? false;
+  const options = body.stream_options;
+  const includeUsage = stream && typeof options === "object" && options !== null && (options as Body).include_usage === true;
+  if (ctx.tracker) ctx.tracker.stream = stream;
+  const id = newId(shape.idPrefix);
+  const created = now();
+  let result: GenerationResult | undefined;
+
+  if (!stream) {
+    for await (const event of events) {
+      if (event.type === "done") result = event;
+      else ctx.tracker?.firstToken();
+    }
+    finish(ctx, result!);
+    if (ctx.clientGone()) return;
+    if (ctx.timedOut()) throw new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result!.text, finishReasonOf(result!))], usage: usageOf(result!), timings: timingsOf(result!), system_fingerprint: null });
+    return;
+  }
+
+  const sse = new SseStream(ctx.res);
+  const chunk = (choices: Body[], extra: Body = {}) =>
+    JSON.stringify({ id, object: shape === CHAT ? "chat.completion.chunk" : shape.object, created, model, system_fingerprint: null, choices, ...extra });
+  let started = false;
+  const start = async () => {
+    started = true;
+    sse.start();
+    // the first chunk carries the role, as OpenAI's do
+    if (shape === CHAT) await sse.send(chunk([shape.choice("", null, true)]));
+  };
+  try {
+    for await (const event of events) {
+      if (event.type === "done") {
+        result = event;
+        break;
+      }
+      ctx.tracker?.firstToken();
+      if (!started) await start();
+      if (!(await sse.send(chunk([shape.choice(event.text, null, false)])))) break;
+    }
+  } catch (error) {
+    // before the first byte the error still gets its own status; after it, an error event
+    if (!started) throw error;
+    const problem = toProblem(error);
+    ctx.outcome = { status: "error", statusCode: 200, errorType: problem.code, errorMessage: problem.message };
+    await sse.send(JSON.stringify(problemBody(problem, ctx.requestId)), "error");
+    sse.end();
+    return;
+  }
+  // a client that left: leaving the loop stopped the generation; the record says cancelled
+  if (!result) return;
+  finish(ctx, result);
+  if (!started) await start();
+  if (ctx.timedOut()) {
+    const problem = new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+    ctx.outcome = { status: "timeout", statusCode: 504, errorType: "timeout", errorMessage: problem.message };
+    await sse.send(JSON.stringify(problemBody(problem, ctx.requestId)), "error");
+    sse.end();
+    return;
+  }
+  await sse.send(chunk([shape.choice("", finishReasonOf(result), false)], { timings: timingsOf(result) }));
+  if (includeUsage) await sse.send(chunk([], { usage: usageOf(result) }));
+  await sse.send("[DONE]");
+  sse.end();
+}
+
+function finish(ctx: RequestContext, result: GenerationResult): void {
+  ctx.tracker?.tokens(result.usage.promptTokens, result.usage.completionTokens);
+}
+
+async function chatCompletions(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  refuseUnsupported(body);
+  const model = modelOf(ctx, body);
+  const messages = messagesOf(body);
+  const events = ctx.options.core.chat({ model, messages, ...samplingOf(body) }, ctx.signal);
+  await respond(ctx, body, CHAT, model, events);
+}
+
+async function completions(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  refuseUnsupported(body);
+  const model = modelOf(ctx, body);
+  let prompt = body.prompt;
+  if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
+  if (typeof prompt !== "string") {
+    if (Array.isArray(prompt)) throw unsupported("prompt", "only a string, or a list of one string, is supported");
+    throw invalid("prompt", "must be a string");
+  }
+  const events = ctx.options.core.complete({ model, prompt, ...samplingOf(body) }, ctx.signal);
+  await respond(ctx, body, COMPLETION, model, events);
+}
+
+async function embeddings(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  const model = modelOf(ctx, body);
+  const raw = body.input;
+  const input = typeof raw === "string" ? [raw] : raw;
+  if (!Array.isArray(input) || input.length === 0) throw invalid("input", "must be a string or a non-empty list of strings");
+  if (input.some((v) => typeof v !== "string")) throw unsupported("input", "token arrays are not supported; send strings");
+  const format = optionalString(body, "encoding_format") ?? "float";
+  if (format !== "float" && format !== "base64") throw invalid("encoding_format", "must be float or base64");
+  if (body.dimensions !== undefined && body.dimensions !== null) throw unsupported("dimensions", "is not supported");
+  const result = await ctx.options.core.embed({ model, input: input as string[] }, ctx.signal);
+  ctx.tracker?.tokens(result.usage.promptTokens, 0);
+  ctx.json(200, {
+    object: "list",
+    model,
+    data: result.vectors.map((vector, index) => ({
+      object: "embedding",
+      index,
+      embedding: format === "base64" ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector,
+    })),
+    usage: { prompt_tokens: result.usage.promptTokens, total_tokens: result.usage.promptTokens },
+  });
+}
+
+const STARTED = now();
+const modelObject = (id: string) => ({ id, object: "model", created: STARTED, owned_by: "mlxs" });
+
+async function listModels(ctx: RequestContext): Promise<void> {
+  ctx.json(200, { object: "list", data: ctx.options.core.models().map((m) => modelObject(m.name)) });
+}
+
+async function getModel(ctx: RequestContext): Promise<void> {
+  const id = ctx.params.id!;
+  if (!ctx.options.core.models().some((m) => m.name === id)) {
+    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
+  }
+  if (ctx.tracker) ctx.tracker.model = id;
+  ctx.json(200, modelObject(id));
+}
+
+export const openAiRoutes: Route[] = [
+  { method: "GET", path: "/v1/models", handler: listModels },
+  { method: "GET", path: "/v1/models/{id}", handler: getModel },
+  { method: "POST", path: "/v1/chat/completions", handler: chatCompletions, body: true },
+  { method: "POST", path: "/v1/completions", handler: completions, body: true },
+  { method: "POST", path: "/v1/embeddings", handler: embeddings, body: true },
+];

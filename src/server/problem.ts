@@ -1,0 +1,77 @@
+/**
+ * Every error the server answers: an RFC 7807 problem+json body that also carries the
+ * `error` member OpenAI clients read (and, for the Anthropic routes, Anthropic's envelope).
+ * A problem's text comes from mlxs, never from the request.
+ */
+import { CoreError, type ErrorKind } from "../core/types.js";
+
+export class HttpProblem extends Error {
+  constructor(
+    readonly status: number,
+    /** machine-readable, e.g. `model_not_found`; also the audit record's error type */
+    readonly code: string,
+    message: string,
+    readonly options: { param?: string; headers?: Record<string, string>; type?: string } = {},
+  ) {
+    super(message);
+    this.name = "HttpProblem";
+  }
+}
+
+const TITLES: Record<number, string> = {
+  400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+  413: "Content Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests", 499: "Client Closed Request",
+  500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout",
+};
+
+/** OpenAI's error `type` for a status. */
+function openAiType(status: number): string {
+  if (status === 401) return "authentication_error";
+  if (status === 404) return "not_found_error";
+  if (status === 429) return "rate_limit_error";
+  if (status >= 500) return "api_error";
+  return "invalid_request_error";
+}
+
+const KIND_STATUS: Record<ErrorKind, [number, string]> = {
+  invalid_request: [400, "invalid_request"],
+  not_found: [404, "not_found"],
+  overloaded: [429, "overloaded"],
+  timeout: [504, "timeout"],
+  cancelled: [499, "cancelled"],
+  internal: [500, "internal_error"],
+};
+
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** The problem for anything a handler threw; unexpected errors become a bare 500. */
+export function toProblem(error: unknown): HttpProblem {
+  if (error instanceof HttpProblem) return error;
+  if (error instanceof CoreError) {
+    const [status, code] = KIND_STATUS[error.kind];
+    if (error.kind === "not_found" && error.param === "model") {
+      return new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
+    }
+    const headers = error.kind === "overloaded" ? { "Retry-After": "1" } : undefined;
+    const param = error.param ? snake(error.param) : undefined;
+    // the core names fields in camelCase; the wire in snake_case
+    const message = error.kind === "internal" ? "The server could not complete the request."
+      : error.param && param ? error.message.replace(error.param, param) : error.message;
+    return new HttpProblem(status, code, message, { param, headers });
+  }
+  return new HttpProblem(500, "internal_error", "The server could not complete the request.");
+}
+
+export function problemBody(problem: HttpProblem, requestId: string) {
+  const { status, code, message } = problem;
+  return {
+    type: `urn:mlxs:problem:${code}`,
+    title: TITLES[status] ?? "Error",
+    status,
+    detail: message,
+    instance: `urn:mlxs:request:${requestId}`,
+    request_id: requestId,
+    code,
+    error: { message, type: problem.options.type ?? openAiType(status), code, param: problem.options.param ?? null },
+  };
+}

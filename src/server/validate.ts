@@ -1,0 +1,56 @@
+/**
+ * Reading fields of a JSON request body. Every refusal names the field (as the client
+ * spelled it) and never quotes the value the client sent.
+ */
+import { HttpProblem } from "./problem.js";
+
+export type Body = Record<string, unknown>;
+
+export const invalid = (param: string, message: string) =>
+  new HttpProblem(400, "invalid_parameter", `${param}: ${message}`, { param });
+
+export const unsupported = (param: string, message: string) =>
+  new HttpProblem(400, "unsupported_parameter", `${param}: ${message}`, { param });
+
+export function asObject(body: unknown): Body {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new HttpProblem(400, "invalid_request", "The request body must be a JSON object.");
+  }
+  return body as Body;
+}
+
+export function optionalNumber(body: Body, name: string): number | undefined {
+  const value = body[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isFinite(value)) throw invalid(name, "must be a number");
+  return value;
+}
+
+export function optionalInteger(body: Body, name: string): number | undefined {
+  const value = optionalNumber(body, name);
+  if (value !== undefined && !Number.isInteger(value)) throw invalid(name, "must be an integer");
+  return value;
+}
+
+export function optionalBoolean(body: Body, name: string): boolean | undefined {
+  const value = body[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "boolean") throw invalid(name, "must be true or false");
+  return value;
+}
+
+export function optionalString(body: Body, name: string): string | undefined {
+  const value = body[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw invalid(name, "must be a string");
+  return value;
+}
+
+/** A string or a list of strings (stop sequences). */
+export function optionalStrings(body: Body, name: string): string[] | undefined {
+  const value = body[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "string") return [value];
+  if (!Array.isArray(value) || value.some((v) => typeof v !== "string")) throw invalid(name, "must be a string or a list of strings");
+  return value as string[];
+}
