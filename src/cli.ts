@@ -77,7 +77,9 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .description("print the last records; --follow keeps printing new ones until Ctrl-C")
     .option("-n, --lines <n>", "how many records (default: 20)")
     .option("-f, --follow", "keep printing records as they are written")
-    .option("--json", "JSON lines instead of a table"), { paging: false })
+    .option("--json", "JSON lines instead of a table")
+    .option("--url <url>", "read the log of a running mlxs serve, e.g. http://127.0.0.1:10242")
+    .option("--api-key <key>", "API key for --url"), { paging: false })
     .action(lazy("./commands/audit-tail.js"));
   addAuditDbOption(audit.command("prune")
     .description("delete records older than the retention period; one line of output, for cron")

@@ -81,3 +81,32 @@ export async function collect(stream) {
 
 /** A stack trace in CLI output: "    at fn (file:line)". */
 export const STACK = /^\s+at .+:\d+/m;
+
+/**
+ * Starts the real `mlxs serve` on 127.0.0.1 port 0 and resolves once it says where it
+ * listens. `stop()` sends SIGTERM and resolves with the exit code.
+ */
+export async function startServer(args = [], { env = {}, home = tempDir(), timeoutMs = 30_000 } = {}) {
+  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", ...args], {
+    env: { ...process.env, MLXS_HOME: home, MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: "1024", NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (c) => { stderr += c; });
+  const exited = new Promise((resolve) => child.on("close", (code) => resolve(code)));
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), timeoutMs);
+    const onData = () => {
+      const match = /listening on (http:\/\/[^\s]+)/.exec(stderr);
+      if (match) { clearTimeout(timer); child.stderr.off("data", onData); resolve(match[1]); }
+    };
+    child.stderr.on("data", onData);
+    exited.then((code) => { clearTimeout(timer); reject(new Error(`server exited ${code}:\n${stderr}`)); });
+  });
+  return {
+    url, child, home, db: join(home, "audit.db"),
+    stderr: () => stderr,
+    exited,
+    stop: async (signal = "SIGTERM") => { child.kill(signal); return exited; },
+  };
+}

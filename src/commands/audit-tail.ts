@@ -4,6 +4,8 @@ import { loadConfig } from "../config.js";
 import { presentRow } from "../audit/export.js";
 import type { AuditRow } from "../audit/schema.js";
 import { AuditStore } from "../audit/store.js";
+import type { AuditLogFilter } from "../audit/filter.js";
+import { CommandFailure } from "../errors.js";
 import { colours, filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
 import { writeOut } from "./io.js";
@@ -15,7 +17,9 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const config = loadConfig(configFlagsFrom(opts));
   const filter = filterFrom({ ...opts, limit: opts.lines }, { limit: 20, order: "desc" });
   const print = opts.json ? (rows: AuditRow[]) => rows.forEach((r) => writeOut(JSON.stringify(presentRow(r)) + "\n")) : tablePrinter();
+  // with --url, the daemon's log over HTTP rather than a local database
 
+  if (opts.url) return followRemote(String(opts.url), opts, filter, print);
   let store = await openExisting(config, Boolean(opts.follow));
   if (!store && !opts.follow) return;
   const stop = stopSignal();
@@ -45,6 +49,70 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   } finally {
     stop.dispose();
     await store?.close();
+  }
+}
+
+/**
+ * The same, from a running `mlxs serve`: the last records from /v1/audit/logs, then (with
+ * --follow) each new one from the /v1/audit/stream event stream.
+ */
+async function followRemote(base: string, opts: Record<string, unknown>, filter: AuditLogFilter, print: (rows: AuditRow[]) => void): Promise<void> {
+  const { request } = await import("undici");
+  const query = new URLSearchParams();
+  for (const field of ["model", "backend_type", "endpoint", "status", "request_id"] as const) {
+    if (filter[field] !== undefined) query.set(field, String(filter[field]));
+  }
+  for (const field of ["since", "until"] as const) if (filter[field] !== undefined) query.set(field, new Date(filter[field]!).toISOString());
+  if (filter.min_duration_ms !== undefined) query.set("min_duration_ms", String(filter.min_duration_ms));
+  const headers: Record<string, string> = opts.apiKey ? { authorization: `Bearer ${String(opts.apiKey)}` } : {};
+  const stop = stopSignal();
+  const get = async (path: string, params: URLSearchParams) => {
+    let response;
+    try {
+      response = await request(new URL(`${path}?${params}`, base), { headers, signal: stop.signal });
+    } catch (error) {
+      if (stop.signal.aborted) return undefined;
+      const code = (error as { code?: string }).code;
+      throw new CommandFailure(`cannot reach ${base}: ${code ?? (error as Error).message}`);
+    }
+    if (response.statusCode !== 200) {
+      const body = (await response.body.json().catch(() => ({}))) as { detail?: string };
+      throw new CommandFailure(`${base} answered ${response.statusCode}${body.detail ? `: ${body.detail}` : ""}`);
+    }
+    return response;
+  };
+  try {
+    const recent = new URLSearchParams(query);
+    recent.set("limit", String(filter.limit ?? 20));
+    const logs = await get("/v1/audit/logs", recent);
+    if (!logs) return;
+    const { data } = (await logs.body.json()) as { data: AuditRow[] };
+    // the server's rows carry ISO times; the printers want milliseconds
+    const rows = data.map((r) => ({ ...r, timestamp: Date.parse(String(r.timestamp)) })).reverse();
+    if (rows.length > 0) print(rows);
+    if (!opts.follow) return;
+    const stream = await get("/v1/audit/stream", query);
+    if (!stream) return;
+    let buffer = "";
+    try {
+      for await (const chunk of stream.body) {
+        buffer += chunk.toString();
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+          if (!data) continue;
+          const row = JSON.parse(data) as AuditRow;
+          print([{ ...row, timestamp: Date.parse(String(row.timestamp)) }]);
+        }
+      }
+    } catch (error) {
+      if (!stop.signal.aborted) throw new CommandFailure(`the audit stream from ${base} broke off: ${(error as Error).message}`);
+    }
+    if (!stop.signal.aborted) throw new CommandFailure(`${base} closed the audit stream`);
+  } finally {
+    stop.dispose();
   }
 }
 
