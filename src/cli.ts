@@ -66,7 +66,7 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .option("--allow-unauthenticated", "listen on a non-loopback address without API keys")
     .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable)").argParser(collect))
     .addOption(new Option("--max-body <size>", "largest request body, e.g. 10mb, 512kb").default(10 * 1024 * 1024, "10mb").argParser(byteSize))
-    .addOption(new Option("--request-timeout <seconds>", "longest a request may take").default(600).argParser(integerIn("--request-timeout", 1, 86_400)))
+    .addOption(new Option("--request-timeout <seconds>", "longest a request may take, in seconds (fractions allowed)").default(600).argParser(secondsIn("--request-timeout", 0.01, 86_400)))
     .addOption(new Option("--drain-timeout <seconds>", "on SIGTERM, how long running requests may finish").default(30).argParser(integerIn("--drain-timeout", 0, 3600)))
     .addOption(new Option("--retention-days <n>", "prune audit records older than this at start and daily; 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")));
   addAuditDbOption(addCoreOptions(serve, { multipleModels: true })).action(lazy("./commands/serve.js"));
@@ -122,6 +122,14 @@ function integerIn(flag: string, min: number, max: number) {
   return (raw: string): number => {
     const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
     if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`);
+    return n;
+  };
+}
+
+function secondsIn(flag: string, min: number, max: number) {
+  return (raw: string): number => {
+    const n = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN;
+    if (!(n >= min && n <= max)) throw new UsageError(`${flag} must be a number of seconds from ${min} to ${max} (got ${JSON.stringify(raw)})`);
     return n;
   };
 }

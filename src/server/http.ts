@@ -165,10 +165,15 @@ export class MlxsServer {
         res.end(method === "HEAD" ? undefined : text);
       },
     };
+    let handled!: () => void;
+    const handlerDone = new Promise<void>((resolve) => { handled = resolve; });
     res.once("close", () => {
       if (!res.writableFinished) clientGone.abort();
-      this.running.delete(clientGone);
-      tracker?.end(ctx.outcome ?? outcomeOf(res, clientGone.signal.aborted, ctx.problem));
+      // the record waits for the handler: a cancelled generation still reports its tokens
+      void handlerDone.then(() => {
+        this.running.delete(clientGone);
+        tracker?.end(ctx.outcome ?? outcomeOf(res, clientGone.signal.aborted, ctx.problem));
+      });
     });
 
     try {
@@ -190,6 +195,8 @@ export class MlxsServer {
       await route.handler(ctx);
     } catch (error) {
       this.fail(ctx, error);
+    } finally {
+      handled();
     }
   }
 

@@ -169,8 +169,11 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
         break;
       }
       ctx.tracker?.firstToken();
+      // a client that left aborted the signal: the generation ends within a token, and
+      // its done event still brings the token counts for the audit record
+      if (!sse.open && started) continue;
       if (!started) await start();
-      if (!(await sse.send(chunk([shape.choice(event.text, null, false)])))) break;
+      await sse.send(chunk([shape.choice(event.text, null, false)]));
     }
   } catch (error) {
     // before the first byte the error still gets its own status; after it, an error event
@@ -181,9 +184,9 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
     sse.end();
     return;
   }
-  // a client that left: leaving the loop stopped the generation; the record says cancelled
   if (!result) return;
   finish(ctx, result);
+  if (ctx.clientGone()) return;
   if (!started) await start();
   if (ctx.timedOut()) {
     const problem = new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");

@@ -1,0 +1,247 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { spawn } from "node:child_process";
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { request } from "undici";
+import { AuditStore } from "../dist/audit/store.js";
+import { parseFilter } from "../dist/audit/filter.js";
+import { CLI, runCli, startServer, tempDir, testModel } from "./helpers.js";
+
+const json = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+const call = async (url, options = {}) => {
+  const res = await request(url, options);
+  const text = await res.body.text();
+  let body;
+  try { body = JSON.parse(text); } catch { body = text; }
+  return { status: res.statusCode, headers: res.headers, body, text };
+};
+const endlessAsk = (extra = {}) => ({ messages: [{ role: "user", content: "go on" }], max_tokens: 800, temperature: 1, ...extra });
+
+async function auditRows(db) {
+  await new Promise((r) => setTimeout(r, 600));
+  const store = await AuditStore.open(db, { create: false });
+  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
+  await store?.close();
+  return rows;
+}
+
+/** Starts a stream and resolves once its first content chunk arrived, with a way to drop it. */
+async function openStream(url, body, headers = {}) {
+  const controller = new AbortController();
+  const res = await request(`${url}/v1/chat/completions`, { ...json({ ...body, stream: true }, headers), signal: controller.signal });
+  const iterator = res.body[Symbol.asyncIterator]();
+  let text = "";
+  while (!text.includes('"content":"') || !/"content":"[^"]+"/.test(text)) {
+    const { value, done } = await iterator.next();
+    if (done) break;
+    text += value;
+  }
+  return {
+    status: res.statusCode,
+    drop: () => controller.abort(),
+    rest: async () => { for (;;) { const { value, done } = await iterator.next(); if (done) return text; text += value; } },
+  };
+}
+
+const limits = suite("limits");
+
+limits("a body over --max-body is refused with 413 before it is all read", async () => {
+  const server = await startServer(["--model", await testModel(), "--max-body", "2kb"]);
+  try {
+    const big = "x".repeat(5 * 1024 * 1024);
+    const res = await call(`${server.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: big }).catch((e) => ({ error: e }));
+    if (!res.error) {
+      assert.is(res.status, 413);
+      assert.is(res.body.code, "request_too_large");
+    }
+    const declared = await call(`${server.url}/v1/embeddings`, json({ input: "y".repeat(4000) }));
+    assert.is(declared.status, 413);
+    assert.match(declared.headers["content-type"], /problem\+json/);
+    const fine = await call(`${server.url}/v1/embeddings`, json({ input: "small" }));
+    assert.is(fine.status, 200);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+limits("queue full is 429 with Retry-After; a dropped stream frees its sequence at once", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "1", "--queue", "0"]);
+  try {
+    const first = await openStream(server.url, endlessAsk());
+    assert.is(first.status, 200);
+    const refused = await call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 2 })));
+    assert.is(refused.status, 429);
+    assert.is(refused.headers["retry-after"], "1");
+    assert.is(refused.body.code, "overloaded");
+    assert.is(refused.body.error.type, "rate_limit_error");
+    first.drop();
+    await new Promise((r) => setTimeout(r, 50));
+    const next = await call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 3 })));
+    assert.is(next.status, 200, next.text);
+    // a non-streaming client that goes away frees the sequence too
+    const controller = new AbortController();
+    const pending = request(`${server.url}/v1/chat/completions`, { ...json(endlessAsk({ max_tokens: 900 })), signal: controller.signal }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    controller.abort();
+    await pending;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.is((await call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 3 })))).status, 200);
+    const rows = await auditRows(server.db);
+    const cancelled = rows.filter((r) => r.status === "cancelled");
+    assert.is(cancelled.length, 2);
+    assert.ok(cancelled.every((r) => r.status_code === 499 && r.completion_tokens > 0));
+    assert.is(rows.find((r) => r.status_code === 429).error_type, "overloaded");
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+limits("over --request-timeout: 504, or mid-stream an error event and the end", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--request-timeout", "0.1"]);
+  try {
+    const slow = { messages: [{ role: "user", content: "go" }], max_tokens: 1000, temperature: 1 };
+    const plain = await call(`${server.url}/v1/chat/completions`, json(slow));
+    assert.is(plain.status, 504, plain.text);
+    assert.is(plain.body.code, "timeout");
+    const stream = await call(`${server.url}/v1/chat/completions`, json({ ...slow, stream: true }));
+    assert.is(stream.status, 200);
+    assert.match(stream.text, /event: error\ndata: \{.*"code":"timeout"/);
+    assert.not.ok(stream.text.includes("[DONE]"));
+    const rows = await auditRows(server.db);
+    assert.equal(rows.map((r) => [r.status, r.status_code]), [["timeout", 504], ["timeout", 504]]);
+    assert.ok(rows.every((r) => r.completion_tokens > 0));
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+limits.run();
+
+const access = suite("auth and cors");
+
+access("API keys: 401 without, Bearer or x-api-key with; /health open; the label in the audit log", async () => {
+  const home = tempDir();
+  const keys = join(home, "keys.txt");
+  (await import("node:fs")).writeFileSync(keys, "# team keys\nci-bot secret-ci-key-123\n");
+  const server = await startServer(["--model", await testModel(), "--api-key", "cli-key-abcdef", "--api-keys-file", keys], { home });
+  try {
+    assert.is((await call(`${server.url}/health`)).status, 200);
+    const none = await call(`${server.url}/v1/models`);
+    assert.is(none.status, 401);
+    assert.is(none.body.error.type, "authentication_error");
+    assert.is((await call(`${server.url}/v1/models`, { headers: { authorization: "Bearer wrong-key-000" } })).status, 401);
+    assert.is((await call(`${server.url}/v1/models`, { headers: { authorization: "Bearer cli-key-abcdef" } })).status, 200);
+    assert.is((await call(`${server.url}/v1/models`, { headers: { "x-api-key": "secret-ci-key-123" } })).status, 200);
+    const rows = await auditRows(server.db);
+    assert.equal(rows.map((r) => [r.status_code, r.client]), [[401, null], [401, null], [200, "key-1"], [200, "ci-bot"]]);
+    const bytes = readFileSync(server.db);
+    assert.not.ok(bytes.includes(Buffer.from("secret-ci-key-123")), "a key never reaches the database");
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+access("a non-loopback address without a key refuses to start (exit 2)", async () => {
+  const r = await runCli(["serve", "--host", "0.0.0.0", "--port", "0"]);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /--api-key/);
+});
+
+access("CORS: only the configured origins get the headers and preflight answers", async () => {
+  const server = await startServer(["--model", await testModel(), "--cors-origin", "https://app.example"]);
+  try {
+    const pre = await call(`${server.url}/v1/chat/completions`, { method: "OPTIONS", headers: { origin: "https://app.example", "access-control-request-method": "POST" } });
+    assert.is(pre.status, 204);
+    assert.is(pre.headers["access-control-allow-origin"], "https://app.example");
+    assert.match(pre.headers["access-control-allow-headers"], /Authorization/);
+    const other = await call(`${server.url}/v1/models`, { headers: { origin: "https://evil.example" } });
+    assert.is(other.headers["access-control-allow-origin"], undefined);
+    const allowed = await call(`${server.url}/v1/models`, { headers: { origin: "https://app.example" } });
+    assert.is(allowed.headers["access-control-allow-origin"], "https://app.example");
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+access.run();
+
+const lifecycle = suite("lifecycle");
+
+lifecycle("SIGTERM while 8 streams run: exit 0, exactly one audit record per request", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4", "--queue", "8", "--drain-timeout", "20"]);
+  const ids = Array.from({ length: 8 }, (_, i) => `term-${i}`);
+  const streams = ids.map((id) => request(`${server.url}/v1/chat/completions`, json({ ...endlessAsk({ max_tokens: 300 }), stream: true }, { "x-request-id": id }))
+    .then((res) => res.body.text()).catch(() => ""));
+  await new Promise((r) => setTimeout(r, 300));
+  const refusedAfter = new Promise((r) => setTimeout(r, 100)).then(() => call(`${server.url}/health`).catch(() => ({ status: "closed" })));
+  assert.is(await server.stop("SIGTERM"), 0);
+  const bodies = await Promise.all(streams);
+  assert.ok(["closed", 503].includes((await refusedAfter).status));
+  assert.ok(bodies.filter((b) => b.includes("[DONE]")).length >= 1);
+  const rows = await auditRows(server.db);
+  const mine = rows.filter((r) => ids.includes(r.request_id));
+  assert.is(mine.length, 8);
+  assert.is(new Set(mine.map((r) => r.request_id)).size, 8);
+  assert.match(server.stderr(), /draining/);
+});
+
+lifecycle("privacy: a marker through every endpoint and error path never reaches the database files", async () => {
+  const marker = "SERVE-PRIVACY-MARKER-91";
+  const server = await startServer(["--model", await testModel(), "--max-body", "4kb", "--parallel", "1", "--queue", "0"]);
+  try {
+    const u = server.url;
+    const m = (s) => `${marker} ${s}`;
+    await call(`${u}/v1/chat/completions`, json({ messages: [{ role: "system", content: m("sys") }, { role: "user", content: m("user") }], max_tokens: 4 }));
+    await call(`${u}/v1/chat/completions`, json({ messages: [{ role: "user", content: m("stream") }], max_tokens: 4, stream: true }));
+    await call(`${u}/v1/completions`, json({ prompt: m("complete"), max_tokens: 4, stop: [marker] }));
+    await call(`${u}/v1/embeddings`, json({ input: [m("embed")] }));
+    await call(`${u}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: `{"x": "${marker}` });
+    await call(`${u}/v1/chat/completions`, { method: "POST", headers: { "content-type": "text/plain" }, body: marker });
+    await call(`${u}/v1/chat/completions`, json({ messages: [{ role: "user", content: m("x".repeat(5000)) }] }));
+    await call(`${u}/v1/chat/completions`, json({ model: marker, messages: [{ role: "user", content: m("model") }] }));
+    await call(`${u}/v1/chat/completions`, json({ messages: [{ role: marker, content: m("role") }] }));
+    await call(`${u}/v1/chat/completions`, json({ messages: [{ role: "user", content: m("t") }], temperature: marker }));
+    await call(`${u}/v1/chat/completions`, json({ messages: [{ role: "user", content: `${marker} `.repeat(400) }] }));
+    await call(`${u}/v1/${marker}`);
+    await call(`${u}/v1/audit/logs?model=${marker}`);
+    await call(`${u}/v1/embeddings`, json({ input: m("id") }, { "x-request-id": "ok-id" }));
+    const rows = await auditRows(server.db);
+    assert.ok(rows.length >= 14);
+    const needle = Buffer.from(marker);
+    const scan = (dir) => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        if (statSync(path).isDirectory()) scan(path);
+        else assert.not.ok(readFileSync(path).includes(needle), `${path} holds the marker`);
+      }
+    };
+    scan(server.home);
+    assert.not.ok(server.stderr().includes(marker), "nor does the server's log");
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+lifecycle("mlxs audit tail --url follows a running server's log", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-key", "tail-key-1234"]);
+  const tail = spawn(process.execPath, [CLI, "audit", "tail", "--url", server.url, "--api-key", "tail-key-1234", "-f", "--json", "--endpoint", "/v1/embeddings"], { env: { ...process.env, NO_COLOR: "1" } });
+  let out = "";
+  tail.stdout.on("data", (c) => { out += c; });
+  try {
+    await new Promise((r) => setTimeout(r, 800));
+    for (let i = 0; i < 3; i++) await call(`${server.url}/v1/embeddings`, json({ input: `t${i}` }, { authorization: "Bearer tail-key-1234", "x-request-id": `tail-${i}` }));
+    const deadline = Date.now() + 5000;
+    while (out.trim().split("\n").filter(Boolean).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    tail.kill("SIGINT");
+    assert.is(await new Promise((r) => tail.on("close", r)), 0);
+    assert.equal(out.trim().split("\n").map((l) => JSON.parse(l).request_id), ["tail-0", "tail-1", "tail-2"]);
+    const refused = await runCli(["audit", "tail", "--url", server.url, "--api-key", "wrong-key-999"]);
+    assert.is(refused.code, 1);
+    assert.match(refused.stderr, /401/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+lifecycle.run();
