@@ -64,6 +64,7 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .addOption(new Option("--api-key <key>", "require this API key (repeatable; also MLXS_API_KEYS, comma-separated)").argParser(collect))
     .option("--api-keys-file <file>", "API keys with labels, one \"LABEL KEY\" per line")
     .option("--allow-unauthenticated", "listen on a non-loopback address without API keys")
+    .option("--no-audit", "keep no audit log (the log is on by default)")
     .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable)").argParser(collect))
     .addOption(new Option("--max-body <size>", "largest request body, e.g. 10mb, 512kb").default(10 * 1024 * 1024, "10mb").argParser(byteSize))
     .addOption(new Option("--request-timeout <seconds>", "longest a request may take, in seconds (fractions allowed)").default(600).argParser(secondsIn("--request-timeout", 0.01, 86_400)))

@@ -23,7 +23,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   }
 
   const core = await openCore(config, opts.model as string[] | undefined);
-  const writer = new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+  const writer = opts.audit === false ? undefined : new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
   let reader: Promise<AuditStore> | undefined;
   const openReader = () => {
     reader ??= AuditStore.open(config.auditDb).then((s) => s!);
@@ -48,7 +48,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   const retentionMs = config.auditRetentionDays * DAY_MS;
   const prune = async () => {
-    if (retentionMs <= 0) return;
+    if (retentionMs <= 0 || !writer) return;
     try {
       const store = await AuditStore.open(config.auditDb);
       const pruned = await store!.prune(Date.now() - retentionMs);
@@ -74,8 +74,8 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       void (async () => {
         clearInterval(pruneTimer);
         await server.drain((opts.drainTimeout as number) * 1000);
-        await writer.close();
-        const { dropped } = writer.stats;
+        await writer?.close();
+        const dropped = writer?.stats.dropped ?? 0;
         if (dropped > 0) process.stderr.write(`mlxs: ${dropped} audit records were dropped\n`);
         await (await reader?.catch(() => undefined))?.close().catch(() => undefined);
         await core.close();
