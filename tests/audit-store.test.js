@@ -131,7 +131,7 @@ filters("a bad value names its field and what is accepted", () => {
     [{ order: "up" }, "order", /asc or desc/],
     [{ min_duration_ms: "1.5" }, "min_duration_ms", /integer/],
     [{ model: "" }, "model", /non-empty/],
-    [{ colour: "red" }, "colour", /fields/],
+    [{ colour: "red" }, "(unknown field)", /fields/],
     [{ since: "1h", until: "2h" }, "since", /before until/],
   ];
   for (const [input, field, accepted] of cases) {
@@ -141,7 +141,7 @@ filters("a bad value names its field and what is accepted", () => {
     } catch (error) {
       assert.instance(error, FilterError);
       assert.is(error.field, field);
-      assert.match(error.message, field);
+      assert.ok(error.message.includes(field));
       assert.match(error.message, accepted);
     }
   }

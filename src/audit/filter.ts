@@ -111,7 +111,8 @@ export function parseFilter(
         filter.order = raw;
         break;
       default:
-        throw new FilterError(field, `one of the fields ${FILTER_FIELDS.join(", ")}`);
+        // the unknown name is not repeated: over HTTP it is the client's text
+        throw new FilterError("(unknown field)", `only the fields ${FILTER_FIELDS.join(", ")}`);
     }
   }
   if (filter.since !== undefined && filter.until !== undefined && filter.since > filter.until) {

@@ -7,6 +7,7 @@ import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
 import { MlxsServer, type ApiKey } from "../server/http.js";
 import { openAiRoutes } from "../server/openai.js";
+import { anthropicRoutes } from "../server/anthropic.js";
 import { adminRoutes } from "../server/admin.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
@@ -37,7 +38,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
-  }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes]);
+  }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes]);
 
   const address = await server.listen(host, opts.port as number);
   // serve /health (503 "loading") while the models load

@@ -2,7 +2,7 @@
  * The inference core: one engine, the served models, and the three things a door can ask
  * for. It knows nothing of HTTP, SQL or terminals.
  */
-import { chat, complete } from "./generate.js";
+import { chat, complete, countChatTokens, toChatHistory } from "./generate.js";
 import { embed } from "./embed.js";
 import { Engine } from "./engine.js";
 import { ModelPool } from "./pool.js";
@@ -33,6 +33,11 @@ export class InferenceCore {
 
   async *complete(request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
     yield* complete(await this.pool.get(request.model), request, signal);
+  }
+
+  /** The prompt tokens a chat request would use, counted exactly as generation counts them. */
+  async countTokens(request: ChatRequest): Promise<number> {
+    return countChatTokens(await this.pool.get(request.model), toChatHistory(request.messages));
   }
 
   async embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {

@@ -45,6 +45,7 @@ export interface RequestContext {
   outcome?: Outcome;
   /** the problem the request ended with, if any */
   problem?: HttpProblem;
+  readonly route?: Route;
   body?: unknown;
   json(status: number, body: unknown, headers?: Record<string, string>): void;
 }
@@ -60,6 +61,8 @@ export interface Route {
   body?: boolean;
   /** open without an API key (/health) */
   open?: boolean;
+  /** the error body of this route's protocol (default: problem+json with OpenAI's error member) */
+  errorBody?: (problem: HttpProblem, requestId: string) => object;
 }
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -134,6 +137,8 @@ export class MlxsServer {
     const sent = req.headers["x-request-id"];
     const requestId = typeof sent === "string" && SAFE_REQUEST_ID.test(sent) ? sent : newRequestId();
     res.setHeader("X-Request-ID", requestId);
+    // Anthropic's clients read it from here
+    res.setHeader("Request-Id", requestId);
     let url: URL;
     try {
       url = new URL(req.url ?? "/", "http://mlxs.invalid");
@@ -156,7 +161,7 @@ export class MlxsServer {
       : undefined;
 
     const ctx: RequestContext = {
-      req, res, requestId, url, params, options: this.options, signal, tracker,
+      req, res, requestId, url, params, options: this.options, signal, tracker, route,
       timedOut: () => timeout.aborted,
       clientGone: () => clientGone.signal.aborted,
       json: (status, body, headers = {}) => {
@@ -214,7 +219,7 @@ export class MlxsServer {
       if (!res.destroyed) res.end();
       return;
     }
-    const text = JSON.stringify(problemBody(problem, ctx.requestId));
+    const text = JSON.stringify((ctx.route?.errorBody ?? problemBody)(problem, ctx.requestId));
     res.writeHead(problem.status, {
       ...problem.options.headers,
       "Content-Type": "application/problem+json",

@@ -1,0 +1,196 @@
+/**
+ * The Anthropic Messages API: wire JSON <-> core requests for /v1/messages and
+ * /v1/messages/count_tokens. Same core, scheduler and audit path as the OpenAI routes.
+ */
+import { randomBytes } from "node:crypto";
+import type { ChatMessage, ChatRequest, GenerationResult } from "../core/types.js";
+import type { RequestContext, Route } from "./http.js";
+import { HttpProblem, problemBody, toProblem } from "./problem.js";
+import { SseStream } from "./sse.js";
+import { asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, optionalString, unsupported, type Body } from "./validate.js";
+
+const KNOWN_BLOCKS = new Set([
+  "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result",
+  "server_tool_use", "web_search_tool_result", "container_upload",
+]);
+
+function textOfBlocks(content: unknown, param: string): string {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw invalid(param, "must be a string or a list of content blocks");
+  return content.map((block, i) => {
+    const type = (block as Body)?.type;
+    if (type === "text") {
+      const text = (block as Body).text;
+      if (typeof text !== "string") throw invalid(`${param}.${i}.text`, "must be a string");
+      return text;
+    }
+    // name the block type only when it is one of Anthropic's: the client's own text never goes back
+    if (typeof type === "string" && KNOWN_BLOCKS.has(type)) throw unsupported(`${param}.${i}`, `${type} blocks are not supported; only text`);
+    if (typeof type === "string") throw unsupported(`${param}.${i}`, "only text blocks are supported");
+    throw invalid(`${param}.${i}`, "must be a content block with a type");
+  }).join("");
+}
+
+/** Consecutive messages of one role are merged into one turn, as Anthropic does. */
+function messagesOf(body: Body): ChatMessage[] {
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) throw invalid("messages", "must be a non-empty list of messages");
+  const merged: ChatMessage[] = [];
+  messages.forEach((raw, i) => {
+    const m = raw as Body;
+    if (typeof m !== "object" || m === null) throw invalid(`messages.${i}`, "must be an object");
+    if (m.role !== "user" && m.role !== "assistant") throw invalid(`messages.${i}.role`, "must be user or assistant");
+    const content = textOfBlocks(m.content, `messages.${i}.content`);
+    const last = merged.at(-1);
+    if (last && last.role === m.role) last.content += `\n\n${content}`;
+    else merged.push({ role: m.role, content });
+  });
+  return merged;
+}
+
+/** The chat request of a /v1/messages body (also what count_tokens counts). */
+function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
+  for (const name of ["tools", "tool_choice", "thinking", "mcp_servers", "container"]) {
+    if (body[name] !== undefined && body[name] !== null) throw unsupported(name, "is not supported");
+  }
+  const model = optionalString(body, "model");
+  const served = ctx.options.core.models();
+  const name = model ?? served[0]!.name;
+  if (!served.some((m) => m.name === name)) {
+    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
+  }
+  if (ctx.tracker) ctx.tracker.model = name;
+  const messages = messagesOf(body);
+  if (body.system !== undefined && body.system !== null) {
+    messages.unshift({ role: "system", content: textOfBlocks(body.system, "system") });
+  }
+  const stop = body.stop_sequences;
+  if (stop !== undefined && stop !== null && (!Array.isArray(stop) || stop.some((s) => typeof s !== "string"))) {
+    throw invalid("stop_sequences", "must be a list of strings");
+  }
+  return {
+    model: name,
+    messages,
+    temperature: optionalNumber(body, "temperature"),
+    topP: optionalNumber(body, "top_p"),
+    topK: optionalInteger(body, "top_k"),
+    stop: (stop as string[] | undefined) ?? undefined,
+  };
+}
+
+const stopReasonOf = (result: GenerationResult) =>
+  result.finishReason === "length" ? "max_tokens" : result.finishReason === "stop_sequence" ? "stop_sequence" : "end_turn";
+
+async function messages(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  if (body.max_tokens === undefined || body.max_tokens === null) throw invalid("max_tokens", "is required");
+  const maxTokens = optionalInteger(body, "max_tokens");
+  const request = { ...chatRequestOf(ctx, body), maxTokens };
+  const stream = optionalBoolean(body, "stream") ?? false;
+  if (ctx.tracker) ctx.tracker.stream = stream;
+  const id = `msg_${randomBytes(12).toString("hex")}`;
+  const model = request.model!;
+  const events = ctx.options.core.chat(request, ctx.signal);
+
+  if (!stream) {
+    let result: GenerationResult | undefined;
+    for await (const event of events) {
+      if (event.type === "done") result = event;
+      else ctx.tracker?.firstToken();
+    }
+    ctx.tracker?.tokens(result!.usage.promptTokens, result!.usage.completionTokens);
+    if (ctx.clientGone()) return;
+    if (ctx.timedOut()) throw new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+    ctx.json(200, {
+      id, type: "message", role: "assistant", model,
+      content: [{ type: "text", text: result!.text }],
+      stop_reason: stopReasonOf(result!),
+      stop_sequence: result!.stopSequence ?? null,
+      usage: { input_tokens: result!.usage.promptTokens, output_tokens: result!.usage.completionTokens },
+    });
+    return;
+  }
+
+  // counted as the generation counts them, before it starts: message_start carries them
+  const inputTokens = await ctx.options.core.countTokens(request);
+  const sse = new SseStream(ctx.res);
+  const send = (type: string, data: Body) => sse.send(JSON.stringify({ type, ...data }), type);
+  let started = false;
+  const start = async () => {
+    started = true;
+    sse.start();
+    await send("message_start", {
+      message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 0 } },
+    });
+    await send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+    await send("ping", {});
+  };
+  let result: GenerationResult | undefined;
+  try {
+    for await (const event of events) {
+      if (event.type === "done") {
+        result = event;
+        break;
+      }
+      ctx.tracker?.firstToken();
+      if (!sse.open && started) continue;
+      if (!started) await start();
+      await send("content_block_delta", { index: 0, delta: { type: "text_delta", text: event.text } });
+    }
+  } catch (error) {
+    if (!started) throw error;
+    const problem = toProblem(error);
+    ctx.outcome = { status: "error", statusCode: 200, errorType: problem.code, errorMessage: problem.message };
+    await sse.send(JSON.stringify(anthropicError(problem, ctx.requestId)), "error");
+    sse.end();
+    return;
+  }
+  if (!result) return;
+  ctx.tracker?.tokens(result.usage.promptTokens, result.usage.completionTokens);
+  if (ctx.clientGone()) return;
+  if (!started) await start();
+  if (ctx.timedOut()) {
+    const problem = new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+    ctx.outcome = { status: "timeout", statusCode: 504, errorType: "timeout", errorMessage: problem.message };
+    await sse.send(JSON.stringify(anthropicError(problem, ctx.requestId)), "error");
+    sse.end();
+    return;
+  }
+  await send("content_block_stop", { index: 0 });
+  await send("message_delta", { delta: { stop_reason: stopReasonOf(result), stop_sequence: result.stopSequence ?? null }, usage: { output_tokens: result.usage.completionTokens } });
+  await send("message_stop", {});
+  sse.end();
+}
+
+async function countTokens(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  const request = chatRequestOf(ctx, body);
+  const inputTokens = await ctx.options.core.countTokens(request);
+  ctx.tracker?.tokens(inputTokens, 0);
+  ctx.json(200, { input_tokens: inputTokens });
+}
+
+/** Anthropic's error `type` for a status. */
+export function anthropicErrorType(status: number): string {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "overloaded_error";
+    case 504: return "timeout_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
+/** The problem body with Anthropic's envelope: `"type": "error"` and `error: {type, message}`. */
+export function anthropicError(problem: HttpProblem, requestId: string) {
+  const body = problemBody(problem, requestId);
+  return { ...body, type: "error", error: { ...body.error, type: anthropicErrorType(problem.status) } };
+}
+
+export const anthropicRoutes: Route[] = [
+  { method: "POST", path: "/v1/messages", handler: messages, body: true, errorBody: anthropicError },
+  { method: "POST", path: "/v1/messages/count_tokens", handler: countTokens, body: true, errorBody: anthropicError },
+];

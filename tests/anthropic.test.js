@@ -1,0 +1,232 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { request } from "undici";
+import Anthropic from "@anthropic-ai/sdk";
+import { AuditStore } from "../dist/audit/store.js";
+import { parseFilter } from "../dist/audit/filter.js";
+import { startServer, testModel } from "./helpers.js";
+
+const KEY = "anthropic-test-key-1";
+const post = async (server, path, body, headers = { "x-api-key": KEY }) => {
+  const res = await request(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", "anthropic-version": "2023-06-01", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+  const text = await res.body.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.statusCode, headers: res.headers, body: json, text };
+};
+const ask = (extra = {}) => ({ model: "tiny", max_tokens: 16, temperature: 0, messages: [{ role: "user", content: "hello there" }], ...extra });
+
+async function auditRows(db) {
+  await new Promise((r) => setTimeout(r, 600));
+  const store = await AuditStore.open(db, { create: false });
+  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
+  await store?.close();
+  return rows;
+}
+
+async function expectSdkError(promise, ErrorClass, type) {
+  try {
+    await promise;
+    assert.unreachable("no error");
+  } catch (error) {
+    assert.instance(error, ErrorClass, `${error?.constructor?.name}: ${error?.message}`);
+    assert.is(error.error?.error?.type ?? error.error?.type, type);
+    assert.ok(error.message.length > 0);
+    return error;
+  }
+}
+
+const messages = suite("messages");
+messages.before(async (ctx) => {
+  ctx.server = await startServer(["--model", await testModel(), "--api-key", KEY, "--parallel", "2"]);
+  ctx.client = new Anthropic({ baseURL: ctx.server.url, apiKey: KEY, maxRetries: 0 });
+});
+messages.after(async (ctx) => { assert.is(await ctx.server.stop(), 0); });
+
+messages("create: Anthropic's shape, stop reasons, usage", async ({ client }) => {
+  const m = await client.messages.create(ask());
+  assert.match(m.id, /^msg_/);
+  assert.is(m.type, "message");
+  assert.is(m.role, "assistant");
+  assert.is(m.model, "tiny");
+  assert.is(m.content.length, 1);
+  assert.is(m.content[0].type, "text");
+  assert.ok(m.content[0].text.length > 0);
+  assert.ok(["end_turn", "max_tokens"].includes(m.stop_reason));
+  assert.ok(m.usage.input_tokens > 0 && m.usage.output_tokens > 0);
+  const capped = await client.messages.create(ask({ max_tokens: 3 }));
+  assert.is(capped.stop_reason, "max_tokens");
+  assert.is(capped.usage.output_tokens, 3);
+  assert.is(capped.stop_sequence, null);
+  const free = (await client.messages.create(ask({ max_tokens: 30 }))).content[0].text;
+  const stop = ` ${free.split(" ")[3]}`;
+  const stopped = await client.messages.create(ask({ max_tokens: 30, stop_sequences: ["zzzz", stop] }));
+  assert.is(stopped.stop_reason, "stop_sequence");
+  assert.is(stopped.stop_sequence, stop);
+  assert.is(stopped.content[0].text, free.slice(0, free.indexOf(stop)));
+});
+
+messages("stream: the event order, and the same text as without streaming", async ({ client, server }) => {
+  const whole = await client.messages.create(ask({ max_tokens: 20 }));
+  const raw = await post(server, "/v1/messages", ask({ max_tokens: 20, stream: true }));
+  assert.match(raw.headers["content-type"], /^text\/event-stream/);
+  const events = raw.text.split("\n\n").filter(Boolean).map((block) => ({
+    event: /^event: (.*)$/m.exec(block)[1],
+    data: JSON.parse(/^data: (.*)$/m.exec(block)[1]),
+  }));
+  for (const e of events) assert.is(e.data.type, e.event);
+  const names = events.map((e) => e.event);
+  assert.equal(names.slice(0, 3), ["message_start", "content_block_start", "ping"]);
+  assert.equal(names.slice(-3), ["content_block_stop", "message_delta", "message_stop"]);
+  assert.ok(names.slice(3, -3).every((n) => n === "content_block_delta"));
+  assert.is(events[0].data.message.usage.input_tokens, whole.usage.input_tokens);
+  const delta = events.at(-2).data;
+  assert.is(delta.delta.stop_reason, whole.stop_reason);
+  assert.is(delta.usage.output_tokens, whole.usage.output_tokens);
+  const text = events.filter((e) => e.event === "content_block_delta").map((e) => e.data.delta.text).join("");
+  assert.is(text, whole.content[0].text);
+  // and through the SDK's own stream helper
+  const stream = client.messages.stream(ask({ max_tokens: 20 }));
+  const final = await stream.finalMessage();
+  assert.is(final.content[0].text, whole.content[0].text);
+});
+
+messages("count_tokens equals the input_tokens of the real call; system and merged turns", async ({ client }) => {
+  const body = { model: "tiny", system: [{ type: "text", text: "be brief" }], messages: [{ role: "user", content: "one" }, { role: "user", content: [{ type: "text", text: "two" }] }, { role: "assistant", content: "three" }, { role: "user", content: "four" }] };
+  const counted = await client.messages.countTokens(body);
+  const real = await client.messages.create({ ...body, max_tokens: 2 });
+  assert.is(counted.input_tokens, real.usage.input_tokens);
+  const merged = await client.messages.countTokens({ model: "tiny", system: "be brief", messages: [{ role: "user", content: "one\n\ntwo" }, { role: "assistant", content: "three" }, { role: "user", content: "four" }] });
+  assert.is(merged.input_tokens, counted.input_tokens);
+});
+
+messages("refusals and errors: the Anthropic envelope, the SDK's matching exception, the request id", async ({ client, server }) => {
+  const missing = await post(server, "/v1/messages", { model: "tiny", messages: [{ role: "user", content: "x" }] });
+  assert.is(missing.status, 400);
+  assert.is(missing.body.type, "error");
+  assert.is(missing.body.error.type, "invalid_request_error");
+  assert.match(missing.body.error.message, /max_tokens/);
+  assert.is(missing.body.request_id, missing.headers["request-id"]);
+  assert.is(missing.headers["x-request-id"], missing.headers["request-id"]);
+  assert.is(missing.body.status, 400);
+  await expectSdkError(client.messages.create({ model: "tiny", messages: [{ role: "user", content: "x" }] }), Anthropic.BadRequestError, "invalid_request_error");
+  for (const [extra, name] of [
+    [{ tools: [{ name: "t", input_schema: { type: "object" } }] }, "tools"],
+    [{ thinking: { type: "enabled", budget_tokens: 1024 } }, "thinking"],
+    [{ messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/png", data: "AAAA" } }] }] }, "messages.0.content.0"],
+    [{ messages: [{ role: "user", content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }] }] }, "messages.0.content.0"],
+  ]) {
+    const e = await expectSdkError(client.messages.create(ask(extra)), Anthropic.BadRequestError, "invalid_request_error");
+    assert.ok(e.message.includes(name), `${name}: ${e.message}`);
+  }
+  await expectSdkError(client.messages.create(ask({ model: "claude-sonnet-4" })), Anthropic.NotFoundError, "not_found_error");
+  await expectSdkError(client.messages.create(ask({ temperature: 7 })), Anthropic.BadRequestError, "invalid_request_error");
+  const unauth = new Anthropic({ baseURL: server.url, apiKey: "wrong-key-000", maxRetries: 0 });
+  await expectSdkError(unauth.messages.create(ask()), Anthropic.AuthenticationError, "authentication_error");
+  const bad = await post(server, "/v1/messages", "{ not json");
+  assert.is(bad.status, 400);
+  assert.is(bad.body.error.type, "invalid_request_error");
+});
+
+messages("auth by x-api-key and by Bearer; any anthropic-version and anthropic-beta", async ({ server }) => {
+  const bearer = new Anthropic({ baseURL: server.url, authToken: KEY, apiKey: null, maxRetries: 0, defaultHeaders: { "anthropic-beta": "something-2099-01-01" } });
+  const m = await bearer.messages.create(ask({ max_tokens: 2 }));
+  assert.is(m.type, "message");
+  const odd = await post(server, "/v1/messages", ask({ max_tokens: 2 }), { "x-api-key": KEY, "anthropic-version": "1999-01-01", "anthropic-beta": "x,y" });
+  assert.is(odd.status, 200);
+});
+
+messages("audit: one record per call with the endpoint and tokens, and metadata never stored", async ({ client, server }) => {
+  const before = (await auditRows(server.db)).length;
+  await client.messages.create(ask({ max_tokens: 4, metadata: { user_id: "META-USER-77" } }));
+  await client.messages.countTokens({ model: "tiny", messages: [{ role: "user", content: "hi" }] });
+  const stream = client.messages.stream(ask({ max_tokens: 5 }));
+  await stream.finalMessage();
+  const rows = (await auditRows(server.db)).slice(before);
+  assert.equal(rows.map((r) => r.endpoint), ["/v1/messages", "/v1/messages/count_tokens", "/v1/messages"]);
+  assert.is(rows[0].completion_tokens, 4);
+  assert.ok(rows[1].prompt_tokens > 0);
+  assert.is(rows[2].stream, true);
+  assert.is(rows[2].completion_tokens, 5);
+  assert.ok(rows[2].ttft_ms > 0);
+  assert.is(rows[0].client, "key-1");
+  assert.not.ok(readFileSync(server.db).includes(Buffer.from("META-USER-77")));
+});
+
+messages.run();
+
+const limits = suite("messages limits");
+// the endless model is served as "endless"
+const askEndless = (extra = {}) => ask({ model: "endless", ...extra });
+
+limits("queue full is a RateLimitError; a dropped stream frees its sequence; a timeout ends the stream with an error event", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "1", "--queue", "0", "--max-body", "2kb"]);
+  const client = new Anthropic({ baseURL: server.url, apiKey: "unused-key", maxRetries: 0 });
+  try {
+    const controller = new AbortController();
+    const res = await request(`${server.url}/v1/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...askEndless({ max_tokens: 900, temperature: 1 }), stream: true }), signal: controller.signal });
+    const it = res.body[Symbol.asyncIterator]();
+    let seen = "";
+    while (!seen.includes("content_block_delta")) {
+      const { value, done } = await it.next();
+      if (done) throw new Error(`the stream ended early: ${seen}`);
+      seen += value;
+    }
+    await expectSdkError(client.messages.create(askEndless({ max_tokens: 2 })), Anthropic.RateLimitError, "rate_limit_error");
+    controller.abort();
+    await new Promise((r) => setTimeout(r, 50));
+    const next = await client.messages.create(askEndless({ max_tokens: 2 }));
+    assert.is(next.usage.output_tokens, 2);
+    await expectSdkError(client.messages.create(askEndless({ messages: [{ role: "user", content: "x".repeat(4000) }] })), Anthropic.APIError, "request_too_large");
+    const rows = await auditRows(server.db);
+    const cancelled = rows.find((r) => r.status === "cancelled");
+    assert.ok(cancelled && cancelled.completion_tokens > 0 && cancelled.endpoint === "/v1/messages");
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+  const slow = await startServer(["--model", await testModel({ endless: true }), "--request-timeout", "0.1"]);
+  const slowClient = new Anthropic({ baseURL: slow.url, apiKey: "unused-key", maxRetries: 0 });
+  try {
+    await expectSdkError(slowClient.messages.create(askEndless({ max_tokens: 1000, temperature: 1 })), Anthropic.APIError, "timeout_error");
+    const raw = await post(slow, "/v1/messages", { ...askEndless({ max_tokens: 1000, temperature: 1 }), stream: true });
+    assert.match(raw.text, /event: error\ndata: \{.*"type":"error".*"timeout_error"/);
+    assert.not.ok(raw.text.includes("message_stop"));
+  } finally {
+    assert.is(await slow.stop(), 0);
+  }
+});
+
+limits("privacy: a marker in every field and error path never reaches the database files", async () => {
+  const marker = "ANTHROPIC-PRIVACY-MARKER-3";
+  const server = await startServer(["--model", await testModel(), "--max-body", "4kb"]);
+  try {
+    const m = `${marker} text`;
+    await post(server, "/v1/messages", { max_tokens: 3, system: m, messages: [{ role: "user", content: m }, { role: "assistant", content: [{ type: "text", text: m }] }, { role: "user", content: m }], stop_sequences: [marker], metadata: { user_id: marker } });
+    await post(server, "/v1/messages", { max_tokens: 3, stream: true, messages: [{ role: "user", content: m }] });
+    await post(server, "/v1/messages/count_tokens", { messages: [{ role: "user", content: m }] });
+    await post(server, "/v1/messages", { messages: [{ role: "user", content: m }] });
+    await post(server, "/v1/messages", { max_tokens: 3, model: marker, messages: [{ role: "user", content: m }] });
+    await post(server, "/v1/messages", { max_tokens: 3, messages: [{ role: marker, content: m }] });
+    await post(server, "/v1/messages", { max_tokens: 3, messages: [{ role: "user", content: [{ type: marker }] }] });
+    await post(server, "/v1/messages", { max_tokens: 3, messages: [{ role: "user", content: m.repeat(300) }] });
+    await post(server, "/v1/messages", `{"max_tokens": "${marker}`);
+    const rows = await auditRows(server.db);
+    assert.ok(rows.length >= 9);
+    const needle = Buffer.from(marker);
+    const scan = (dir) => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        if (statSync(path).isDirectory()) scan(path);
+        else assert.not.ok(readFileSync(path).includes(needle), `${path} holds the marker`);
+      }
+    };
+    scan(server.home);
+    assert.not.ok(server.stderr().includes(marker));
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+limits.run();
