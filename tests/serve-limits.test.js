@@ -205,6 +205,7 @@ lifecycle("privacy: a marker through every endpoint and error path never reaches
     await call(`${u}/v1/chat/completions`, json({ messages: [{ role: "user", content: `${marker} `.repeat(400) }] }));
     await call(`${u}/v1/${marker}`);
     await call(`${u}/v1/audit/logs?model=${marker}`);
+    await call(`${u}/v1/audit/logs?${marker}=1`);
     await call(`${u}/v1/embeddings`, json({ input: m("id") }, { "x-request-id": "ok-id" }));
     const rows = await auditRows(server.db);
     assert.ok(rows.length >= 14);
