@@ -44,10 +44,12 @@ Environment:
 Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
 
   const chat = program.command("chat")
-    .description("ask a model: the answer streams to stdout (prompt from the argument, or stdin)")
-    .argument("[prompt]", "what to ask; read from stdin when absent")
+    .description("chat in the terminal; with a prompt (or piped), one answer streamed to stdout")
+    .argument("[prompt]", "what to ask; read from stdin when piped; none on a terminal opens the interactive chat")
     .option("-s, --system <text>", "system prompt")
-    .option("--json", "print one JSON object with text, usage and timings instead of streaming");
+    .option("--json", "print one JSON object with text, usage and timings instead of streaming")
+    .option("--url <url>", "talk to a running mlxs serve (or any OpenAI-compatible server) instead of loading a model")
+    .option("--api-key <key>", "API key for --url");
   addSamplingOptions(addCoreOptions(chat)).action(lazy("./commands/chat.js"));
 
   const embed = program.command("embed")

@@ -1,7 +1,8 @@
 /** `mlxs chat [PROMPT]`: one question, the answer streamed to stdout as it is generated. */
 import type { Command } from "commander";
-import { loadConfig, UsageError } from "../config.js";
-import type { ChatMessage, GenerationResult } from "../core/types.js";
+import { loadConfig, UsageError, type Config } from "../config.js";
+import type { ChatMessage, GenerationEvent, GenerationResult } from "../core/types.js";
+import { LocalBackend, RemoteBackend, type ChatBackend } from "./chat-backend.js";
 import { configFlagsFrom, samplingFrom } from "./options.js";
 import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, readStdin, writeOut } from "./io.js";
@@ -11,40 +12,46 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   const opts = command.optsWithGlobals();
   const config = loadConfig(configFlagsFrom(opts));
   const sampling = samplingFrom(opts);
+  const system = opts.system === undefined ? undefined : String(opts.system);
+  const json = Boolean(opts.json);
+
+  // no prompt on a terminal: the interactive chat
+  if (promptArg === undefined && process.stdin.isTTY && process.stdout.isTTY && !json) {
+    const backend = await openBackend(config, opts);
+    try {
+      const { runChatApp } = await import("../tui/run.js");
+      await runChatApp({ backend, system, sampling });
+    } finally {
+      await backend.close();
+    }
+    return;
+  }
+
   let prompt = promptArg;
   if (prompt === undefined) {
     if (process.stdin.isTTY) throw new UsageError("give a prompt: mlxs chat \"Hello\" (or pipe one on stdin)");
     prompt = (await readStdin()).replace(/\r?\n$/, "");
   }
   if (prompt.trim() === "") throw new UsageError("the prompt is empty");
-
   const messages: ChatMessage[] = [];
-  if (opts.system) messages.push({ role: "system", content: String(opts.system) });
+  if (system !== undefined) messages.push({ role: "system", content: system });
   messages.push({ role: "user", content: prompt });
 
-  const json = Boolean(opts.json);
+  if (opts.url) {
+    // the server audits remote answers
+    const backend = await openBackend(config, opts);
+    const result = await interruptible((signal) => printAnswer(backend.stream(messages, sampling, signal), json, () => undefined));
+    if (json) writeOut(JSON.stringify(resultJson(result, backend.label)) + "\n");
+    if (result.finishReason === "cancelled") process.exitCode = 130;
+    return;
+  }
+
   await audited(config, { endpoint: "cli:chat", stream: !json, model: modelLabel(opts.model, config) }, async (tracker) => {
     const core = await openCore(config, opts.model as string | undefined);
     try {
       tracker.model = core.models()[0]!.name;
       tracker.backendType = await core.backend();
-      const result = await interruptible(async (signal) => {
-        let done: GenerationResult | undefined;
-        let endsWithNewline = true;
-        for await (const event of core.chat({ ...sampling, messages }, signal)) {
-          if (event.type === "done") {
-            done = event;
-            continue;
-          }
-          tracker.firstToken();
-          if (!json) {
-            writeOut(event.text);
-            endsWithNewline = event.text.endsWith("\n");
-          }
-        }
-        if (!json && !endsWithNewline) writeOut("\n");
-        return done!;
-      });
+      const result = await interruptible((signal) => printAnswer(core.chat({ ...sampling, messages }, signal), json, () => tracker.firstToken()));
       tracker.tokens(result.usage.promptTokens, result.usage.completionTokens);
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
       if (result.finishReason === "cancelled") {
@@ -55,6 +62,35 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
       await core.close();
     }
   });
+}
+
+/** Streams an answer to stdout as it comes (or, with --json, only collects it). */
+async function printAnswer(events: AsyncGenerator<GenerationEvent>, json: boolean, onDelta: () => void): Promise<GenerationResult> {
+  let done: GenerationResult | undefined;
+  let endsWithNewline = true;
+  for await (const event of events) {
+    if (event.type === "done") {
+      done = event;
+      continue;
+    }
+    onDelta();
+    if (!json) {
+      writeOut(event.text);
+      endsWithNewline = event.text.endsWith("\n");
+    }
+  }
+  if (!json && !endsWithNewline) writeOut("\n");
+  return done!;
+}
+
+async function openBackend(config: Config, opts: Record<string, unknown>): Promise<ChatBackend> {
+  if (opts.url) {
+    const backend = new RemoteBackend(String(opts.url), opts.apiKey as string | undefined, opts.model as string | undefined);
+    await backend.connect();
+    return backend;
+  }
+  const core = await openCore(config, opts.model as string | undefined);
+  return new LocalBackend(core, await core.backend(), config);
 }
 
 function resultJson(result: GenerationResult, backend: string | null) {

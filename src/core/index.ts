@@ -35,6 +35,11 @@ export class InferenceCore {
     yield* complete(await this.pool.get(request.model), request, signal);
   }
 
+  /** Tokens per sequence of a model (loading it if needed). */
+  async contextSize(name?: string): Promise<number> {
+    return (await this.pool.get(name)).contextSize;
+  }
+
   /** The prompt tokens a chat request would use, counted exactly as generation counts them. */
   async countTokens(request: ChatRequest): Promise<number> {
     return countChatTokens(await this.pool.get(request.model), toChatHistory(request.messages));

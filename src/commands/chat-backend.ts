@@ -1,0 +1,181 @@
+/**
+ * Where `mlxs chat` gets its answers: the in-process core (each answer audited locally)
+ * or a running OpenAI-compatible server (`--url`, which audits it there). The terminal UI
+ * and the plain mode talk to either through this one interface.
+ */
+import type { Config } from "../config.js";
+import { CommandFailure } from "../errors.js";
+import type { InferenceCore } from "../core/index.js";
+import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
+import { AuditStore } from "../audit/store.js";
+import { AuditWriter } from "../audit/writer.js";
+import { track } from "../audit/track.js";
+import { outcomeOf } from "./audited.js";
+
+export interface ChatBackend {
+  /** shown in the status line: `llama.cpp/cpu`, or the server's address */
+  readonly label: string;
+  model: string;
+  models(): string[];
+  /** tokens per sequence, when known (local mode) */
+  contextSize(): Promise<number | undefined>;
+  /** prompt tokens of a conversation, when they can be counted (local mode) */
+  countTokens?(messages: ChatMessage[]): Promise<number>;
+  stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent>;
+  close(): Promise<void>;
+}
+
+export class LocalBackend implements ChatBackend {
+  model: string;
+  private readonly writer: AuditWriter;
+
+  constructor(private readonly core: InferenceCore, readonly label: string, config: Config) {
+    this.model = core.models()[0]!.name;
+    this.writer = new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+  }
+
+  models(): string[] { return this.core.models().map((m) => m.name); }
+
+  contextSize(): Promise<number> { return this.core.contextSize(this.model); }
+
+  countTokens(messages: ChatMessage[]): Promise<number> {
+    return this.core.countTokens({ model: this.model, messages });
+  }
+
+  /** One answer, and one audit record for it: success, error, or cancelled when stopped. */
+  async *stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
+    const tracker = track({ endpoint: "cli:chat", model: this.model, backendType: this.label, stream: true }, (r) => this.writer.record(r));
+    try {
+      for await (const event of this.core.chat({ ...sampling, model: this.model, messages }, signal)) {
+        if (event.type === "delta") tracker.firstToken();
+        else {
+          tracker.tokens(event.usage.promptTokens, event.usage.completionTokens);
+          tracker.end(event.finishReason === "cancelled"
+            ? { status: "cancelled", statusCode: 130, errorType: "cancelled" }
+            : { status: "success", statusCode: 0 });
+        }
+        yield event;
+      }
+    } catch (error) {
+      tracker.end(outcomeOf(error));
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.writer.close();
+    await this.core.close();
+  }
+}
+
+/** Any OpenAI-compatible server, through undici, streaming. */
+export class RemoteBackend implements ChatBackend {
+  model: string;
+  readonly label: string;
+  private served: string[] = [];
+
+  constructor(private readonly base: string, private readonly apiKey: string | undefined, model: string | undefined) {
+    this.label = base.replace(/\/+$/, "");
+    this.model = model ?? "";
+  }
+
+  /** Asks the server for its models; a failure is left for the first question to report. */
+  async connect(): Promise<void> {
+    try {
+      const { body } = await this.call("GET", "/v1/models");
+      this.served = ((await body.json()) as { data: { id: string }[] }).data.map((m) => m.id);
+      if (!this.model) this.model = this.served[0] ?? "";
+    } catch {
+      // reported when a question is asked
+    }
+  }
+
+  models(): string[] { return this.served; }
+
+  async contextSize(): Promise<undefined> { return undefined; }
+
+  private async call(method: "GET" | "POST", path: string, body?: unknown, signal?: AbortSignal) {
+    const { request } = await import("undici");
+    let response;
+    try {
+      response = await request(new URL(path, `${this.label}/`), {
+        method, signal,
+        headers: { "content-type": "application/json", ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
+      throw new CommandFailure(`cannot reach ${this.label}: ${code === "ECONNREFUSED" ? "connection refused (is mlxs serve running?)" : code ?? (error as Error).message}`);
+    }
+    if (response.statusCode >= 400) {
+      const problem = (await response.body.json().catch(() => ({}))) as { detail?: string; error?: { message?: string } };
+      const detail = problem.detail ?? problem.error?.message;
+      const what = response.statusCode === 401 ? "refused the API key (give --api-key)"
+        : response.statusCode === 404 && path.includes("chat") ? `does not serve the model "${this.model}"`
+          : `answered ${response.statusCode}`;
+      throw new CommandFailure(`${this.label} ${what}${detail ? `: ${detail}` : ""}`);
+    }
+    return response;
+  }
+
+  async *stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
+    const started = performance.now();
+    const body = {
+      ...(this.model ? { model: this.model } : {}),
+      messages, stream: true, stream_options: { include_usage: true },
+      max_tokens: sampling.maxTokens, temperature: sampling.temperature, top_p: sampling.topP, top_k: sampling.topK,
+      min_p: sampling.minP, seed: sampling.seed, stop: sampling.stop, repeat_penalty: sampling.repeatPenalty,
+      frequency_penalty: sampling.frequencyPenalty, presence_penalty: sampling.presencePenalty,
+    };
+    let text = "";
+    let finish: string | null = null;
+    let usage = { prompt_tokens: 0, completion_tokens: 0 };
+    let firstAt: number | undefined;
+    let buffer = "";
+    try {
+      const response = await this.call("POST", "/v1/chat/completions", body, signal);
+      for await (const chunk of response.body) {
+        buffer += chunk.toString();
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          if (!data || data === "[DONE]") continue;
+          const parsed = JSON.parse(data) as { error?: { message?: string }; detail?: string; choices?: { delta?: { content?: string }; finish_reason?: string | null }[]; usage?: typeof usage };
+          if (parsed.error || /^event: error/m.test(block)) {
+            throw new CommandFailure(`${this.label} failed mid-answer: ${parsed.detail ?? parsed.error?.message ?? "unknown error"}`);
+          }
+          if (parsed.usage) usage = parsed.usage;
+          const choice = parsed.choices?.[0];
+          if (choice?.finish_reason) finish = choice.finish_reason;
+          const piece = choice?.delta?.content;
+          if (piece) {
+            firstAt ??= performance.now();
+            text += piece;
+            yield { type: "delta", text: piece };
+          }
+        }
+      }
+    } catch (error) {
+      if (!signal.aborted) throw error;
+    }
+    const ended = performance.now();
+    const result: GenerationResult = {
+      model: this.model,
+      text,
+      finishReason: signal.aborted ? "cancelled" : finish === "length" ? "length" : "stop",
+      usage: { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens },
+      timings: {
+        queueMs: 0,
+        ttftMs: (firstAt ?? ended) - started,
+        totalMs: ended - started,
+        tokensPerSecond: firstAt && usage.completion_tokens > 1 ? (usage.completion_tokens - 1) / ((ended - firstAt) / 1000) : 0,
+      },
+    };
+    yield { type: "done", ...result };
+  }
+
+  async close(): Promise<void> {}
+}
