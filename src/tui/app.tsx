@@ -27,10 +27,19 @@ interface Status {
 export function ChatApp({ backend, system: initialSystem, sampling: initialSampling }: ChatAppProps) {
   const { exit } = useApp();
   const [entries, setEntries] = useState<Entry[]>([{ role: "notice", text: "Type a message and press Enter. /help lists the commands; Ctrl-D leaves." }]);
-  const [input, setInput] = useState("");
+  // the input lives in a ref (key handlers read it between renders) mirrored into state (to draw it)
+  const inputRef = useRef("");
+  const [input, setInputState] = useState("");
+  const setInput = (next: string | ((current: string) => string)) => {
+    inputRef.current = typeof next === "function" ? next(inputRef.current) : next;
+    setInputState(inputRef.current);
+  };
   const [streaming, setStreaming] = useState<string | undefined>(undefined);
   const [status, setStatus] = useState<Status>({});
   const [model, setModel] = useState(backend.model);
+  // handlers run between renders: they read the transcript from here
+  const entriesRef = useRef(entries);
+  entriesRef.current = entries;
   const history = useRef<string[]>([]);
   const historyIndex = useRef<number>(-1);
   const conversation = useRef<ChatMessage[]>([]);
@@ -117,7 +126,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
         return notice(`Now answering with ${action.name}.`);
       case "save": {
         const path = resolve(action.file);
-        const markdown = entries.filter((e) => e.role !== "notice")
+        const markdown = entriesRef.current.filter((e) => e.role !== "notice")
           .map((e) => `## ${e.role === "user" ? "You" : "Assistant"}\n\n${e.text}\n`).join("\n");
         try {
           await writeFile(path, `# mlxs chat with ${model}\n\n${system.current ? `System: ${system.current}\n\n` : ""}${markdown}`);
@@ -131,6 +140,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
   }
 
   function submit() {
+    const input = inputRef.current;
     // a line ending in a backslash continues on the next line
     if (input.endsWith("\\")) return setInput(input.slice(0, -1) + "\n");
     const text = input.trim();
@@ -145,11 +155,11 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
   useInput((typed, key) => {
     if (key.ctrl && typed === "c") {
       if (answering.current) return answering.current.abort();
-      if (input) return setInput("");
+      if (inputRef.current) return setInput("");
       return exit();
     }
     if (key.ctrl && typed === "d") {
-      if (!input && !answering.current) exit();
+      if (!inputRef.current && !answering.current) exit();
       return;
     }
     if (answering.current) return;
@@ -164,7 +174,11 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     }
     if (key.backspace || key.delete) return setInput((s) => s.slice(0, -1));
     if (key.escape || key.tab || key.leftArrow || key.rightArrow) return;
-    if (typed) setInput((s) => s + typed.replace(/\r\n?/g, "\n"));
+    if (!typed) return;
+    // keys typed fast (or pasted) arrive together: a final Enter among them still sends
+    const sends = typed.length > 1 && typed.endsWith("\r");
+    setInput((s) => s + (sends ? typed.slice(0, -1) : typed).replace(/\r\n?/g, "\n"));
+    if (sends) submit();
   });
 
   const statusLine = [

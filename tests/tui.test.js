@@ -1,0 +1,269 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { createElement } from "react";
+import { render } from "ink-testing-library";
+import { ChatApp } from "../dist/tui/app.js";
+import { LocalBackend, RemoteBackend } from "../dist/commands/chat-backend.js";
+import { InferenceCore } from "../dist/core/index.js";
+import { loadConfig } from "../dist/config.js";
+import { AuditStore } from "../dist/audit/store.js";
+import { parseFilter } from "../dist/audit/filter.js";
+import { CORE, ROOT, runCli, startServer, tempDir, testModel } from "./helpers.js";
+
+const tick = (ms = 20) => new Promise((r) => setTimeout(r, ms));
+async function waitFor(app, predicate, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (predicate(app.lastFrame() ?? "")) return app.lastFrame();
+    await tick(25);
+  }
+  throw new Error(`timed out; the screen shows:\n${JSON.stringify(app.lastFrame()).slice(-700)}`);
+}
+/** types like a person: one key at a time, then Enter */
+async function type(app, text, enter = true) {
+  for (const ch of text) {
+    app.stdin.write(ch);
+    await tick(2);
+  }
+  if (enter) {
+    app.stdin.write("\r");
+    await tick(20);
+  }
+}
+
+async function localApp({ endless = false, ctxSize = 1024, models, system, sampling = { temperature: 0 } } = {}) {
+  const home = tempDir();
+  const config = loadConfig({}, { MLXS_HOME: home });
+  const sources = models ?? [{ name: endless ? "endless" : "tiny", path: await testModel({ endless }) }];
+  const core = new InferenceCore(sources, { ...CORE, ctxSize });
+  const backend = new LocalBackend(core, "llama.cpp/cpu", config);
+  const app = render(createElement(ChatApp, { backend, system, sampling }));
+  const close = async () => { app.unmount(); await backend.close(); };
+  return { app, backend, home, config, close };
+}
+
+async function auditRows(config) {
+  const store = await AuditStore.open(config.auditDb, { create: false });
+  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
+  await store?.close();
+  return rows;
+}
+
+const ui = suite("terminal chat");
+
+ui("typing, a streamed answer, and the status line", async () => {
+  const { app, close } = await localApp();
+  try {
+    await waitFor(app, (f) => f.includes("/help"));
+    await type(app, "hello there");
+    const frame = await waitFor(app, (f) => f.includes("tok/s"));
+    assert.match(frame, /› hello there/);
+    assert.match(frame, /tiny · llama\.cpp\/cpu · [\d.]+ tok\/s · ctx \d+\/1024/);
+    // the answer streamed in: some frame showed a partial answer with the cursor
+    assert.ok(app.frames.some((f) => f.includes("▍")), "an answer in progress was shown");
+    assert.match(frame, /› hello there\n[a-z ,.]+/);
+  } finally {
+    await close();
+  }
+});
+
+ui("multi-line input (Ctrl-J, and a trailing backslash) and history with Up/Down", async () => {
+  const { app, close } = await localApp({ sampling: { temperature: 0, maxTokens: 3 } });
+  try {
+    await type(app, "first line", false);
+    app.stdin.write("\n");
+    await type(app, "second", false);
+    await tick();
+    assert.match(app.lastFrame(), /> first line[\s│]*\n[\s│]*second/);
+    app.stdin.write("\r");
+    await waitFor(app, (f) => f.includes("tok/s"));
+    await type(app, "one more\\", true);
+    assert.match(app.lastFrame(), /> one more[\s│]*\n/);
+    await type(app, "end");
+    await waitFor(app, (f) => (f.match(/tok\/s/g) ?? []).length >= 1 && f.includes("› one more"));
+    await tick(300);
+    app.stdin.write("\u001B[A");
+    await tick();
+    assert.match(app.lastFrame(), /> one more[\s│]*\n[\s│]*end/);
+    app.stdin.write("\u001B[A");
+    await tick();
+    assert.match(app.lastFrame(), /> first line[\s│]*\n[\s│]*second/);
+    app.stdin.write("\u001B[B");
+    app.stdin.write("\u001B[B");
+    await tick();
+    assert.match(app.lastFrame(), />\s+│?\n/);
+  } finally {
+    await close();
+  }
+});
+
+ui("slash commands: help, set, system, clear, model, save, unknown, exit", async () => {
+  const dir = tempDir();
+  const models = [{ name: "tiny", path: await testModel() }, { name: "other", path: await testModel({ endless: true }) }];
+  const { app, close } = await localApp({ models, sampling: { temperature: 0, maxTokens: 4 } });
+  try {
+    await type(app, "/help");
+    assert.match(app.lastFrame(), /\/save FILE/);
+    await type(app, "/set temperature 0.7");
+    assert.match(app.lastFrame(), /temperature = 0\.7/);
+    await type(app, "/set temperature 9");
+    assert.match(app.lastFrame(), /\/set temperature takes a number from 0 to 2/);
+    await type(app, "/set");
+    assert.match(app.lastFrame(), /"temperature":0\.7/);
+    await type(app, "/system be brief");
+    assert.match(app.lastFrame(), /System prompt set/);
+    await type(app, "/bogus");
+    assert.match(app.lastFrame(), /unknown command \/bogus; the commands are \/help \/clear \/system \/set \/model \/save \/exit/);
+    await type(app, "/model nope");
+    assert.match(app.lastFrame(), /No model "nope"\. Served: tiny, other/);
+    await type(app, "/model other");
+    await waitFor(app, (f) => f.includes("other · llama.cpp/cpu"));
+    await type(app, "/model tiny");
+    await type(app, "hi");
+    await waitFor(app, (f) => /› hi\s*\n\s*[a-z]/.test(f) && !f.includes("answering…"));
+    assert.equal(readdirSync(dir), [], "nothing is written without /save");
+    const file = join(dir, "chat.md");
+    await type(app, `/save ${file}`);
+    await waitFor(app, (f) => f.includes("Saved the transcript"));
+    const saved = readFileSync(file, "utf8");
+    assert.match(saved, /^# mlxs chat with tiny/);
+    assert.match(saved, /System: be brief/);
+    assert.match(saved, /## You\n\nhi\n/);
+    assert.match(saved, /## Assistant\n\n[a-z]/);
+    await type(app, "/clear");
+    assert.match(app.lastFrame(), /New conversation/);
+    assert.not.match(app.lastFrame(), /› hi/);
+    await type(app, "/exit");
+    await tick(50);
+    assert.ok(app.lastFrame() !== undefined);
+  } finally {
+    await close();
+  }
+});
+
+ui("Ctrl-C stops an answer and keeps the session; the record says cancelled", async () => {
+  const { app, close, config } = await localApp({ endless: true, sampling: { temperature: 1, maxTokens: 800 } });
+  try {
+    await type(app, "go on");
+    await waitFor(app, (f) => f.includes("answering…") && /▍/.test(f) && /[a-z]{3,}\s*\S*▍/.test(f));
+    app.stdin.write("\u0003");
+    await waitFor(app, (f) => f.includes("(answer stopped)"));
+    await type(app, "again");
+    await waitFor(app, (f) => f.includes("› again") && f.includes("answering…") && /[a-z]{3,}\s*\S*▍/.test(f));
+    app.stdin.write("\u0003");
+    await waitFor(app, (f) => (f.match(/\(answer stopped\)/g) ?? []).length === 2);
+  } finally {
+    await close();
+  }
+  const rows = await auditRows(config);
+  assert.ok(rows.length >= 2);
+  assert.ok(rows.every((r) => r.endpoint === "cli:chat" && r.model === "endless"));
+  assert.is(rows[0].status, "cancelled");
+  assert.ok(rows[0].completion_tokens > 0 && rows[0].ttft_ms > 0);
+});
+
+ui("old turns are dropped, with a notice, when the conversation outgrows the context", async () => {
+  const { app, close } = await localApp({ ctxSize: 256, sampling: { temperature: 0, maxTokens: 40 } });
+  try {
+    for (let i = 0; i < 4; i++) {
+      await type(app, `tell me about the water and the sea and the mountain number ${i} `.repeat(2));
+      await waitFor(app, (f) => (f.match(/›/g) ?? []).length === i + 1 && !f.includes("answering…"));
+    }
+    await waitFor(app, (f) => /Dropped the \d+ oldest turns? so the conversation fits the 256-token context/.test(f));
+  } finally {
+    await close();
+  }
+});
+
+ui("remote mode: errors are one clear notice and the session stays usable", async () => {
+  const refused = new RemoteBackend("http://127.0.0.1:1", undefined, "tiny");
+  await refused.connect();
+  const app = render(createElement(ChatApp, { backend: refused, sampling: {} }));
+  try {
+    await type(app, "hello");
+    await waitFor(app, (f) => f.includes("cannot reach http://127.0.0.1:1: connection refused"));
+    await type(app, "/help");
+    assert.match(app.lastFrame(), /\/save FILE/);
+  } finally {
+    app.unmount();
+  }
+  const server = await startServer(["--model", await testModel(), "--api-key", "remote-key-1"]);
+  try {
+    const noKey = new RemoteBackend(server.url, undefined, undefined);
+    await noKey.connect();
+    const a = render(createElement(ChatApp, { backend: noKey, sampling: {} }));
+    await type(a, "hello");
+    await waitFor(a, (f) => f.includes("refused the API key"));
+    a.unmount();
+    const good = new RemoteBackend(server.url, "remote-key-1", undefined);
+    await good.connect();
+    assert.equal(good.models(), ["tiny"]);
+    const b = render(createElement(ChatApp, { backend: good, sampling: { temperature: 0, maxTokens: 5 } }));
+    await type(b, "hello");
+    const frame = await waitFor(b, (f) => f.includes("tok/s"));
+    assert.match(frame, new RegExp(`tiny · ${server.url.replace(/[.:/]/g, "\\$&")}`));
+    b.unmount();
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+ui.run();
+
+const remote = suite("chat --url (plain)");
+
+remote("answers from a running server; refused, 401, 404 and a mid-stream error are one line, exit 1", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-key", "plain-key-12"]);
+  try {
+    const ok = await runCli(["chat", "--url", server.url, "--api-key", "plain-key-12", "--temperature", "0", "-n", "6", "hello"]);
+    assert.is(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^[a-z ,.]+\n$/);
+    const local = await runCli(["chat", "--model", await testModel(), "--temperature", "0", "-n", "6", "hello"]);
+    assert.is(ok.stdout, local.stdout, "the same answer as in-process");
+    const json = JSON.parse((await runCli(["chat", "--url", server.url, "--api-key", "plain-key-12", "--json", "-n", "3", "hi"])).stdout);
+    assert.is(json.usage.completion_tokens, 3);
+    const unauthorized = await runCli(["chat", "--url", server.url, "hi"]);
+    assert.is(unauthorized.code, 1);
+    assert.match(unauthorized.stderr, /^mlxs: .*refused the API key.*\n$/);
+    const missing = await runCli(["chat", "--url", server.url, "--api-key", "plain-key-12", "--model", "nope", "hi"]);
+    assert.is(missing.code, 1);
+    assert.match(missing.stderr, /does not serve the model "nope"/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+  const refused = await runCli(["chat", "--url", "http://127.0.0.1:1", "hi"]);
+  assert.is(refused.code, 1);
+  assert.match(refused.stderr, /^mlxs: cannot reach http:\/\/127\.0\.0\.1:1: connection refused/);
+  const slow = await startServer(["--model", await testModel({ endless: true }), "--request-timeout", "0.1"]);
+  try {
+    const broken = await runCli(["chat", "--url", slow.url, "-n", "1000", "go"]);
+    assert.is(broken.code, 1);
+    assert.match(broken.stderr, /failed mid-answer: The generation took longer than the request timeout/);
+    assert.is(broken.stderr.trim().split("\n").length, 1);
+  } finally {
+    assert.is(await slow.stop(), 0);
+  }
+});
+
+remote.run();
+
+const terminal = suite("real terminal");
+
+terminal("mlxs chat in a pseudo-terminal: the chat opens, answers, and Ctrl-C at the empty prompt leaves with the terminal restored", async () => {
+  const home = tempDir();
+  const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel()], { encoding: "utf8", timeout: 60_000 });
+  assert.is(result.status, 0, result.stderr);
+  const screen = result.stdout;
+  assert.match(screen, /^EXIT 0\n/);
+  const plain = screen.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, "");
+  assert.match(plain, /› hello there/);
+  assert.match(plain, /tiny · llama\.cpp\/cpu · [\d.]+ tok\/s/);
+  // the cursor is shown again on the way out
+  assert.match(screen, /\x1b\[\?25h/);
+  assert.ok(existsSync(join(home, "audit.db")));
+});
+
+terminal.run();
