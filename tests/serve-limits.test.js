@@ -224,6 +224,23 @@ lifecycle("privacy: a marker through every endpoint and error path never reaches
   }
 });
 
+lifecycle("at start the server prunes the audit log by the retention setting", async () => {
+  const home = tempDir();
+  const { syntheticRecords } = await import("./fixtures/audit-records.js");
+  const store = await AuditStore.open(join(home, "audit.db"));
+  await store.insert(syntheticRecords(50, { now: Date.now(), spacingMs: 3_600_000 }));
+  await store.close();
+  const server = await startServer(["--model", await testModel(), "--retention-days", "1"], { home });
+  try {
+    await new Promise((r) => setTimeout(r, 500));
+    const rows = await auditRows(server.db);
+    assert.is(rows.length, 24);
+    assert.match(server.stderr(), /pruned 26 audit records older than 1 days/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
 lifecycle("mlxs audit tail --url follows a running server's log", async () => {
   const server = await startServer(["--model", await testModel(), "--api-key", "tail-key-1234"]);
   const tail = spawn(process.execPath, [CLI, "audit", "tail", "--url", server.url, "--api-key", "tail-key-1234", "-f", "--json", "--endpoint", "/v1/embeddings"], { env: { ...process.env, NO_COLOR: "1" } });
