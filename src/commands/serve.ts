@@ -38,6 +38,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
+    headersTimeoutMs: (opts.headerTimeout as number) * 1000,
   }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes]);
 
   const address = await server.listen(host, opts.port as number);

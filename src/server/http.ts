@@ -26,6 +26,8 @@ export interface ServerOptions {
   corsOrigins: string[];
   maxBodyBytes: number;
   requestTimeoutMs: number;
+  /** a client must send its headers within this (slow or half-open connections are closed) */
+  headersTimeoutMs?: number;
 }
 
 export interface RequestContext {
@@ -86,11 +88,14 @@ export class MlxsServer {
       return { route, pattern: new RegExp(`^${source}$`), names };
     });
     this.keys = options.apiKeys.map(({ label, key }) => ({ label, digest: digest(key) }));
+    const headersTimeout = options.headersTimeoutMs ?? 10_000;
     this.server = createServer({
-      // slow or idle clients: headers within 10 s, the whole request within 60 s
-      headersTimeout: 10_000,
-      requestTimeout: 60_000,
+      // slow or idle clients: headers within 10 s, the whole request within 60 s, checked
+      // often enough that a crowd of half-open connections does not linger
+      headersTimeout,
+      requestTimeout: Math.max(60_000, headersTimeout),
       keepAliveTimeout: 5_000,
+      connectionsCheckingInterval: Math.min(1_000, headersTimeout),
     }, (req, res) => { void this.handle(req, res); });
   }
 

@@ -1,0 +1,253 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { execFileSync, spawn } from "node:child_process";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { request } from "undici";
+import fc from "fast-check";
+import sqlite3 from "sqlite3";
+import { open } from "sqlite";
+import { AuditStore } from "../dist/audit/store.js";
+import { parseFilter } from "../dist/audit/filter.js";
+import { syntheticRecords } from "./fixtures/audit-records.js";
+import { ROOT, runCli, startServer, tempDir, testModel } from "./helpers.js";
+
+const json = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+const call = async (url, options = {}) => {
+  const res = await request(url, options);
+  const text = await res.body.text();
+  let body;
+  try { body = JSON.parse(text); } catch { body = text; }
+  return { status: res.statusCode, headers: res.headers, body, text };
+};
+async function auditRows(db) {
+  await new Promise((r) => setTimeout(r, 600));
+  const store = await AuditStore.open(db, { create: false });
+  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
+  await store?.close();
+  return rows;
+}
+const rssKb = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
+const embed = (url, id) => call(`${url}/v1/embeddings`, json({ input: `load ${id}` }, { "x-request-id": id }));
+
+const audit = suite("audit under faults");
+
+audit("SIGKILL during heavy writing: the database opens, passes integrity_check, and lost at most one flush", async () => {
+  const db = join(tempDir(), "audit.db");
+  const child = spawn(process.execPath, [join(ROOT, "tests/fixtures/audit-writer-forever.js"), db]);
+  let out = "";
+  child.stdout.on("data", (c) => { out += c; });
+  await new Promise((r) => setTimeout(r, 2500));
+  child.kill("SIGKILL");
+  await new Promise((r) => child.on("close", r));
+  const confirmed = Math.max(...out.trim().split("\n").map((l) => Number(l.split(" ")[1])));
+  assert.ok(confirmed > 1000, `confirmed ${confirmed}`);
+  const raw = await open({ filename: db, driver: sqlite3.Database });
+  assert.equal(await raw.all("PRAGMA integrity_check"), [{ integrity_check: "ok" }]);
+  const { n } = await raw.get("SELECT count(*) AS n FROM audit_logs");
+  await raw.close();
+  // every flush the writer confirmed is there; what was lost is at most the unflushed tail
+  assert.ok(n >= confirmed, `${n} rows, ${confirmed} confirmed`);
+  assert.ok(n - confirmed <= 200 * 15, `${n - confirmed} more than confirmed`);
+});
+
+audit("an unwritable database while serving: requests succeed, drops are reported, writing resumes by itself", async () => {
+  const server = await startServer(["--model", await testModel()]);
+  const files = [server.db, `${server.db}-wal`];
+  try {
+    for (let i = 0; i < 3; i++) assert.is((await embed(server.url, `before-${i}`)).status, 200);
+    await new Promise((r) => setTimeout(r, 600));
+    execFileSync("chattr", ["+i", ...files]);
+    for (let i = 0; i < 3; i++) assert.is((await embed(server.url, `during-${i}`)).status, 200);
+    await new Promise((r) => setTimeout(r, 800));
+    assert.match(server.stderr(), /cannot write the audit log: .*dropping audit records \(\d+ so far\)/);
+    execFileSync("chattr", ["-i", ...files]);
+    for (let i = 0; i < 3; i++) assert.is((await embed(server.url, `after-${i}`)).status, 200);
+    await new Promise((r) => setTimeout(r, 800));
+    assert.match(server.stderr(), /audit log writable again/);
+  } finally {
+    try { execFileSync("chattr", ["-i", ...files]); } catch { /* already writable */ }
+    assert.is(await server.stop(), 0);
+  }
+  const ids = (await auditRows(server.db)).map((r) => r.request_id);
+  for (const id of ["before-0", "before-2", "after-0", "after-2"]) assert.ok(ids.includes(id), id);
+  assert.not.ok(ids.includes("during-0"));
+  assert.match(server.stderr(), /audit records were dropped/);
+});
+
+audit("prune and export against a daemon under load: no errors, nothing exported twice or lost", async () => {
+  const home = tempDir();
+  const store = await AuditStore.open(join(home, "audit.db"));
+  await store.insert(syntheticRecords(4000, { now: Date.now() - 40 * 86_400_000, prefix: "old" }));
+  await store.close();
+  const server = await startServer(["--model", await testModel(), "--retention-days", "0"], { home });
+  try {
+    let sent = 0;
+    const load = (async () => {
+      const deadline = Date.now() + 3000;
+      await Promise.all(Array.from({ length: 4 }, async (_, w) => {
+        while (Date.now() < deadline) {
+          const r = await embed(server.url, `load-${w}-${sent++}`);
+          assert.is(r.status, 200);
+        }
+      }));
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    const [pruned, exported] = await Promise.all([
+      runCli(["audit", "prune", "--older-than", "30d"], { env: { MLXS_HOME: home } }),
+      runCli(["audit", "export", "--format", "jsonl"], { env: { MLXS_HOME: home } }),
+    ]);
+    await load;
+    assert.is(pruned.code, 0, pruned.stderr);
+    assert.match(pruned.stdout, /^pruned 4000 records/);
+    assert.is(exported.code, 0, exported.stderr);
+    const exportedIds = exported.stdout.trim().split("\n").map((l) => JSON.parse(l).request_id);
+    assert.is(new Set(exportedIds).size, exportedIds.length, "no record exported twice");
+    assert.is(await server.stop(), 0);
+    const rows = await auditRows(server.db);
+    const loadIds = rows.map((r) => r.request_id).filter((id) => id.startsWith("load-"));
+    assert.is(loadIds.length, sent, "every request of the load has its record");
+    assert.not.ok(rows.some((r) => r.request_id.startsWith("old-")));
+  } finally {
+    server.child.kill("SIGKILL");
+  }
+});
+
+audit("two mlxs serve processes writing one database: both work, every record is there", async () => {
+  const home = tempDir();
+  const model = await testModel();
+  const [a, b] = await Promise.all([startServer(["--model", model], { home }), startServer(["--model", model], { home })]);
+  try {
+    await Promise.all([a, b].map((server, s) => Promise.all(Array.from({ length: 4 }, async (_, w) => {
+      for (let i = 0; i < 10; i++) assert.is((await embed(server.url, `two-${s}-${w}-${i}`)).status, 200);
+    }))));
+  } finally {
+    assert.is(await a.stop(), 0);
+    assert.is(await b.stop(), 0);
+  }
+  const ids = new Set((await auditRows(join(home, "audit.db"))).map((r) => r.request_id));
+  for (let s = 0; s < 2; s++) for (let w = 0; w < 4; w++) for (let i = 0; i < 10; i++) assert.ok(ids.has(`two-${s}-${w}-${i}`));
+});
+
+audit.run();
+
+const storm = suite("disconnect storm and slow clients");
+
+storm("500 streams whose clients vanish at random: every sequence free after, memory back, one cancelled record each", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4", "--queue", "600"]);
+  // enough connections that every request is on the wire at once
+  const { Agent } = await import("undici");
+  const dispatcher = new Agent({ connections: 600 });
+  try {
+    await call(`${server.url}/v1/chat/completions`, json({ messages: [{ role: "user", content: "warm" }], max_tokens: 20 }));
+    const before = rssKb(server.child.pid);
+    const outcomes = await Promise.all(Array.from({ length: 500 }, async (_, i) => {
+      const controller = new AbortController();
+      // vanish at a random moment once the request is surely with the server
+      const timer = setTimeout(() => controller.abort(), 300 + Math.random() * 500);
+      let done = false;
+      try {
+        const res = await request(`${server.url}/v1/chat/completions`, { ...json({ messages: [{ role: "user", content: "go" }], max_tokens: 300, temperature: 1, stream: true }, { "x-request-id": `storm-${i}` }), signal: controller.signal, dispatcher });
+        const text = await res.body.text();
+        done = text.includes("[DONE]");
+      } catch { /* vanished */ }
+      clearTimeout(timer);
+      return { id: `storm-${i}`, done };
+    }));
+    await new Promise((r) => setTimeout(r, 500));
+    // every sequence free: a burst of --parallel requests starts at once
+    const burst = await Promise.all(Array.from({ length: 4 }, () => call(`${server.url}/v1/chat/completions`, json({ messages: [{ role: "user", content: "burst" }], max_tokens: 5 }))));
+    for (const r of burst) {
+      assert.is(r.status, 200);
+      assert.ok(r.body.timings.queue_ms < 50, `queued ${r.body.timings.queue_ms} ms`);
+    }
+    const after = rssKb(server.child.pid);
+    assert.ok(after < before * 1.25 + 30_000, `RSS ${before} -> ${after} kB`);
+    const rows = await auditRows(server.db);
+    const byId = new Map(rows.map((r) => [r.request_id, r]));
+    for (const { id, done } of outcomes) {
+      const record = byId.get(id);
+      assert.ok(record, `${id} has a record`);
+      assert.is(record.status, done ? "success" : "cancelled", id);
+    }
+    assert.is(rows.filter((r) => r.request_id.startsWith("storm-")).length, 500);
+  } finally {
+    await dispatcher.close();
+    assert.is(await server.stop(), 0);
+  }
+});
+
+storm("200 half-open connections are closed by the header timeout while normal requests get through", async () => {
+  const server = await startServer(["--model", await testModel(), "--header-timeout", "1"]);
+  const { port } = new URL(server.url);
+  try {
+    const sockets = await Promise.all(Array.from({ length: 200 }, () => new Promise((resolve) => {
+      const socket = connect(Number(port), "127.0.0.1", () => {
+        socket.write("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n");
+        resolve(socket);
+      });
+      socket.on("error", () => undefined);
+      // read what the server says (its 408), so its close is seen
+      socket.resume();
+    })));
+    const closed = sockets.map((s) => new Promise((r) => s.on("close", r)));
+    const ok = await call(`${server.url}/v1/embeddings`, json({ input: "still here" }));
+    assert.is(ok.status, 200);
+    const deadline = Date.now() + 5000;
+    await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, deadline - Date.now()))]);
+    assert.is(sockets.filter((s) => !s.destroyed).length, 0, "every half-open connection was closed");
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+storm.run();
+
+const fuzz = suite("bad input");
+
+fuzz("generated bodies and raw bytes at every endpoint: never a crash or a hang, always 4xx problem+json with a request id", async () => {
+  const server = await startServer(["--model", await testModel(), "--ctx-size", "256", "--request-timeout", "3", "--max-body", "64kb"]);
+  const paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens"];
+  const nasty = fc.oneof(
+    fc.string({ maxLength: 40 }), fc.integer(), fc.double(), fc.boolean(), fc.constant(null),
+    fc.constantFrom(-1, 0, 1e308, -1e308, Number.MAX_SAFE_INTEGER, "NaN", "Infinity", "", "x".repeat(20_000)),
+    fc.array(fc.string({ maxLength: 10 }), { maxLength: 40 }),
+  );
+  const field = fc.constantFrom("model", "messages", "prompt", "input", "max_tokens", "temperature", "top_p", "top_k", "stop", "stop_sequences", "stream", "seed", "system", "n", "encoding_format", "frequency_penalty", "extra");
+  const message = fc.record({ role: fc.oneof(fc.constantFrom("user", "assistant", "system", "tool"), nasty), content: fc.oneof(nasty, fc.array(fc.record({ type: fc.oneof(fc.constant("text"), nasty), text: nasty }), { maxLength: 3 })) }, { requiredKeys: [] });
+  const body = fc.oneof(
+    fc.dictionary(field, nasty, { maxKeys: 6 }),
+    fc.record({ messages: fc.array(message, { maxLength: 4 }), max_tokens: fc.oneof(nasty, fc.integer({ min: -5, max: 5 })), stop: fc.oneof(nasty, fc.array(fc.string(), { maxLength: 60 })) }, { requiredKeys: [] }),
+    fc.letrec((tie) => ({ deep: fc.oneof({ depthSize: "small" }, fc.integer(), fc.array(tie("deep"), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 3 }), tie("deep"), { maxKeys: 2 })) })).deep,
+  );
+  try {
+    const before = rssKb(server.child.pid);
+    let count = 0;
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...paths), body, async (path, value) => {
+      count++;
+      const res = await call(`${server.url}${path}`, { ...json(value), headersTimeout: 10_000, bodyTimeout: 10_000 });
+      assert.ok(res.status < 500, `${path} ${res.status}: ${res.text.slice(0, 200)}`);
+      assert.ok(res.headers["x-request-id"]);
+      if (res.status >= 400) {
+        assert.match(res.headers["content-type"], /application\/problem\+json/);
+        assert.is(res.body.request_id, res.headers["x-request-id"]);
+      }
+    }), { numRuns: 250, seed: 20261128 });
+    const bytes = fc.uint8Array({ maxLength: 3000 });
+    await fc.assert(fc.asyncProperty(fc.constantFrom(...paths), bytes, async (path, raw) => {
+      const res = await call(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: Buffer.from(raw) });
+      assert.ok(res.status >= 400 && res.status < 500, `${res.status}`);
+      assert.is(res.body.request_id, res.headers["x-request-id"]);
+    }), { numRuns: 100, seed: 7 });
+    assert.ok(count >= 250);
+    const health = await call(`${server.url}/health`);
+    assert.is(health.status, 200);
+    const after = rssKb(server.child.pid);
+    assert.ok(after < before * 1.5 + 50_000, `RSS ${before} -> ${after} kB`);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+fuzz.run();
