@@ -64,13 +64,16 @@ export interface Config extends Omit<SettingValues, "model"> {
 }
 
 /**
- * One llama.cpp thread per available core, never more: node-llama-cpp's own default (4 on
- * a 2-core machine) oversubscribes the cores and its threads spin against each other.
- * Measured with bench/core.js on 2 cores: 2 threads give 111 tok/s on the ~100 MB model
- * against 83 for 1; on the tiny demo model the two are about equal.
+ * All cores but one for llama.cpp; the last one is Node's, which drives every token (and
+ * HTTP, streaming and the audit writer). node-llama-cpp's own default (4 on a 2-core
+ * machine) oversubscribes the cores and its threads spin against each other, and so does
+ * one thread per core once Node needs a core too. Measured on 2 cores: bench/soak.js
+ * through mlxs serve, 8 clients, the demo model: 1 thread 1536 tok/s, 2 threads 38 tok/s;
+ * bench/core.js in-process on the ~100 MB model, nothing else running: 1 thread 83 tok/s,
+ * 2 threads 111. Serving is the common case, so cores - 1; --threads overrides it.
  */
 export function defaultThreads(): number {
-  return Math.max(1, availableParallelism());
+  return Math.max(1, availableParallelism() - 1);
 }
 
 export const DEFAULTS = {
