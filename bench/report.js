@@ -1,0 +1,38 @@
+// `npm run bench`: runs every benchmark in bench/, one after another (never two at once:
+// they would measure each other), and writes BENCHMARKS.md with the machine, each table
+// of medians and ratios against the goals of its issue, and the command to reproduce it.
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { cpus, totalmem, availableParallelism, release } from "node:os";
+import { fileURLToPath } from "node:url";
+
+const BENCHES = [
+  ["Core vs node-llama-cpp direct (issue 2)", "bench/core.js", []],
+  ["Parallel sequences (issue 2: the --parallel default)", "bench/parallel.js", []],
+  ["Audit store (issue 3)", "bench/audit.js", []],
+  ["mlxs serve vs the core (issue 4)", "bench/serve.js", ["--rounds", "5"]],
+  ["CLI start-up (issues 2 and 3)", "bench/startup.js", []],
+  ["Soak, 2 minutes (issue 7; `--seconds 600` for the full 10)", "bench/soak.js", ["--seconds", "120"]],
+];
+const root = fileURLToPath(new URL("..", import.meta.url));
+const only = process.argv.slice(2);
+const sections = [];
+for (const [title, script, args] of BENCHES) {
+  if (only.length && !only.some((o) => script.includes(o))) continue;
+  process.stderr.write(`== ${script} ${args.join(" ")}\n`);
+  const started = Date.now();
+  const r = spawnSync(process.execPath, [script, ...args], { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  const output = r.status === 0 ? r.stdout.trim() : `failed (exit ${r.status})\n${r.stdout}`;
+  process.stdout.write(output + "\n");
+  sections.push(`## ${title}\n\n\`node ${script} ${args.join(" ")}\` (${((Date.now() - started) / 1000).toFixed(0)} s)\n\n\`\`\`\n${output}\n\`\`\`\n`);
+}
+const cpu = cpus()[0]?.model ?? "unknown CPU";
+writeFileSync(new URL("../BENCHMARKS.md", import.meta.url), `# Benchmarks
+
+Written by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${availableParallelism()} cores (${cpu}),
+${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}, CPU only. The machines are shared and
+noisy: absolute figures drift between runs, ratios hold better. Each table states the goal of
+its issue and whether this run met it.
+
+${sections.join("\n")}`);
+process.stderr.write("wrote BENCHMARKS.md\n");
