@@ -79,9 +79,9 @@ export function defaultThreads(): number {
 export const DEFAULTS = {
   gpu: "auto" as GpuChoice,
   ctxSize: 4096,
-  // bench/parallel.js, 4 clients on 2 cores: parallel 4 gave 1.27x the throughput of 1 and
-  // a median first token after 44 ms instead of 762 (2: 1.12x, 488 ms). Each sequence
-  // costs a full context of KV cache, so lower it for big models on small memory.
+  // bench/parallel.js, 4 clients on 2 cores, 1 thread: parallel 4 gave 1.58x the throughput
+  // of 1 and a median first token after 42 ms instead of 987 (2: 1.42x, 478 ms). Each
+  // sequence costs a full context of KV cache, so lower it for big models on small memory.
   parallel: 4,
   queue: 64,
   auditRetentionDays: 30,

@@ -252,18 +252,20 @@ remote.run();
 
 const terminal = suite("real terminal");
 
-terminal("mlxs chat in a pseudo-terminal: the chat opens, answers, and Ctrl-C at the empty prompt leaves with the terminal restored", async () => {
-  const home = tempDir();
-  const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel()], { encoding: "utf8", timeout: 60_000 });
-  assert.is(result.status, 0, result.stderr);
-  const screen = result.stdout;
-  assert.match(screen, /^EXIT 0\n/);
-  const plain = screen.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, "");
-  assert.match(plain, /› hello there/);
-  assert.match(plain, /tiny · llama\.cpp\/cpu · [\d.]+ tok\/s/);
-  // the cursor is shown again on the way out
-  assert.match(screen, /\x1b\[\?25h/);
-  assert.ok(existsSync(join(home, "audit.db")));
-});
+for (const key of ["ctrl-c", "ctrl-d"]) {
+  terminal(`mlxs chat in a pseudo-terminal: the chat opens, answers, and ${key} at the empty prompt leaves with the terminal restored`, async () => {
+    const home = tempDir();
+    const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel(), key], { encoding: "utf8", timeout: 60_000 });
+    assert.is(result.status, 0, result.stderr);
+    const screen = result.stdout;
+    assert.match(screen, /^EXIT 0\n/);
+    const plain = screen.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, "");
+    assert.match(plain, /› hello there/);
+    assert.match(plain, /tiny · llama\.cpp\/cpu · [\d.]+ tok\/s/);
+    // the cursor is shown again on the way out
+    assert.match(screen, /\x1b\[\?25h/);
+    assert.ok(existsSync(join(home, "audit.db")));
+  });
+}
 
 terminal.run();

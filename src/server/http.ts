@@ -155,8 +155,12 @@ export class MlxsServer {
     const isApi = url.pathname.startsWith("/v1/") || url.pathname === "/v1";
 
     const clientGone = new AbortController();
-    const timeout = AbortSignal.timeout(this.options.requestTimeoutMs);
-    const signal = AbortSignal.any([clientGone.signal, timeout]);
+    // a timer cleared when the response closes: AbortSignal.timeout would keep every
+    // request's signal alive for the whole timeout, long after it was answered
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), this.options.requestTimeoutMs);
+    timer.unref();
+    const signal = AbortSignal.any([clientGone.signal, timeout.signal]);
     this.running.add(clientGone);
     const auth = this.authenticate(req);
     // the endpoint as the audit log names it: the route, never the raw path
@@ -167,7 +171,7 @@ export class MlxsServer {
 
     const ctx: RequestContext = {
       req, res, requestId, url, params, options: this.options, signal, tracker, route,
-      timedOut: () => timeout.aborted,
+      timedOut: () => timeout.signal.aborted,
       clientGone: () => clientGone.signal.aborted,
       json: (status, body, headers = {}) => {
         const text = JSON.stringify(body);
@@ -178,6 +182,7 @@ export class MlxsServer {
     let handled!: () => void;
     const handlerDone = new Promise<void>((resolve) => { handled = resolve; });
     res.once("close", () => {
+      clearTimeout(timer);
       if (!res.writableFinished) clientGone.abort();
       // the record waits for the handler: a cancelled generation still reports its tokens
       void handlerDone.then(() => {
