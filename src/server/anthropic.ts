@@ -5,7 +5,8 @@
 import { randomBytes } from "node:crypto";
 import type { ChatMessage, ChatRequest, GenerationResult } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
-import { HttpProblem, problemBody, toProblem } from "./problem.js";
+import { HttpProblem, problemBody } from "./problem.js";
+import { collect, relay } from "./relay.js";
 import { SseStream } from "./sse.js";
 import { asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, optionalString, unsupported, type Body } from "./validate.js";
 
@@ -93,20 +94,14 @@ async function messages(ctx: RequestContext): Promise<void> {
   const events = ctx.options.core.chat(request, ctx.signal);
 
   if (!stream) {
-    let result: GenerationResult | undefined;
-    for await (const event of events) {
-      if (event.type === "done") result = event;
-      else ctx.tracker?.firstToken();
-    }
-    ctx.tracker?.tokens(result!.usage.promptTokens, result!.usage.completionTokens);
-    if (ctx.clientGone()) return;
-    if (ctx.timedOut()) throw new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+    const result = await collect(ctx, events);
+    if (!result) return;
     ctx.json(200, {
       id, type: "message", role: "assistant", model,
-      content: [{ type: "text", text: result!.text }],
-      stop_reason: stopReasonOf(result!),
-      stop_sequence: result!.stopSequence ?? null,
-      usage: { input_tokens: result!.usage.promptTokens, output_tokens: result!.usage.completionTokens },
+      content: [{ type: "text", text: result.text }],
+      stop_reason: stopReasonOf(result),
+      stop_sequence: result.stopSequence ?? null,
+      usage: { input_tokens: result.usage.promptTokens, output_tokens: result.usage.completionTokens },
     });
     return;
   }
@@ -115,47 +110,18 @@ async function messages(ctx: RequestContext): Promise<void> {
   const inputTokens = await ctx.options.core.countTokens(request);
   const sse = new SseStream(ctx.res);
   const send = (type: string, data: Body) => sse.send(JSON.stringify({ type, ...data }), type);
-  let started = false;
-  const start = async () => {
-    started = true;
-    sse.start();
-    await send("message_start", {
-      message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 0 } },
-    });
-    await send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
-    await send("ping", {});
-  };
-  let result: GenerationResult | undefined;
-  try {
-    for await (const event of events) {
-      if (event.type === "done") {
-        result = event;
-        break;
-      }
-      ctx.tracker?.firstToken();
-      if (!sse.open && started) continue;
-      if (!started) await start();
-      await send("content_block_delta", { index: 0, delta: { type: "text_delta", text: event.text } });
-    }
-  } catch (error) {
-    if (!started) throw error;
-    const problem = toProblem(error);
-    ctx.outcome = { status: "error", statusCode: 200, errorType: problem.code, errorMessage: problem.message };
-    await sse.send(JSON.stringify(anthropicError(problem, ctx.requestId)), "error");
-    sse.end();
-    return;
-  }
+  const result = await relay(ctx, sse, events, {
+    start: async () => {
+      await send("message_start", {
+        message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 0 } },
+      });
+      await send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+      await send("ping", {});
+    },
+    delta: (text) => send("content_block_delta", { index: 0, delta: { type: "text_delta", text } }),
+    errorBody: anthropicError,
+  });
   if (!result) return;
-  ctx.tracker?.tokens(result.usage.promptTokens, result.usage.completionTokens);
-  if (ctx.clientGone()) return;
-  if (!started) await start();
-  if (ctx.timedOut()) {
-    const problem = new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
-    ctx.outcome = { status: "timeout", statusCode: 504, errorType: "timeout", errorMessage: problem.message };
-    await sse.send(JSON.stringify(anthropicError(problem, ctx.requestId)), "error");
-    sse.end();
-    return;
-  }
   await send("content_block_stop", { index: 0 });
   await send("message_delta", { delta: { stop_reason: stopReasonOf(result), stop_sequence: result.stopSequence ?? null }, usage: { output_tokens: result.usage.completionTokens } });
   await send("message_stop", {});

@@ -5,7 +5,8 @@
 import { randomBytes } from "node:crypto";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
-import { HttpProblem, problemBody, toProblem } from "./problem.js";
+import { HttpProblem, problemBody } from "./problem.js";
+import { collect, relay } from "./relay.js";
 import { SseStream } from "./sse.js";
 import {
   asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, optionalString, optionalStrings, unsupported, type Body,
@@ -138,71 +139,28 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
   if (ctx.tracker) ctx.tracker.stream = stream;
   const id = newId(shape.idPrefix);
   const created = now();
-  let result: GenerationResult | undefined;
 
   if (!stream) {
-    for await (const event of events) {
-      if (event.type === "done") result = event;
-      else ctx.tracker?.firstToken();
-    }
-    finish(ctx, result!);
-    if (ctx.clientGone()) return;
-    if (ctx.timedOut()) throw new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
-    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result!.text, finishReasonOf(result!))], usage: usageOf(result!), timings: timingsOf(result!), system_fingerprint: null });
+    const result = await collect(ctx, events);
+    if (!result) return;
+    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result.text, finishReasonOf(result))], usage: usageOf(result), timings: timingsOf(result), system_fingerprint: null });
     return;
   }
 
   const sse = new SseStream(ctx.res);
   const chunk = (choices: Body[], extra: Body = {}) =>
     JSON.stringify({ id, object: shape === CHAT ? "chat.completion.chunk" : shape.object, created, model, system_fingerprint: null, choices, ...extra });
-  let started = false;
-  const start = async () => {
-    started = true;
-    sse.start();
+  const result = await relay(ctx, sse, events, {
     // the first chunk carries the role, as OpenAI's do
-    if (shape === CHAT) await sse.send(chunk([shape.choice("", null, true)]));
-  };
-  try {
-    for await (const event of events) {
-      if (event.type === "done") {
-        result = event;
-        break;
-      }
-      ctx.tracker?.firstToken();
-      // a client that left aborted the signal: the generation ends within a token, and
-      // its done event still brings the token counts for the audit record
-      if (!sse.open && started) continue;
-      if (!started) await start();
-      await sse.send(chunk([shape.choice(event.text, null, false)]));
-    }
-  } catch (error) {
-    // before the first byte the error still gets its own status; after it, an error event
-    if (!started) throw error;
-    const problem = toProblem(error);
-    ctx.outcome = { status: "error", statusCode: 200, errorType: problem.code, errorMessage: problem.message };
-    await sse.send(JSON.stringify(problemBody(problem, ctx.requestId)), "error");
-    sse.end();
-    return;
-  }
+    start: async () => { if (shape === CHAT) await sse.send(chunk([shape.choice("", null, true)])); },
+    delta: (text) => sse.send(chunk([shape.choice(text, null, false)])),
+    errorBody: problemBody,
+  });
   if (!result) return;
-  finish(ctx, result);
-  if (ctx.clientGone()) return;
-  if (!started) await start();
-  if (ctx.timedOut()) {
-    const problem = new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
-    ctx.outcome = { status: "timeout", statusCode: 504, errorType: "timeout", errorMessage: problem.message };
-    await sse.send(JSON.stringify(problemBody(problem, ctx.requestId)), "error");
-    sse.end();
-    return;
-  }
   await sse.send(chunk([shape.choice("", finishReasonOf(result), false)], { timings: timingsOf(result) }));
   if (includeUsage) await sse.send(chunk([], { usage: usageOf(result) }));
   await sse.send("[DONE]");
   sse.end();
-}
-
-function finish(ctx: RequestContext, result: GenerationResult): void {
-  ctx.tracker?.tokens(result.usage.promptTokens, result.usage.completionTokens);
 }
 
 async function chatCompletions(ctx: RequestContext): Promise<void> {

@@ -1,0 +1,73 @@
+/**
+ * Relays a generation to a server-sent event stream, for every protocol adapter: nothing
+ * is sent before the first token (so a refusal still gets its own status), a client that
+ * left stops the generation but its token counts still reach the audit record, and an
+ * error or a timeout after the first byte becomes an error event that ends the stream.
+ */
+import type { GenerationEvent, GenerationResult } from "../core/types.js";
+import type { RequestContext } from "./http.js";
+import { HttpProblem, toProblem } from "./problem.js";
+import type { SseStream } from "./sse.js";
+
+export interface RelayHooks {
+  /** the protocol's opening events */
+  start(): Promise<void>;
+  delta(text: string): Promise<unknown>;
+  /** the protocol's error body */
+  errorBody(problem: HttpProblem, requestId: string): object;
+}
+
+/** The finished generation, for the adapter to close the stream its way; undefined when it is already over. */
+export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGenerator<GenerationEvent>, hooks: RelayHooks): Promise<GenerationResult | undefined> {
+  let started = false;
+  const start = async () => {
+    started = true;
+    sse.start();
+    await hooks.start();
+  };
+  const fail = async (problem: HttpProblem, status: "error" | "timeout", statusCode: number) => {
+    ctx.outcome = { status, statusCode, errorType: problem.code, errorMessage: problem.message };
+    await sse.send(JSON.stringify(hooks.errorBody(problem, ctx.requestId)), "error");
+    sse.end();
+  };
+  let result: GenerationResult | undefined;
+  try {
+    for await (const event of events) {
+      if (event.type === "done") {
+        result = event;
+        break;
+      }
+      ctx.tracker?.firstToken();
+      // a client that left aborted the signal: the generation ends within a token
+      if (!sse.open && started) continue;
+      if (!started) await start();
+      await hooks.delta(event.text);
+    }
+  } catch (error) {
+    if (!started) throw error;
+    await fail(toProblem(error), "error", 200);
+    return undefined;
+  }
+  if (!result) return undefined;
+  ctx.tracker?.tokens(result.usage.promptTokens, result.usage.completionTokens);
+  if (ctx.clientGone()) return undefined;
+  if (!started) await start();
+  if (ctx.timedOut()) {
+    await fail(new HttpProblem(504, "timeout", "The generation took longer than the request timeout."), "timeout", 504);
+    return undefined;
+  }
+  return result;
+}
+
+/** A whole generation for a JSON answer; undefined when the client left, 504 past the timeout. */
+export async function collect(ctx: RequestContext, events: AsyncGenerator<GenerationEvent>): Promise<GenerationResult | undefined> {
+  let result: GenerationResult | undefined;
+  for await (const event of events) {
+    if (event.type === "done") result = event;
+    else ctx.tracker?.firstToken();
+  }
+  ctx.tracker?.tokens(result!.usage.promptTokens, result!.usage.completionTokens);
+  if (ctx.clientGone()) return undefined;
+  if (ctx.timedOut()) throw new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+  return result;
+}
