@@ -4,9 +4,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import Anthropic from "@anthropic-ai/sdk";
-import { AuditStore } from "../dist/audit/store.js";
-import { parseFilter } from "../dist/audit/filter.js";
-import { startServer, testModel } from "./helpers.js";
+import { assertNoMarker, auditRows, startServer, testModel } from "./helpers.js";
 
 const KEY = "anthropic-test-key-1";
 const post = async (server, path, body, headers = { "x-api-key": KEY }) => {
@@ -18,13 +16,6 @@ const post = async (server, path, body, headers = { "x-api-key": KEY }) => {
 };
 const ask = (extra = {}) => ({ model: "tiny", max_tokens: 16, temperature: 0, messages: [{ role: "user", content: "hello there" }], ...extra });
 
-async function auditRows(db) {
-  await new Promise((r) => setTimeout(r, 600));
-  const store = await AuditStore.open(db, { create: false });
-  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
-  await store?.close();
-  return rows;
-}
 
 async function expectSdkError(promise, ErrorClass, type) {
   try {
@@ -214,15 +205,7 @@ limits("privacy: a marker in every field and error path never reaches the databa
     await post(server, "/v1/messages", `{"max_tokens": "${marker}`);
     const rows = await auditRows(server.db);
     assert.ok(rows.length >= 9);
-    const needle = Buffer.from(marker);
-    const scan = (dir) => {
-      for (const name of readdirSync(dir)) {
-        const path = join(dir, name);
-        if (statSync(path).isDirectory()) scan(path);
-        else assert.not.ok(readFileSync(path).includes(needle), `${path} holds the marker`);
-      }
-    };
-    scan(server.home);
+    assertNoMarker(server.home, marker);
     assert.not.ok(server.stderr().includes(marker));
   } finally {
     assert.is(await server.stop(), 0);

@@ -9,25 +9,11 @@ import fc from "fast-check";
 import sqlite3 from "sqlite3";
 import { open } from "sqlite";
 import { AuditStore } from "../dist/audit/store.js";
-import { parseFilter } from "../dist/audit/filter.js";
 import { syntheticRecords } from "./fixtures/audit-records.js";
-import { ROOT, runCli, startServer, tempDir, testModel } from "./helpers.js";
+import { ROOT, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel } from "./helpers.js";
 
-const json = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
-const call = async (url, options = {}) => {
-  const res = await request(url, options);
-  const text = await res.body.text();
-  let body;
-  try { body = JSON.parse(text); } catch { body = text; }
-  return { status: res.statusCode, headers: res.headers, body, text };
-};
-async function auditRows(db) {
-  await new Promise((r) => setTimeout(r, 600));
-  const store = await AuditStore.open(db, { create: false });
-  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
-  await store?.close();
-  return rows;
-}
+const json = jsonRequest;
+const call = httpCall;
 const rssKb = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
 const embed = (url, id) => call(`${url}/v1/embeddings`, json({ input: `load ${id}` }, { "x-request-id": id }));
 

@@ -1,7 +1,7 @@
 // Shared fixtures: temp dirs, the test model (written by mlxs's own GGUF writer), and the
 // real CLI run as a child process.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -109,4 +109,38 @@ export async function startServer(args = [], { env = {}, home = tempDir(), timeo
     exited,
     stop: async (signal = "SIGTERM") => { child.kill(signal); return exited; },
   };
+}
+
+/** Options for a JSON POST with undici. */
+export const jsonRequest = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+
+/** An HTTP call through undici: status, headers, the parsed body (or the text), and the text. */
+export async function httpCall(url, options = {}) {
+  const { request } = await import("undici");
+  const res = await request(url, options);
+  const text = await res.body.text();
+  let body;
+  try { body = JSON.parse(text); } catch { body = text; }
+  return { status: res.statusCode, headers: res.headers, body, text };
+}
+
+/** Every record of an audit database, oldest first, after a server's writer had time to flush. */
+export async function auditRows(db, { settleMs = 600 } = {}) {
+  const { AuditStore } = await import("../dist/audit/store.js");
+  const { parseFilter } = await import("../dist/audit/filter.js");
+  await new Promise((r) => setTimeout(r, settleMs));
+  const store = await AuditStore.open(db, { create: false });
+  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
+  await store?.close();
+  return rows;
+}
+
+/** Fails if any byte of any file under `dir` holds `marker`. */
+export function assertNoMarker(dir, marker) {
+  const needle = Buffer.from(marker);
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) assertNoMarker(path, marker);
+    else if (readFileSync(path).includes(needle)) throw new Error(`${path} holds the marker`);
+  }
 }

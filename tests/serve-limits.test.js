@@ -5,26 +5,12 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import { AuditStore } from "../dist/audit/store.js";
-import { parseFilter } from "../dist/audit/filter.js";
-import { CLI, runCli, startServer, tempDir, testModel } from "./helpers.js";
+import { CLI, assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel } from "./helpers.js";
 
-const json = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
-const call = async (url, options = {}) => {
-  const res = await request(url, options);
-  const text = await res.body.text();
-  let body;
-  try { body = JSON.parse(text); } catch { body = text; }
-  return { status: res.statusCode, headers: res.headers, body, text };
-};
+const json = jsonRequest;
+const call = httpCall;
 const endlessAsk = (extra = {}) => ({ messages: [{ role: "user", content: "go on" }], max_tokens: 800, temperature: 1, ...extra });
 
-async function auditRows(db) {
-  await new Promise((r) => setTimeout(r, 600));
-  const store = await AuditStore.open(db, { create: false });
-  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
-  await store?.close();
-  return rows;
-}
 
 /** Starts a stream and resolves once its first content chunk arrived, with a way to drop it. */
 async function openStream(url, body, headers = {}) {
@@ -209,15 +195,7 @@ lifecycle("privacy: a marker through every endpoint and error path never reaches
     await call(`${u}/v1/embeddings`, json({ input: m("id") }, { "x-request-id": "ok-id" }));
     const rows = await auditRows(server.db);
     assert.ok(rows.length >= 14);
-    const needle = Buffer.from(marker);
-    const scan = (dir) => {
-      for (const name of readdirSync(dir)) {
-        const path = join(dir, name);
-        if (statSync(path).isDirectory()) scan(path);
-        else assert.not.ok(readFileSync(path).includes(needle), `${path} holds the marker`);
-      }
-    };
-    scan(server.home);
+    assertNoMarker(server.home, marker);
     assert.not.ok(server.stderr().includes(marker), "nor does the server's log");
   } finally {
     assert.is(await server.stop(), 0);

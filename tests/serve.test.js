@@ -2,18 +2,10 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { request } from "undici";
 import OpenAI from "openai";
-import { AuditStore } from "../dist/audit/store.js";
-import { parseFilter } from "../dist/audit/filter.js";
-import { startServer, testModel } from "./helpers.js";
+import { auditRows, httpCall, jsonRequest, startServer, testModel } from "./helpers.js";
 
-const json = (body) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-const call = async (server, path, options = {}) => {
-  const res = await request(`${server.url}${path}`, options);
-  const text = await res.body.text();
-  let body;
-  try { body = JSON.parse(text); } catch { body = text; }
-  return { status: res.statusCode, headers: res.headers, body, text };
-};
+const json = (body) => jsonRequest(body);
+const call = (server, path, options = {}) => httpCall(`${server.url}${path}`, options);
 /** The events of an SSE body: [{event, data}] */
 const sseEvents = (text) => text.split("\n\n").filter((b) => b.trim() && !b.startsWith(":")).map((block) => {
   const event = /^event: (.*)$/m.exec(block)?.[1];
@@ -22,14 +14,6 @@ const sseEvents = (text) => text.split("\n\n").filter((b) => b.trim() && !b.star
 });
 const ask = (content, extra = {}) => ({ messages: [{ role: "user", content }], temperature: 0, max_tokens: 12, ...extra });
 
-async function auditRows(db) {
-  // the server's writer flushes every 250 ms
-  await new Promise((r) => setTimeout(r, 600));
-  const store = await AuditStore.open(db, { create: false });
-  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
-  await store?.close();
-  return rows;
-}
 
 const api = suite("openai api");
 api.before(async (ctx) => {
