@@ -202,6 +202,40 @@ lifecycle("privacy: a marker through every endpoint and error path never reaches
   }
 });
 
+lifecycle("/health answers 503 while the models load, then 200", async () => {
+  const dir = tempDir();
+  const { writeTinyModel } = await import("../dist/core/gguf-writer.js");
+  // models big enough to take a while to load, so that loading can be seen
+  const args = [];
+  for (let i = 0; i < 2; i++) {
+    const path = join(dir, `slow-${i}.gguf`);
+    await writeTinyModel(path, { name: `slow-${i}`, embeddingLength: 512, blockCount: 3, headCount: 8, feedForwardLength: 1536, contextLength: 1024, seed: i });
+    args.push("--model", path);
+  }
+  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", ...args], { env: { ...process.env, MLXS_HOME: tempDir(), MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: "1024" } });
+  let stderr = "";
+  const seen = [];
+  try {
+    const url = await new Promise((resolve) => child.stderr.on("data", (c) => {
+      stderr += c;
+      const m = /(http:\/\/[^/\s]+)\/health answers 503/.exec(stderr);
+      if (m) resolve(m[1]);
+    }));
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const r = await call(`${url}/health`);
+      seen.push(`${r.status} ${r.body.status}`);
+      if (r.status === 200) break;
+    }
+    assert.is(seen[0], "503 loading", seen.join(", "));
+    assert.is(seen.at(-1), "200 ok");
+    assert.match(stderr, /mlxs listening on/);
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.on("close", r));
+  }
+});
+
 lifecycle("at start the server prunes the audit log by the retention setting", async () => {
   const home = tempDir();
   const { syntheticRecords } = await import("./fixtures/audit-records.js");

@@ -42,10 +42,11 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes]);
 
   const address = await server.listen(host, opts.port as number);
+  const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   // serve /health (503 "loading") while the models load
+  process.stderr.write(`mlxs: loading ${core.models().length} model(s); http://${shownHost}:${address.port}/health answers 503 until they are ready\n`);
   for (const model of core.models()) await core.load(model.name);
   server.state = "ready";
-  const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${core.models().map((m) => m.name).join(", ")}, backend: ${backend})\n`);
 
   const retentionMs = config.auditRetentionDays * DAY_MS;
