@@ -154,21 +154,26 @@ access.run();
 
 const lifecycle = suite("lifecycle");
 
-lifecycle("SIGTERM while 8 streams run: exit 0, exactly one audit record per request", async () => {
-  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4", "--queue", "8", "--drain-timeout", "20"]);
+lifecycle("SIGTERM under load (streams, non-streams, a full queue): exit 0, exactly one audit record per request sent", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4", "--queue", "4", "--drain-timeout", "20"]);
   const ids = Array.from({ length: 8 }, (_, i) => `term-${i}`);
-  const streams = ids.map((id) => request(`${server.url}/v1/chat/completions`, json({ ...endlessAsk({ max_tokens: 300 }), stream: true }, { "x-request-id": id }))
-    .then((res) => res.body.text()).catch(() => ""));
+  // 4 streams and 4 plain requests fill the 4 sequences and the queue of 4
+  const running = ids.map((id, i) => request(`${server.url}/v1/chat/completions`, json({ ...endlessAsk({ max_tokens: 300 }), stream: i % 2 === 0 }, { "x-request-id": id }))
+    .then(async (res) => ({ status: res.statusCode, text: await res.body.text() })).catch(() => ({ status: 0, text: "" })));
   await new Promise((r) => setTimeout(r, 300));
+  const refused = await Promise.all([0, 1, 2].map((i) => call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 5 }), { "x-request-id": `over-${i}` }))));
+  assert.equal(refused.map((r) => r.status), [429, 429, 429]);
   const refusedAfter = new Promise((r) => setTimeout(r, 100)).then(() => call(`${server.url}/health`).catch(() => ({ status: "closed" })));
   assert.is(await server.stop("SIGTERM"), 0);
-  const bodies = await Promise.all(streams);
+  const answers = await Promise.all(running);
   assert.ok(["closed", 503].includes((await refusedAfter).status));
-  assert.ok(bodies.filter((b) => b.includes("[DONE]")).length >= 1);
+  assert.ok(answers.every((a) => a.status === 200), answers.map((a) => a.status).join());
   const rows = await auditRows(server.db);
-  const mine = rows.filter((r) => ids.includes(r.request_id));
-  assert.is(mine.length, 8);
-  assert.is(new Set(mine.map((r) => r.request_id)).size, 8);
+  const sent = [...ids, "over-0", "over-1", "over-2"];
+  const mine = rows.filter((r) => sent.includes(r.request_id));
+  assert.is(mine.length, sent.length);
+  assert.is(new Set(mine.map((r) => r.request_id)).size, sent.length);
+  assert.ok(mine.filter((r) => r.request_id.startsWith("over-")).every((r) => r.status_code === 429));
   assert.match(server.stderr(), /draining/);
 });
 
