@@ -123,7 +123,8 @@ ui("slash commands: help, set, system, clear, model, save, unknown, exit", async
     await waitFor(app, (f) => f.includes("other · llama.cpp/cpu"));
     await type(app, "/model tiny");
     await type(app, "hi");
-    await waitFor(app, (f) => /› hi\s*\n\s*[a-z]/.test(f) && !f.includes("answering…"));
+    // the answer (sampled at temperature 0.7) may start with a word or with punctuation
+    await waitFor(app, (f) => /› hi\s*\n\s*\S/.test(f) && !f.includes("answering…"));
     assert.equal(readdirSync(dir), [], "nothing is written without /save");
     const file = join(dir, "chat.md");
     await type(app, `/save ${file}`);
@@ -132,7 +133,7 @@ ui("slash commands: help, set, system, clear, model, save, unknown, exit", async
     assert.match(saved, /^# mlxs chat with tiny/);
     assert.match(saved, /System: be brief/);
     assert.match(saved, /## You\n\nhi\n/);
-    assert.match(saved, /## Assistant\n\n[a-z]/);
+    assert.match(saved, /## Assistant\n\n\S/);
     await type(app, "/clear");
     assert.match(app.lastFrame(), /New conversation/);
     assert.not.match(app.lastFrame(), /› hi/);
