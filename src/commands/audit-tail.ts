@@ -6,6 +6,7 @@ import type { AuditRow } from "../audit/schema.js";
 import { AuditStore } from "../audit/store.js";
 import type { AuditLogFilter } from "../audit/filter.js";
 import { CommandFailure } from "../errors.js";
+import { readSse } from "./sse-reader.js";
 import { colours, filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
 import { writeOut } from "./io.js";
@@ -93,19 +94,10 @@ async function followRemote(base: string, opts: Record<string, unknown>, filter:
     if (!opts.follow) return;
     const stream = await get("/v1/audit/stream", query);
     if (!stream) return;
-    let buffer = "";
     try {
-      for await (const chunk of stream.body) {
-        buffer += chunk.toString();
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-          if (!data) continue;
-          const row = JSON.parse(data) as AuditRow;
-          print([{ ...row, timestamp: Date.parse(String(row.timestamp)) }]);
-        }
+      for await (const { data } of readSse(stream.body)) {
+        const row = JSON.parse(data) as AuditRow;
+        print([{ ...row, timestamp: Date.parse(String(row.timestamp)) }]);
       }
     } catch (error) {
       if (!stop.signal.aborted) throw new CommandFailure(`the audit stream from ${base} broke off: ${(error as Error).message}`);

@@ -11,6 +11,7 @@ import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
 import { track } from "../audit/track.js";
 import { outcomeOf } from "./audited.js";
+import { readSse } from "./sse-reader.js";
 
 export interface ChatBackend {
   /** shown in the status line: `llama.cpp/cpu`, or the server's address */
@@ -132,30 +133,22 @@ export class RemoteBackend implements ChatBackend {
     let finish: string | null = null;
     let usage = { prompt_tokens: 0, completion_tokens: 0 };
     let firstAt: number | undefined;
-    let buffer = "";
     try {
       const response = await this.call("POST", "/v1/chat/completions", body, signal);
-      for await (const chunk of response.body) {
-        buffer += chunk.toString();
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-          if (!data || data === "[DONE]") continue;
-          const parsed = JSON.parse(data) as { error?: { message?: string }; detail?: string; choices?: { delta?: { content?: string }; finish_reason?: string | null }[]; usage?: typeof usage };
-          if (parsed.error || /^event: error/m.test(block)) {
-            throw new CommandFailure(`${this.label} failed mid-answer: ${parsed.detail ?? parsed.error?.message ?? "unknown error"}`);
-          }
-          if (parsed.usage) usage = parsed.usage;
-          const choice = parsed.choices?.[0];
-          if (choice?.finish_reason) finish = choice.finish_reason;
-          const piece = choice?.delta?.content;
-          if (piece) {
-            firstAt ??= performance.now();
-            text += piece;
-            yield { type: "delta", text: piece };
-          }
+      for await (const { event, data } of readSse(response.body)) {
+        if (data === "[DONE]") continue;
+        const parsed = JSON.parse(data) as { error?: { message?: string }; detail?: string; choices?: { delta?: { content?: string }; finish_reason?: string | null }[]; usage?: typeof usage };
+        if (parsed.error || event === "error") {
+          throw new CommandFailure(`${this.label} failed mid-answer: ${parsed.detail ?? parsed.error?.message ?? "unknown error"}`);
+        }
+        if (parsed.usage) usage = parsed.usage;
+        const choice = parsed.choices?.[0];
+        if (choice?.finish_reason) finish = choice.finish_reason;
+        const piece = choice?.delta?.content;
+        if (piece) {
+          firstAt ??= performance.now();
+          text += piece;
+          yield { type: "delta", text: piece };
         }
       }
     } catch (error) {

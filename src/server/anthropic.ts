@@ -8,7 +8,7 @@ import type { RequestContext, Route } from "./http.js";
 import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
 import { SseStream } from "./sse.js";
-import { asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, optionalString, unsupported, type Body } from "./validate.js";
+import { asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const KNOWN_BLOCKS = new Set([
   "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result",
@@ -54,13 +54,7 @@ function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
   for (const name of ["tools", "tool_choice", "thinking", "mcp_servers", "container"]) {
     if (body[name] !== undefined && body[name] !== null) throw unsupported(name, "is not supported");
   }
-  const model = optionalString(body, "model");
-  const served = ctx.options.core.models();
-  const name = model ?? served[0]!.name;
-  if (!served.some((m) => m.name === name)) {
-    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
-  }
-  if (ctx.tracker) ctx.tracker.model = name;
+  const name = servedModelOf(ctx, body);
   const messages = messagesOf(body);
   if (body.system !== undefined && body.system !== null) {
     messages.unshift({ role: "system", content: textOfBlocks(body.system, "system") });

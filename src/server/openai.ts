@@ -9,7 +9,7 @@ import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
 import { SseStream } from "./sse.js";
 import {
-  asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, optionalString, optionalStrings, unsupported, type Body,
+  asObject, invalid, servedModelOf, optionalBoolean, optionalInteger, optionalNumber, optionalString, optionalStrings, unsupported, type Body,
 } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
@@ -49,18 +49,6 @@ function samplingOf(body: Body): SamplingOptions {
     presencePenalty: optionalNumber(body, "presence_penalty"),
     repeatPenalty: optionalNumber(body, "repeat_penalty"),
   };
-}
-
-/** `model`: a served model's name only; never a path or URL (the core opens nothing by name). */
-function modelOf(ctx: RequestContext, body: Body): string {
-  const model = optionalString(body, "model");
-  const served = ctx.options.core.models();
-  const name = model ?? served[0]!.name;
-  if (!served.some((m) => m.name === name)) {
-    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
-  }
-  if (ctx.tracker) ctx.tracker.model = name;
-  return name;
 }
 
 function textOfContent(content: unknown, param: string): string {
@@ -166,7 +154,7 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
 async function chatCompletions(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   refuseUnsupported(body);
-  const model = modelOf(ctx, body);
+  const model = servedModelOf(ctx, body);
   const messages = messagesOf(body);
   const events = ctx.options.core.chat({ model, messages, ...samplingOf(body) }, ctx.signal);
   await respond(ctx, body, CHAT, model, events);
@@ -175,7 +163,7 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
 async function completions(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   refuseUnsupported(body);
-  const model = modelOf(ctx, body);
+  const model = servedModelOf(ctx, body);
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
   if (typeof prompt !== "string") {
@@ -188,7 +176,7 @@ async function completions(ctx: RequestContext): Promise<void> {
 
 async function embeddings(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  const model = modelOf(ctx, body);
+  const model = servedModelOf(ctx, body);
   const raw = body.input;
   const input = typeof raw === "string" ? [raw] : raw;
   if (!Array.isArray(input) || input.length === 0) throw invalid("input", "must be a string or a non-empty list of strings");

@@ -2,6 +2,7 @@
  * Reading fields of a JSON request body. Every refusal names the field (as the client
  * spelled it) and never quotes the value the client sent.
  */
+import type { RequestContext } from "./http.js";
 import { HttpProblem } from "./problem.js";
 
 export type Body = Record<string, unknown>;
@@ -53,4 +54,18 @@ export function optionalStrings(body: Body, name: string): string[] | undefined 
   if (typeof value === "string") return [value];
   if (!Array.isArray(value) || value.some((v) => typeof v !== "string")) throw invalid(name, "must be a string or a list of strings");
   return value as string[];
+}
+
+/**
+ * `model`: a served model's name only, the first one when absent; never a path or URL
+ * (the core opens nothing by name). Also names the model in the audit record.
+ */
+export function servedModelOf(ctx: RequestContext, body: Body): string {
+  const served = ctx.options.core.models();
+  const name = optionalString(body, "model") ?? served[0]!.name;
+  if (!served.some((m) => m.name === name)) {
+    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
+  }
+  if (ctx.tracker) ctx.tracker.model = name;
+  return name;
 }
