@@ -3,7 +3,7 @@
 //   added time to first token (goal <= 2 ms median),
 //   requests/s of a 1-token completion with the audit log on and off (goal: audit <= 2%).
 // Servers and the core take turns, so they never compete for the cores.
-//   node bench/serve.js [--rounds 3]
+//   node bench/serve.js [--rounds 3] [--only tokens1|tokens4|ttft|audit]
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +16,9 @@ import { benchModel, median, table } from "./common.js";
 
 const args = process.argv.slice(2);
 const ROUNDS = args.includes("--rounds") ? Number(args[args.indexOf("--rounds") + 1]) : 3;
+const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
+const wants = (measure) => ONLY === undefined || ONLY === measure;
+const reproduce = (measure) => `node bench/serve.js --rounds ${ROUNDS} --only ${measure}`;
 const CLI = fileURLToPath(new URL("../bin/mlxs.js", import.meta.url));
 const model = await benchModel();
 const threads = defaultThreads();
@@ -106,11 +109,12 @@ for (let round = 0; round < ROUNDS; round++) {
   process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
   // alternate which side goes first, so drift on a shared machine hits both alike
   const pair = async (a, b) => { if (round % 2) { await b(); await a(); } else { await a(); await b(); } };
-  await pair(async () => samples.http1.push(await viaHttp(audited.url, 1, 128)), async () => samples.core1.push(await viaCore(core, 1, 128)));
-  await pair(async () => samples.http4.push(await viaHttp(audited.url, 4, 64)), async () => samples.core4.push(await viaCore(core, 4, 64)));
-  for (let i = 0; i < 10; i++) {
+  if (wants("tokens1")) await pair(async () => samples.http1.push(await viaHttp(audited.url, 1, 128)), async () => samples.core1.push(await viaCore(core, 1, 128)));
+  if (wants("tokens4")) await pair(async () => samples.http4.push(await viaHttp(audited.url, 4, 64)), async () => samples.core4.push(await viaCore(core, 4, 64)));
+  for (let i = 0; i < 10 && wants("ttft"); i++) {
     await pair(async () => samples.ttftHttp.push(await ttftHttp(audited.url)), async () => samples.ttftCore.push(await ttftCore(core)));
   }
+  if (!wants("audit")) continue;
   if (round % 2) { samples.rpsOn.push(await requestsPerSecond(audited.url)); samples.rpsOff.push(await requestsPerSecond(unaudited.url)); }
   else { samples.rpsOff.push(await requestsPerSecond(unaudited.url)); samples.rpsOn.push(await requestsPerSecond(audited.url)); }
 }
@@ -119,12 +123,16 @@ await unaudited.stop();
 await core.close();
 
 const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
-const rows = [["measure", "serve", "core / baseline", "ratio or cost", "goal", "verdict"]];
-rows.push(["tok/s, 1 client", m.http1.toFixed(1), m.core1.toFixed(1), `${(m.http1 / m.core1).toFixed(3)}x`, ">= 0.97x", m.http1 / m.core1 >= 0.97 ? "met" : "missed"]);
-rows.push(["tok/s, 4 clients", m.http4.toFixed(1), m.core4.toFixed(1), `${(m.http4 / m.core4).toFixed(3)}x`, ">= 0.97x", m.http4 / m.core4 >= 0.97 ? "met" : "missed"]);
-const added = median(samples.ttftHttp) - median(samples.ttftCore);
-rows.push(["time to first token, ms", m.ttftHttp.toFixed(2), m.ttftCore.toFixed(2), `+${added.toFixed(2)} ms`, "<= 2 ms", added <= 2 ? "met" : "missed"]);
-const cost = (1 - m.rpsOn / m.rpsOff) * 100;
-rows.push(["1-token completions/s, audit on vs off", m.rpsOn.toFixed(1), m.rpsOff.toFixed(1), `${cost.toFixed(1)}% cost`, "<= 2%", cost <= 2 ? "met" : "missed"]);
+const rows = [["measure", "serve", "core / baseline", "ratio or cost", "goal", "verdict", "reproduce"]];
+if (wants("tokens1")) rows.push(["tok/s, 1 client", m.http1.toFixed(1), m.core1.toFixed(1), `${(m.http1 / m.core1).toFixed(3)}x`, ">= 0.97x", m.http1 / m.core1 >= 0.97 ? "met" : "missed", reproduce("tokens1")]);
+if (wants("tokens4")) rows.push(["tok/s, 4 clients", m.http4.toFixed(1), m.core4.toFixed(1), `${(m.http4 / m.core4).toFixed(3)}x`, ">= 0.97x", m.http4 / m.core4 >= 0.97 ? "met" : "missed", reproduce("tokens4")]);
+if (wants("ttft")) {
+  const added = m.ttftHttp - m.ttftCore;
+  rows.push(["time to first token, ms", m.ttftHttp.toFixed(2), m.ttftCore.toFixed(2), `+${added.toFixed(2)} ms`, "<= 2 ms", added <= 2 ? "met" : "missed", reproduce("ttft")]);
+}
+if (wants("audit")) {
+  const cost = (1 - m.rpsOn / m.rpsOff) * 100;
+  rows.push(["1-token completions/s, audit on vs off", m.rpsOn.toFixed(1), m.rpsOff.toFixed(1), `${cost.toFixed(1)}% cost`, "<= 2%", cost <= 2 ? "met" : "missed", reproduce("audit")]);
+}
 console.log(`mlxs serve vs the in-process core, ~100 MB generated model, threads=${threads}, parallel 4, medians of ${ROUNDS} rounds (TTFT: ${samples.ttftHttp.length} requests each)`);
 console.log(table(rows));

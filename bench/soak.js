@@ -50,6 +50,11 @@ let rssAfterWarmup;
 const started = Date.now();
 const deadline = started + SECONDS * 1000;
 setTimeout(() => { rssAfterWarmup = rss(); }, Math.min(30_000, SECONDS * 100)).unref();
+// a line a minute on stderr, so a 10-minute run shows it is alive
+const progress = setInterval(() => {
+  process.stderr.write(`soak: ${((Date.now() - started) / 1000).toFixed(0)}/${SECONDS} s, ${requests} requests, server RSS ${rss().toFixed(0)} MB\n`);
+}, 60_000);
+progress.unref();
 await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
   let i = c;
   while (Date.now() < deadline) {
@@ -69,6 +74,7 @@ await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
     if (res.statusCode === 429) await new Promise((r) => setTimeout(r, 20));
   }
 }));
+clearInterval(progress);
 const seconds = (Date.now() - started) / 1000;
 const rssEnd = rss();
 await new Promise((resolve) => { child.on("close", resolve); child.kill("SIGTERM"); });
