@@ -87,7 +87,7 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .action(lazy("./commands/audit-tail.js"));
   addAuditDbOption(audit.command("prune")
     .description("delete records older than the retention period; one line of output, for cron")
-    .option("--older-than <age>", "delete records older than this, e.g. 30d, 12h (default: the retention period)")
+    .option("--older-than <age>", "delete records older than this: a duration such as 30d or 12h, or an ISO-8601 time (default: the retention period)")
     .addOption(new Option("--retention-days <n>", "the retention period in days, 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")))
     .option("--dry-run", "count what would be deleted, delete nothing")
     .option("--vacuum", "give the freed space back to the file system afterwards")

@@ -78,7 +78,7 @@ commands("tail: the last N as an aligned plain table when piped, or JSON lines; 
   assert.match(badStatus.stderr, /--status/);
 });
 
-commands("prune: one line for cron, --dry-run, --quiet, --retention-days, bad ages refused", async () => {
+commands("prune: one line for cron, --dry-run, --quiet, --retention-days, an ISO cutoff shared with export, bad ages refused", async () => {
   const records = syntheticRecords(100, { spacingMs: 3_600_000 }); // one an hour, back ~4 days
   const home = await seeded(records);
   const env = { MLXS_HOME: home };
@@ -92,11 +92,19 @@ commands("prune: one line for cron, --dry-run, --quiet, --retention-days, bad ag
   assert.is(quiet.code, 0);
   assert.is(quiet.stdout + quiet.stderr, "");
   assert.is((await allRows(home)).length, 24);
+  // one cutoff time for export --until and prune --older-than: the same records
+  const cutoff = new Date(Date.now() - 12.5 * 3_600_000).toISOString();
+  const exported = await runCli(["audit", "export", "--format", "jsonl", "--until", cutoff], { env });
+  const exportedCount = exported.stdout.trim().split("\n").length;
+  const byTime = await runCli(["audit", "prune", "--older-than", cutoff], { env });
+  assert.is(byTime.stdout, `pruned ${exportedCount} records older than ${cutoff}\n`);
+  assert.ok(exportedCount >= 11 && exportedCount <= 13, String(exportedCount));
+  assert.is((await allRows(home)).length, 24 - exportedCount);
   const byRetention = await runCli(["audit", "prune", "--retention-days", "0"], { env });
   assert.match(byRetention.stdout, /keep everything/);
   const byEnv = await runCli(["audit", "prune"], { env: { ...env, MLXS_AUDIT_RETENTION_DAYS: "30" } });
   assert.match(byEnv.stdout, /^pruned 0 records/);
-  for (const bad of [["--older-than", "soon"], ["--retention-days", "-3"]]) {
+  for (const bad of [["--older-than", "soon"], ["--older-than", "0d"], ["--older-than", "2999-01-01"], ["--retention-days", "-3"]]) {
     const r = await runCli(["audit", "prune", ...bad], { env });
     assert.is(r.code, 2);
     assert.is(r.stderr.trim().split("\n").length, 1);

@@ -3,14 +3,14 @@ import * as assert from "uvu/assert";
 import { execFileSync, spawn } from "node:child_process";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { request } from "undici";
 import fc from "fast-check";
 import sqlite3 from "sqlite3";
 import { open } from "sqlite";
 import { AuditStore } from "../dist/audit/store.js";
 import { syntheticRecords } from "./fixtures/audit-records.js";
-import { ROOT, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel } from "./helpers.js";
+import { CLI, CORE, ROOT, STACK, assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel } from "./helpers.js";
 
 const json = jsonRequest;
 const call = httpCall;
@@ -60,6 +60,72 @@ audit("an unwritable database while serving: requests succeed, drops are reporte
   for (const id of ["before-0", "before-2", "after-0", "after-2"]) assert.ok(ids.includes(id), id);
   assert.not.ok(ids.includes("during-0"));
   assert.match(server.stderr(), /audit records were dropped/);
+});
+
+audit("the database moved away, then deleted, while serving: nothing lost, a new file begun, tail -f and the stream follow", async () => {
+  const server = await startServer(["--model", await testModel()]);
+  const archived = join(server.home, "archived.db");
+  const follower = spawn(process.execPath, [CLI, "audit", "tail", "-f", "--json", "-n", "1"], { env: { ...process.env, MLXS_HOME: server.home, NO_COLOR: "1" } });
+  let followed = "";
+  let followerErr = "";
+  follower.stdout.on("data", (c) => { followed += c; });
+  follower.stderr.on("data", (c) => { followerErr += c; });
+  const stream = await request(`${server.url}/v1/audit/stream`);
+  let streamed = "";
+  const streaming = (async () => { for await (const c of stream.body) streamed += c; })().catch(() => undefined);
+  const settle = () => new Promise((r) => setTimeout(r, 900));
+  // the audit routes leave records too: only the embeddings matter here
+  const ids = (text) => [...text.matchAll(/"request_id":"((?:first|second|third)-\d)"/g)].map((m) => m[1]);
+  const embeddings = async (db) => (await auditRows(db, { settleMs: 0 })).filter((r) => r.endpoint === "/v1/embeddings").map((r) => r.request_id);
+  try {
+    await settle();
+    for (let i = 0; i < 2; i++) assert.is((await embed(server.url, `first-${i}`)).status, 200);
+    await settle();
+    // a log rotation by hand: the -wal and -shm files stay behind under the old name
+    renameSync(server.db, archived);
+    for (let i = 0; i < 2; i++) assert.is((await embed(server.url, `second-${i}`)).status, 200);
+    await settle();
+    rmSync(server.db);
+    for (let i = 0; i < 2; i++) assert.is((await embed(server.url, `third-${i}`)).status, 200);
+    await settle();
+    assert.equal((await call(`${server.url}/v1/audit/logs?order=asc&endpoint=/v1/embeddings`)).body.data.map((r) => r.request_id), ["third-0", "third-1"]);
+    follower.kill("SIGINT");
+    assert.is(await new Promise((r) => follower.on("close", r)), 0);
+  } finally {
+    stream.body.destroy();
+    assert.is(await server.stop(), 0);
+  }
+  await streaming;
+  assert.is(server.stderr().match(/was moved or deleted while open/g)?.length, 2, server.stderr());
+  // the moved file got everything its WAL held (SQLite alone would have left that behind)
+  const raw = await open({ filename: archived, driver: sqlite3.Database });
+  assert.equal(await raw.all("PRAGMA integrity_check"), [{ integrity_check: "ok" }]);
+  await raw.close();
+  assert.equal(await embeddings(archived), ["first-0", "first-1"]);
+  assert.equal(await embeddings(server.db), ["third-0", "third-1"]);
+  assert.equal(readdirSync(server.home).filter((f) => f.includes("orphaned")), []);
+  const all = ["first-0", "first-1", "second-0", "second-1", "third-0", "third-1"];
+  assert.equal(ids(followed), all, followerErr);
+  assert.equal(ids(streamed), all);
+  assert.match(followerErr, /was moved or deleted; following the new file/);
+});
+
+audit("a -wal file left without its database is set aside, never adopted by a new one", async () => {
+  const home = tempDir();
+  const db = join(home, "audit.db");
+  const store = await AuditStore.open(db);
+  await store.insert(syntheticRecords(50, { prefix: "lost" }));
+  // moved away while open, and the process gone without closing it (as after a SIGKILL)
+  renameSync(db, join(home, "moved.db"));
+  const r = await runCli(["embed", "--model", await testModel(), "fresh"], { env: { MLXS_HOME: home } });
+  assert.is(r.code, 0, r.stderr);
+  const rows = await auditRows(db, { settleMs: 0 });
+  assert.equal(rows.map((row) => row.endpoint), ["cli:embed"]);
+  const raw = await open({ filename: db, driver: sqlite3.Database });
+  assert.equal(await raw.all("PRAGMA integrity_check"), [{ integrity_check: "ok" }]);
+  await raw.close();
+  assert.is(readdirSync(home).filter((f) => f.startsWith("audit.db-wal.orphaned-")).length, 1);
+  await store.close();
 });
 
 audit("prune and export against a daemon under load: no errors, nothing exported twice or lost", async () => {
@@ -237,3 +303,65 @@ fuzz("generated bodies and raw bytes at every endpoint: never a crash or a hang,
 });
 
 fuzz.run();
+
+const bugs = suite("a bug in a handler");
+
+bugs("an unexpected exception: a 500 problem without its message, an error record, and the server goes on", async () => {
+  const { MlxsServer } = await import("../dist/server/http.js");
+  const { openAiRoutes } = await import("../dist/server/openai.js");
+  const { InferenceCore } = await import("../dist/core/index.js");
+  const { AuditWriter } = await import("../dist/audit/writer.js");
+  const home = tempDir();
+  const db = join(home, "audit.db");
+  const marker = "BUG-MARKER-5d1e";
+  // stand-ins for a bug anywhere below the HTTP layer: one before any byte is sent, one
+  // after a 200 and the first event have gone out
+  const buggy = (path, afterHeaders) => ({
+    method: "POST", path, body: true,
+    handler: async (ctx) => {
+      if (afterHeaders) { ctx.res.writeHead(200, { "content-type": "text/event-stream" }); ctx.res.write("data: {}\n\n"); }
+      throw new TypeError(`cannot read ${marker} of ${JSON.stringify(ctx.body)}`);
+    },
+  });
+  const core = new InferenceCore([{ name: "tiny", path: await testModel() }], CORE);
+  await core.load("tiny");
+  const writer = new AuditWriter(async () => (await AuditStore.open(db)));
+  const server = new MlxsServer({ core, backend: await core.backend(), writer, auditDb: db, apiKeys: [], corsOrigins: [], maxBodyBytes: 1 << 20, requestTimeoutMs: 10_000 },
+    [...openAiRoutes, buggy("/v1/bug/early", false), buggy("/v1/bug/late", true)]);
+  const { port } = await server.listen("127.0.0.1", 0);
+  server.state = "ready";
+  const url = `http://127.0.0.1:${port}`;
+  // whatever the process writes meanwhile is checked for the marker too
+  let written = "";
+  const realWrite = process.stderr.write.bind(process.stderr);
+  process.stderr.write = (chunk, ...rest) => { written += chunk; return realWrite(chunk, ...rest); };
+  try {
+    const early = await call(`${url}/v1/bug/early`, json({ input: marker }, { "x-request-id": "bug-early" }));
+    assert.is(early.status, 500);
+    assert.match(early.headers["content-type"], /application\/problem\+json/);
+    assert.is(early.body.request_id, "bug-early");
+    assert.is(early.body.detail, "The server could not complete the request.");
+    assert.not.ok(early.text.includes(marker));
+    assert.not.match(early.text, STACK);
+    const late = await call(`${url}/v1/bug/late`, json({ input: marker }, { "x-request-id": "bug-late" }));
+    assert.is(late.status, 200);
+    assert.not.ok(late.text.includes(marker));
+    // the server goes on: the same connection pool, a real request
+    const after = await call(`${url}/v1/embeddings`, json({ input: "still here" }, { "x-request-id": "after-bug" }));
+    assert.is(after.status, 200);
+  } finally {
+    process.stderr.write = realWrite;
+    await server.drain(2000);
+    await writer.close();
+    await core.close();
+  }
+  const rows = Object.fromEntries((await auditRows(db, { settleMs: 0 })).map((r) => [r.request_id, r]));
+  assert.equal([rows["bug-early"].status, rows["bug-early"].status_code, rows["bug-early"].error_type], ["error", 500, "internal_error"]);
+  // the 200 went out, but the request failed, and the record says so
+  assert.equal([rows["bug-late"].status, rows["bug-late"].error_type], ["error", "internal_error"]);
+  assert.is(rows["after-bug"].status, "success");
+  assert.not.ok(written.includes(marker));
+  assertNoMarker(home, marker);
+});
+
+bugs.run();

@@ -10,6 +10,10 @@ import { writeTinyModel } from "../dist/core/gguf-writer.js";
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const CLI = join(ROOT, "bin", "mlxs.js");
 
+// Tests must not read the developer's own settings: an MLXS_AUDIT_DB or MLXS_CONFIG left in
+// the shell would send the CLI's records to another database than the test looks in.
+for (const name of Object.keys(process.env)) if (name.startsWith("MLXS_")) delete process.env[name];
+
 const temps = [];
 process.on("exit", () => { for (const dir of temps) rmSync(dir, { recursive: true, force: true }); });
 

@@ -134,6 +134,20 @@ access("a non-loopback address without a key refuses to start (exit 2)", async (
   assert.match(r.stderr, /--api-key/);
 });
 
+access("a port already in use: one line saying so, exit 1, nothing left running", async () => {
+  const { createServer } = await import("node:net");
+  const squatter = createServer();
+  await new Promise((r) => squatter.listen(0, "127.0.0.1", r));
+  try {
+    const r = await runCli(["serve", "--port", String(squatter.address().port), "--model", await testModel()]);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /^mlxs: cannot listen on 127\.0\.0\.1:\d+: the port is already in use .*--port\n$/m);
+    assert.is(r.stderr.trim().split("\n").length, 1, r.stderr);
+  } finally {
+    squatter.close();
+  }
+});
+
 access("CORS: only the configured origins get the headers and preflight answers", async () => {
   const server = await startServer(["--model", await testModel(), "--cors-origin", "https://app.example"]);
   try {

@@ -5,7 +5,7 @@
  */
 import { open as openDatabase, type Database } from "sqlite";
 import sqlite3 from "sqlite3";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import type { AuditLogFilter } from "./filter.js";
 import { COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
@@ -57,6 +57,9 @@ const LINE_SQL = {
 export type LineFormat = keyof typeof LINE_SQL;
 
 export class AuditStore {
+  /** the files this store has open, to tell when the path names other ones (or none) */
+  private files: Record<"main" | "-wal" | "-shm", FileId> = { main: undefined, "-wal": undefined, "-shm": undefined };
+
   private constructor(private readonly db: Database, readonly path: string) {}
 
   /**
@@ -67,7 +70,10 @@ export class AuditStore {
     if (!create && !existsSync(path)) return undefined;
     let db: Database;
     try {
-      if (create) mkdirSync(dirname(path), { recursive: true });
+      if (create) {
+        mkdirSync(dirname(path), { recursive: true });
+        setAsideOrphans(path);
+      }
       db = await openDatabase({
         filename: path,
         driver: sqlite3.Database,
@@ -81,12 +87,39 @@ export class AuditStore {
       await db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
       await store.migrate();
       await db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+      // a first read opens the -wal and -shm files, so that they can be known as this store's
+      await db.get("SELECT 1 FROM audit_logs LIMIT 1");
+      store.files = { main: fileId(path), "-wal": fileId(`${path}-wal`), "-shm": fileId(`${path}-shm`) };
     } catch (error) {
       await db.close().catch(() => undefined);
       if (error instanceof AuditStoreError) throw error;
       throw new AuditStoreError(`cannot use audit database ${path}: ${describe(error)}`, { cause: error });
     }
     return store;
+  }
+
+  /** True when `path` no longer names the open file: it was deleted, or moved away (a log rotation by hand). */
+  isDetached(): boolean {
+    return !sameFile(fileId(this.path), this.files.main);
+  }
+
+  /**
+   * Closes a store whose file was moved or deleted. SQLite never checkpoints a moved
+   * database on close, so the records in its -wal file would stay there, under the old
+   * name, and a new database at that name would take that file for its own (and be
+   * corrupted). So the WAL is saved into the moved file first, then the -wal and -shm files
+   * it left under the old name are removed, or set aside if they still hold anything.
+   */
+  async closeDetached(): Promise<void> {
+    const [checkpoint] = await this.db.all<{ busy: number; log: number }[]>("PRAGMA wal_checkpoint(TRUNCATE)").catch(() => []);
+    const saved = checkpoint !== undefined && checkpoint.busy === 0 && checkpoint.log <= 0;
+    await this.db.close();
+    for (const suffix of ["-wal", "-shm"] as const) {
+      const leftover = `${this.path}${suffix}`;
+      if (!sameFile(fileId(leftover), this.files[suffix])) continue;
+      if (saved || suffix === "-shm") rmSync(leftover, { force: true });
+      else setAside(leftover);
+    }
   }
 
   private async migrate(): Promise<void> {
@@ -284,3 +317,44 @@ function describe(error: unknown): string {
 }
 
 export { describe as describeStoreError };
+
+type FileId = { dev: number; ino: number } | undefined;
+
+function fileId(path: string): FileId {
+  try {
+    const { dev, ino } = statSync(path);
+    return { dev, ino };
+  } catch {
+    return undefined;
+  }
+}
+
+function sameFile(a: FileId, b: FileId): boolean {
+  return a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino;
+}
+
+/**
+ * A -wal or -shm file without its database belongs to one that was moved or deleted while
+ * open. A new database created beside them would adopt them and be corrupted, so they go
+ * first: the -shm file (only an index) is removed, a -wal file that holds anything is kept
+ * under another name.
+ */
+function setAsideOrphans(path: string): void {
+  if (existsSync(path)) return;
+  rmSync(`${path}-shm`, { force: true });
+  const wal = `${path}-wal`;
+  try {
+    if (statSync(wal).size === 0) rmSync(wal, { force: true });
+    else setAside(wal);
+  } catch {
+    // no -wal file: nothing to set aside
+  }
+}
+
+function setAside(path: string): void {
+  try {
+    renameSync(path, `${path}.orphaned-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+  } catch {
+    // gone already (another process set it aside first)
+  }
+}

@@ -89,7 +89,7 @@ export class AuditWriter {
       const batch = this.buffer;
       this.buffer = [];
       try {
-        const store = await this.openStore();
+        const store = await this.currentStore();
         await store.insert(batch);
         this.counts.written += batch.length;
         if (this.failing) {
@@ -100,6 +100,20 @@ export class AuditWriter {
         this.drop(batch.length, `cannot write the audit log: ${describeStoreError(error)}`);
       }
     }
+  }
+
+  /**
+   * The open store, unless its file was moved or deleted while open (a log rotation by
+   * hand): then that file is finished and closed (see AuditStore.closeDetached) and a new
+   * one is begun where the log belongs.
+   */
+  private async currentStore(): Promise<AuditStore> {
+    const store = await this.openStore();
+    if (typeof this.source !== "function" || !store.isDetached()) return store;
+    this.store = undefined;
+    await store.closeDetached().catch(() => undefined);
+    this.warn(`the audit database ${store.path} was moved or deleted while open: what it held stays in the old file; new records go to a new ${store.path}`);
+    return this.openStore();
   }
 
   private openStore(): Promise<AuditStore> {
@@ -128,6 +142,7 @@ export class AuditWriter {
     clearTimeout(this.timer);
     await this.flush();
     const store = await this.store?.catch(() => undefined);
-    await store?.close().catch(() => undefined);
+    // a file moved away since the last write still gets what its WAL holds
+    await (store?.isDetached() ? store.closeDetached() : store?.close())?.catch(() => undefined);
   }
 }

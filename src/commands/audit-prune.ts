@@ -1,7 +1,7 @@
 /** `mlxs audit prune`: delete old records, for cron: one line out, or none with --quiet. */
 import type { Command } from "commander";
 import { loadConfig, UsageError } from "../config.js";
-import { parseDuration } from "../audit/filter.js";
+import { parseDuration, parseTime } from "../audit/filter.js";
 import { openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
 
@@ -10,18 +10,15 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const config = loadConfig(configFlagsFrom(opts));
   const say = (line: string) => { if (!opts.quiet) process.stdout.write(line + "\n"); };
 
-  let ageMs: number;
+  let before: number;
   if (opts.olderThan !== undefined) {
-    const parsed = parseDuration(String(opts.olderThan));
-    if (parsed === undefined || parsed <= 0) throw new UsageError(`invalid --older-than: expected a duration such as 12h, 30d or 8w (got ${JSON.stringify(opts.olderThan)})`);
-    ageMs = parsed;
+    before = cutoffOf(String(opts.olderThan));
   } else if (config.auditRetentionDays === 0) {
     say("retention is 0 days (keep everything): nothing pruned");
     return;
   } else {
-    ageMs = config.auditRetentionDays * 86_400_000;
+    before = Date.now() - config.auditRetentionDays * 86_400_000;
   }
-  const before = Date.now() - ageMs;
   const cutoff = new Date(before).toISOString();
 
   const store = await openExisting(config, true);
@@ -40,4 +37,27 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * --older-than: a duration ago (30d), or an ISO-8601 time, so that an export with
+ * `--until T` and a prune with `--older-than T` cover exactly the same records.
+ */
+function cutoffOf(raw: string): number {
+  const now = Date.now();
+  const refuse = () => new UsageError(`invalid --older-than: expected a duration such as 12h, 30d or 8w, or a past ISO-8601 time (got ${JSON.stringify(raw)})`);
+  const age = parseDuration(raw);
+  if (age !== undefined) {
+    if (age <= 0) throw refuse();
+    return now - age;
+  }
+  let time: number;
+  try {
+    time = parseTime("older-than", raw, now);
+  } catch {
+    throw refuse();
+  }
+  // a time to come would delete everything, the newest records included
+  if (time > now) throw refuse();
+  return time;
 }

@@ -42,6 +42,15 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     const follow = { ...filter, limit: undefined, offset: 0 };
     while (!stop.signal.aborted) {
       await sleep(POLL_MS, stop.signal);
+      // like tail -F: when the file is moved or deleted, follow the one begun in its place
+      if (store.isDetached()) {
+        const next = await AuditStore.open(config.auditDb, { create: false }).catch(() => undefined);
+        if (next) {
+          await store.close();
+          process.stderr.write(`mlxs: ${config.auditDb} was moved or deleted; following the new file\n`);
+          [store, cursor] = [next, 0];
+        }
+      }
       const rows = await store.after(cursor, follow);
       if (rows.length === 0) continue;
       cursor = rows[rows.length - 1]!.id;

@@ -1,6 +1,6 @@
 /** `mlxs serve`: the HTTP daemon over the core and the audit log. */
 import type { Command } from "commander";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { loadConfig, UsageError } from "../config.js";
 import { AuditStore } from "../audit/store.js";
@@ -9,6 +9,7 @@ import { MlxsServer, type ApiKey } from "../server/http.js";
 import { openAiRoutes } from "../server/openai.js";
 import { anthropicRoutes } from "../server/anthropic.js";
 import { adminRoutes } from "../server/admin.js";
+import { CommandFailure } from "../errors.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
 
@@ -26,7 +27,15 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const core = await openCore(config, opts.model as string[] | undefined);
   const writer = opts.audit === false ? undefined : new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
   let reader: Promise<AuditStore> | undefined;
-  const openReader = () => {
+  const openReader = async () => {
+    // when the file was moved or deleted, the writer begins a new one: read that one once
+    // it is there (creating it here could race the writer's finishing of the old one)
+    const current = await reader?.catch(() => undefined);
+    if (current?.isDetached() && existsSync(config.auditDb)) {
+      reader = undefined;
+      // an export may still be reading the old file: closed once it surely has finished
+      setTimeout(() => void current.close().catch(() => undefined), 10 * 60_000).unref();
+    }
     reader ??= AuditStore.open(config.auditDb).then((s) => s!);
     reader.catch(() => { reader = undefined; });
     return reader;
@@ -41,7 +50,13 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     headersTimeoutMs: (opts.headerTimeout as number) * 1000,
   }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes]);
 
-  const address = await server.listen(host, opts.port as number);
+  let address;
+  try {
+    address = await server.listen(host, opts.port as number);
+  } catch (error) {
+    await core.close();
+    throw new CommandFailure(listenFailure(host, opts.port as number, error as NodeJS.ErrnoException));
+  }
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   // serve /health (503 "loading") while the models load
   process.stderr.write(`mlxs: loading ${core.models().length} model(s); http://${shownHost}:${address.port}/health answers 503 until they are ready\n`);
@@ -89,6 +104,18 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
   });
+}
+
+/** Why the port could not be opened, in words an operator can act on. */
+function listenFailure(host: string, port: number, error: NodeJS.ErrnoException): string {
+  const where = `${host}:${port}`;
+  switch (error.code) {
+    case "EADDRINUSE": return `cannot listen on ${where}: the port is already in use (another mlxs serve?); choose another with --port`;
+    case "EACCES": return `cannot listen on ${where}: permission denied (ports below 1024 need privileges); choose another with --port`;
+    case "EADDRNOTAVAIL": return `cannot listen on ${where}: no network interface has that address; check --host`;
+    case "ENOTFOUND": case "EAI_AGAIN": return `cannot listen on ${where}: the host name does not resolve; check --host`;
+    default: return `cannot listen on ${where}: ${error.code ?? error.message}`;
+  }
 }
 
 function isLoopback(host: string): boolean {

@@ -65,7 +65,7 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
       method: "GET", path: "/v1/audit/stream",
       handler: async (ctx) => {
         const filter = { ...filterOf(ctx, { defaultLimit: null }), limit: undefined, offset: 0 };
-        const store = await reader();
+        let store = await reader();
         let cursor = await store.lastId();
         const sse = new SseStream(ctx.res);
         sse.start();
@@ -75,6 +75,9 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
         ctx.outcome = { status: "success", statusCode: 200 };
         while (sse.open && state() !== "draining") {
           await new Promise((r) => setTimeout(r, POLL_MS));
+          // the file was moved or deleted and a new one begun: follow that one from its start
+          const current = await reader();
+          if (current !== store) [store, cursor] = [current, 0];
           const rows = await store.after(cursor, filter);
           for (const row of rows) {
             cursor = row.id;

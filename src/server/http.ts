@@ -226,6 +226,8 @@ export class MlxsServer {
     ctx.problem = problem;
     const { res } = ctx;
     if (res.headersSent || res.destroyed) {
+      // the status line already said 200: the record must still say the request failed
+      if (!ctx.clientGone()) ctx.outcome ??= { status: "error", statusCode: res.statusCode, errorType: problem.code, errorMessage: problem.message };
       if (!res.destroyed) res.end();
       return;
     }
