@@ -281,6 +281,31 @@ writer("a full buffer drops and counts; so does a failing database, which is tri
   assert.is(w.stats.dropped, 81);
 });
 
+writer("a database locked past the busy timeout: the batch waits in the buffer, what does not fit is dropped", async () => {
+  const warnings = [];
+  const path = join(tempDir(), "locked.db");
+  const store = await AuditStore.open(path);
+  const locker = await open({ filename: path, driver: sqlite3.Database });
+  await locker.exec("BEGIN IMMEDIATE");
+  const w = new AuditWriter(store, { flushIntervalMs: 60_000, batchSize: 1000, maxBuffer: 4, warn: (m) => warnings.push(m) });
+  for (let i = 0; i < 3; i++) w.record(syntheticRecord(i));
+  const flushing = w.flush(); // waits out the 5 s busy timeout
+  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 3; i < 7; i++) w.record(syntheticRecord(i)); // arrive while it waits
+  await flushing;
+  assert.equal({ ...w.stats }, { recorded: 7, written: 0, dropped: 3, pending: 4 });
+  assert.match(warnings[0], /stayed locked by another process; keeping 4 records/);
+  assert.match(warnings[1], /buffer is full \(4 records\); dropping audit records \(3 so far\)/);
+  await locker.exec("COMMIT");
+  await w.flush();
+  assert.equal({ ...w.stats }, { recorded: 7, written: 4, dropped: 3, pending: 0 });
+  assert.match(warnings.at(-1), /writable again \(3 records dropped in all\)/);
+  // the oldest waited first: the 3 held and the first newcomer
+  assert.equal((await store.query(parseFilter({}))).map((r) => r.request_id).sort(), [0, 1, 2, 3].map((i) => syntheticRecord(i).request_id).sort());
+  await w.close();
+  await locker.close();
+});
+
 writer("track(): one record per request with status, tokens, ttft and a bounded error message", async () => {
   const records = [];
   const t = track({ endpoint: "/v1/chat/completions", model: "m", backendType: "llama.cpp/cpu", stream: true, client: "ci" }, (r) => records.push(r));

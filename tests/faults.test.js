@@ -128,6 +128,30 @@ audit("a -wal file left without its database is set aside, never adopted by a ne
   await store.close();
 });
 
+audit("the database locked by another process past the busy timeout: records wait, none dropped", async () => {
+  const server = await startServer(["--model", await testModel()]);
+  try {
+    assert.is((await embed(server.url, "before")).status, 200);
+    await new Promise((r) => setTimeout(r, 600));
+    // what a long VACUUM or a forgotten sqlite3 session does
+    const locker = await open({ filename: server.db, driver: sqlite3.Database });
+    await locker.exec("BEGIN IMMEDIATE");
+    for (let i = 0; i < 3; i++) assert.is((await embed(server.url, `locked-${i}`)).status, 200);
+    // the writer's busy timeout is 5 s
+    await new Promise((r) => setTimeout(r, 6500));
+    assert.match(server.stderr(), /the database stayed locked by another process; keeping 3 records/);
+    await locker.exec("COMMIT");
+    await locker.close();
+    await new Promise((r) => setTimeout(r, 800));
+    assert.match(server.stderr(), /audit log writable again \(0 records dropped in all\)/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+  const ids = (await auditRows(server.db, { settleMs: 0 })).map((r) => r.request_id);
+  assert.equal(ids, ["before", "locked-0", "locked-1", "locked-2"]);
+  assert.not.match(server.stderr(), /dropping audit records|records were dropped/);
+});
+
 audit("prune and export against a daemon under load: no errors, nothing exported twice or lost", async () => {
   const home = tempDir();
   const store = await AuditStore.open(join(home, "audit.db"));

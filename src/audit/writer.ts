@@ -2,8 +2,10 @@
  * The background audit writer. `record()` only appends to a bounded buffer and returns;
  * a timer (or `batchSize` waiting records) flushes the buffer into SQLite, one
  * transaction per flush.
- * When the buffer overflows or the database fails, records are dropped and counted, the
- * program goes on, and stderr says so; the next flush tries the database again.
+ * When the database is locked by another process for longer than the busy timeout, the
+ * records wait in the buffer for the next flush. When the buffer overflows or the database
+ * fails otherwise, records are dropped and counted, the program goes on, and stderr says
+ * so; the next flush tries the database again.
  */
 import { AuditStore, describeStoreError } from "./store.js";
 import type { AuditRecord } from "./schema.js";
@@ -34,7 +36,10 @@ export class AuditWriter {
   private flushing?: Promise<void>;
   private store?: Promise<AuditStore>;
   private closed = false;
+  /** trouble is going on: the next good write says so */
   private failing = false;
+  /** this trouble has already said that records are being dropped */
+  private droppingSaid = false;
   private readonly counts = { recorded: 0, written: 0, dropped: 0 };
   private readonly flushIntervalMs: number;
   private readonly batchSize: number;
@@ -94,12 +99,31 @@ export class AuditWriter {
         this.counts.written += batch.length;
         if (this.failing) {
           this.failing = false;
+          this.droppingSaid = false;
           this.warn(`audit log writable again (${this.counts.dropped} records dropped in all)`);
         }
       } catch (error) {
+        if (!this.closed && isLocked(error)) {
+          // another process held the lock past the busy timeout (a VACUUM, a long
+          // transaction): a passing condition, so the records wait for the next flush
+          this.hold(batch, describeStoreError(error));
+          return;
+        }
         this.drop(batch.length, `cannot write the audit log: ${describeStoreError(error)}`);
       }
     }
+  }
+
+  /** Puts a batch back in front of the buffer, dropping what no longer fits, and flushes again later. */
+  private hold(batch: AuditRecord[], reason: string): void {
+    const waiting = [...batch, ...this.buffer];
+    this.buffer = waiting.slice(0, this.maxBuffer);
+    if (!this.failing) {
+      this.failing = true;
+      this.warn(`cannot write the audit log: ${reason}; keeping ${this.buffer.length} records to write when it is free`);
+    }
+    if (waiting.length > this.maxBuffer) this.drop(waiting.length - this.maxBuffer, `the audit buffer is full (${this.maxBuffer} records)`);
+    this.schedule(this.flushIntervalMs);
   }
 
   /**
@@ -128,9 +152,10 @@ export class AuditWriter {
 
   private drop(count: number, reason: string): void {
     this.counts.dropped += count;
-    // one line when trouble starts, not one per record
-    if (!this.failing) {
-      this.failing = true;
+    this.failing = true;
+    // one line when dropping starts, not one per record
+    if (!this.droppingSaid) {
+      this.droppingSaid = true;
       this.warn(`${reason}; dropping audit records (${this.counts.dropped} so far)`);
     }
   }
@@ -145,4 +170,9 @@ export class AuditWriter {
     // a file moved away since the last write still gets what its WAL holds
     await (store?.isDetached() ? store.closeDetached() : store?.close())?.catch(() => undefined);
   }
+}
+
+function isLocked(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? ((error as { cause?: { code?: string } }).cause?.code);
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
 }
