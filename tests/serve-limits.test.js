@@ -191,6 +191,15 @@ lifecycle("SIGTERM under load (streams, non-streams, a full queue): exit 0, exac
   assert.match(server.stderr(), /draining/);
 });
 
+lifecycle("SIGHUP (the terminal closed) stops the daemon as SIGTERM does: exit 0, records written", async () => {
+  const server = await startServer(["--model", await testModel()]);
+  for (let i = 0; i < 3; i++) assert.is((await call(`${server.url}/v1/embeddings`, json({ input: "x" }, { "x-request-id": `hup-${i}` }))).status, 200);
+  // no pause: the records may still wait in the writer's buffer
+  assert.is(await server.stop("SIGHUP"), 0);
+  assert.match(server.stderr(), /SIGHUP: draining/);
+  assert.equal((await auditRows(server.db, { settleMs: 0 })).map((r) => r.request_id), ["hup-0", "hup-1", "hup-2"]);
+});
+
 lifecycle("privacy: a marker through every endpoint and error path never reaches the database files", async () => {
   const marker = "SERVE-PRIVACY-MARKER-91";
   const server = await startServer(["--model", await testModel(), "--max-body", "4kb", "--parallel", "1", "--queue", "0"]);

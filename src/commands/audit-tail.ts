@@ -9,7 +9,7 @@ import { CommandFailure } from "../errors.js";
 import { readSse } from "./sse-reader.js";
 import { colours, filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
-import { writeOut } from "./io.js";
+import { STOP_SIGNALS, writeOut } from "./io.js";
 
 const POLL_MS = 250;
 
@@ -121,11 +121,10 @@ async function followRemote(base: string, opts: Record<string, unknown>, filter:
 function stopSignal() {
   const controller = new AbortController();
   const onSignal = () => controller.abort();
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   return {
     signal: controller.signal,
-    dispose: () => { process.off("SIGINT", onSignal); process.off("SIGTERM", onSignal); },
+    dispose: () => { for (const signal of STOP_SIGNALS) process.off(signal, onSignal); },
   };
 }
 

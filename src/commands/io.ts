@@ -18,12 +18,15 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   throw error;
 });
 
+/** The signals that stop a command cleanly (its audit record still written); SIGHUP: the terminal closed. */
+export const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
 export function writeOut(text: string): void {
   if (!stdoutClosed) process.stdout.write(text);
 }
 
 /**
- * Runs `work` with a signal that aborts on Ctrl-C (SIGINT, SIGTERM) or when stdout's reader
+ * Runs `work` with a signal that aborts on Ctrl-C (SIGINT, SIGTERM, SIGHUP) or when stdout's reader
  * goes away; a second Ctrl-C exits at once.
  */
 export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -33,14 +36,12 @@ export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>
     controller.abort();
   };
   const onStdoutClosed = () => controller.abort();
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   stdoutListeners.add(onStdoutClosed);
   try {
     return await work(controller.signal);
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
     stdoutListeners.delete(onStdoutClosed);
   }
 }

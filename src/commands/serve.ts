@@ -10,6 +10,7 @@ import { openAiRoutes } from "../server/openai.js";
 import { anthropicRoutes } from "../server/anthropic.js";
 import { adminRoutes } from "../server/admin.js";
 import { CommandFailure } from "../errors.js";
+import { STOP_SIGNALS } from "./io.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
 
@@ -101,8 +102,8 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
         resolve();
       })();
     };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
+    // SIGHUP too: a terminal closing under a foreground daemon must not cost its records
+    for (const signal of STOP_SIGNALS) process.on(signal, stop);
   });
 }
 
