@@ -9,9 +9,7 @@ import { ChatApp } from "../dist/tui/app.js";
 import { LocalBackend, RemoteBackend } from "../dist/commands/chat-backend.js";
 import { InferenceCore } from "../dist/core/index.js";
 import { loadConfig } from "../dist/config.js";
-import { AuditStore } from "../dist/audit/store.js";
-import { parseFilter } from "../dist/audit/filter.js";
-import { CORE, ROOT, runCli, startServer, tempDir, testModel } from "./helpers.js";
+import { CORE, ROOT, auditRows, runCli, startServer, tempDir, testModel } from "./helpers.js";
 
 const tick = (ms = 20) => new Promise((r) => setTimeout(r, ms));
 async function waitFor(app, predicate, ms = 10_000) {
@@ -43,13 +41,6 @@ async function localApp({ endless = false, ctxSize = 1024, models, system, sampl
   const app = render(createElement(ChatApp, { backend, system, sampling }));
   const close = async () => { app.unmount(); await backend.close(); };
   return { app, backend, home, config, close };
-}
-
-async function auditRows(config) {
-  const store = await AuditStore.open(config.auditDb, { create: false });
-  const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
-  await store?.close();
-  return rows;
 }
 
 const ui = suite("terminal chat");
@@ -159,7 +150,7 @@ ui("Ctrl-C stops an answer and keeps the session; the record says cancelled", as
   } finally {
     await close();
   }
-  const rows = await auditRows(config);
+  const rows = await auditRows(config.auditDb, { settleMs: 0 });
   assert.ok(rows.length >= 2);
   assert.ok(rows.every((r) => r.endpoint === "cli:chat" && r.model === "endless"));
   assert.is(rows[0].status, "cancelled");
@@ -268,5 +259,15 @@ for (const key of ["ctrl-c", "ctrl-d"]) {
     assert.ok(existsSync(join(home, "audit.db")));
   });
 }
+
+terminal("the terminal hangs up mid-answer (SIGHUP): the answer stops, its record says so, the chat leaves", async () => {
+  const home = tempDir();
+  const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel({ endless: true }), "sighup"], { encoding: "utf8", timeout: 60_000 });
+  assert.is(result.status, 0, result.stderr);
+  assert.match(result.stdout, /^EXIT 0\n/);
+  const rows = await auditRows(join(home, "audit.db"), { settleMs: 0 });
+  assert.equal(rows.map((r) => [r.endpoint, r.status]), [["cli:chat", "cancelled"]]);
+  assert.ok(rows[0].completion_tokens > 0);
+});
 
 terminal.run();

@@ -10,6 +10,9 @@ import type { ChatBackend } from "../commands/chat-backend.js";
 import type { ChatMessage, SamplingOptions } from "../core/types.js";
 import { HELP, parseSlash } from "./commands.js";
 
+// SIGINT is not here: in the raw-mode terminal Ctrl-C arrives as a key
+const LEAVE_SIGNALS = ["SIGTERM", "SIGHUP"] as const;
+
 type Entry = { role: "user" | "assistant" | "notice"; text: string };
 
 export interface ChatAppProps {
@@ -46,6 +49,19 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
   const system = useRef<string | undefined>(initialSystem);
   const sampling = useRef<SamplingOptions>({ ...initialSampling });
   const answering = useRef<AbortController | undefined>(undefined);
+  const leaving = useRef(false);
+
+  // a stop signal (the terminal closed, a kill): stop the answer as Ctrl-C does, and leave
+  // once it has ended, so that its audit record is written
+  useEffect(() => {
+    const leave = () => {
+      leaving.current = true;
+      if (answering.current) answering.current.abort();
+      else exit();
+    };
+    for (const signal of LEAVE_SIGNALS) process.on(signal, leave);
+    return () => { for (const signal of LEAVE_SIGNALS) process.off(signal, leave); };
+  }, [exit]);
 
   useEffect(() => {
     void backend.contextSize().then((size) => setStatus((s) => ({ ...s, contextSize: size })), () => undefined);
@@ -97,6 +113,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     } finally {
       answering.current = undefined;
       setStreaming(undefined);
+      if (leaving.current) exit();
     }
   }
 
