@@ -73,6 +73,12 @@ commands("tail: the last N as an aligned plain table when piped, or JSON lines; 
   const bad = await runCli(["audit", "tail", "--since", "yesterday"], { env: { MLXS_HOME: home } });
   assert.is(bad.code, 2);
   assert.match(bad.stderr, /invalid --since: expected an ISO-8601/);
+  // -n 0 shows nothing old (with -f: only what comes next, as tail -n 0 -f)
+  const none = await runCli(["audit", "tail", "-n", "0"], { env: { MLXS_HOME: home } });
+  assert.equal([none.code, none.stdout, none.stderr], [0, "", ""]);
+  const badLines = await runCli(["audit", "tail", "-n", "ten"], { env: { MLXS_HOME: home } });
+  assert.is(badLines.code, 2);
+  assert.match(badLines.stderr, /^mlxs: invalid -n\/--lines: expected an integer from 0 to 1000000/);
   const badStatus = await runCli(["audit", "stats", "--status", "ok"], { env: { MLXS_HOME: home } });
   assert.is(badStatus.code, 2);
   assert.match(badStatus.stderr, /--status/);

@@ -65,7 +65,7 @@ audit("an unwritable database while serving: requests succeed, drops are reporte
 audit("the database moved away, then deleted, while serving: nothing lost, a new file begun, tail -f and the stream follow", async () => {
   const server = await startServer(["--model", await testModel()]);
   const archived = join(server.home, "archived.db");
-  const follower = spawn(process.execPath, [CLI, "audit", "tail", "-f", "--json", "-n", "1"], { env: { ...process.env, MLXS_HOME: server.home, NO_COLOR: "1" } });
+  const follower = spawn(process.execPath, [CLI, "audit", "tail", "-f", "--json", "-n", "0"], { env: { ...process.env, MLXS_HOME: server.home, NO_COLOR: "1" } });
   let followed = "";
   let followerErr = "";
   follower.stdout.on("data", (c) => { followed += c; });

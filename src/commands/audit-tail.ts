@@ -5,7 +5,7 @@ import { presentRow } from "../audit/export.js";
 import type { AuditRow } from "../audit/schema.js";
 import { AuditStore } from "../audit/store.js";
 import type { AuditLogFilter } from "../audit/filter.js";
-import { CommandFailure } from "../errors.js";
+import { CommandFailure, UsageError } from "../errors.js";
 import { readSse } from "./sse-reader.js";
 import { colours, filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
@@ -16,11 +16,13 @@ const POLL_MS = 250;
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
   const config = loadConfig(configFlagsFrom(opts));
-  const filter = filterFrom({ ...opts, limit: opts.lines }, { limit: 20, order: "desc" });
+  const lines = linesOf(opts.lines);
+  // -n 0: nothing old, only what comes next (tail -n 0 -f)
+  const filter = filterFrom({ ...opts, limit: String(Math.max(lines, 1)) }, { limit: 20, order: "desc" });
   const print = opts.json ? (rows: AuditRow[]) => rows.forEach((r) => writeOut(JSON.stringify(presentRow(r)) + "\n")) : tablePrinter();
   // with --url, the daemon's log over HTTP rather than a local database
 
-  if (opts.url) return followRemote(String(opts.url), opts, filter, print);
+  if (opts.url) return followRemote(String(opts.url), opts, filter, lines, print);
   let store = await openExisting(config, Boolean(opts.follow));
   if (!store && !opts.follow) return;
   const stop = stopSignal();
@@ -34,10 +36,10 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       if (!store) return;
     }
     // the newest N, printed oldest first as tail does
-    const last = await store.query(filter);
+    const last = lines > 0 ? await store.query(filter) : [];
     let cursor = last.length ? Math.max(...last.map((r) => r.id)) : await store.lastId();
     if (last.length > 0) print(last.reverse());
-    else if (!opts.follow) process.stderr.write("mlxs: no matching audit records\n");
+    else if (!opts.follow && lines > 0) process.stderr.write("mlxs: no matching audit records\n");
     if (!opts.follow) return;
     const follow = { ...filter, limit: undefined, offset: 0 };
     while (!stop.signal.aborted) {
@@ -66,7 +68,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
  * The same, from a running `mlxs serve`: the last records from /v1/audit/logs, then (with
  * --follow) each new one from the /v1/audit/stream event stream.
  */
-async function followRemote(base: string, opts: Record<string, unknown>, filter: AuditLogFilter, print: (rows: AuditRow[]) => void): Promise<void> {
+async function followRemote(base: string, opts: Record<string, unknown>, filter: AuditLogFilter, lines: number, print: (rows: AuditRow[]) => void): Promise<void> {
   const { request } = await import("undici");
   const query = new URLSearchParams();
   for (const field of ["model", "backend_type", "endpoint", "status", "request_id"] as const) {
@@ -92,14 +94,16 @@ async function followRemote(base: string, opts: Record<string, unknown>, filter:
     return response;
   };
   try {
-    const recent = new URLSearchParams(query);
-    recent.set("limit", String(filter.limit ?? 20));
-    const logs = await get("/v1/audit/logs", recent);
-    if (!logs) return;
-    const { data } = (await logs.body.json()) as { data: AuditRow[] };
-    // the server's rows carry ISO times; the printers want milliseconds
-    const rows = data.map((r) => ({ ...r, timestamp: Date.parse(String(r.timestamp)) })).reverse();
-    if (rows.length > 0) print(rows);
+    if (lines > 0) {
+      const recent = new URLSearchParams(query);
+      recent.set("limit", String(lines));
+      const logs = await get("/v1/audit/logs", recent);
+      if (!logs) return;
+      const { data } = (await logs.body.json()) as { data: AuditRow[] };
+      // the server's rows carry ISO times; the printers want milliseconds
+      const rows = data.map((r) => ({ ...r, timestamp: Date.parse(String(r.timestamp)) })).reverse();
+      if (rows.length > 0) print(rows);
+    }
     if (!opts.follow) return;
     const stream = await get("/v1/audit/stream", query);
     if (!stream) return;
@@ -115,6 +119,15 @@ async function followRemote(base: string, opts: Record<string, unknown>, filter:
   } finally {
     stop.dispose();
   }
+}
+
+/** -n/--lines: 0 to 1 000 000, 20 when not given. */
+function linesOf(raw: unknown): number {
+  if (raw === undefined) return 20;
+  const text = String(raw).trim();
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 0 && n <= 1_000_000)) throw new UsageError(`invalid -n/--lines: expected an integer from 0 to 1000000 (got ${JSON.stringify(raw)})`);
+  return n;
 }
 
 /** Ctrl-C ends --follow normally: exit 0. */
