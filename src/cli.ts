@@ -79,7 +79,7 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .description("read and maintain the audit log: one record per request, metadata only, never content");
   addFilterOptions(audit.command("tail")
     .description("print the last records; --follow keeps printing new ones until Ctrl-C")
-    .option("-n, --lines <n>", "how many recent records to show first; 0 with -f shows only new ones (default: 20)")
+    .option("-n, --lines <n>", "how many recent records to show first; 0 with -f shows only new ones (default: 20)", integerIn("-n/--lines", 0, 1_000_000))
     .option("-f, --follow", "keep printing records as they are written")
     .option("--json", "JSON lines instead of a table")
     .option("--url <url>", "read the log of a running mlxs serve, e.g. http://127.0.0.1:10242")

@@ -78,7 +78,7 @@ commands("tail: the last N as an aligned plain table when piped, or JSON lines; 
   assert.equal([none.code, none.stdout, none.stderr], [0, "", ""]);
   const badLines = await runCli(["audit", "tail", "-n", "ten"], { env: { MLXS_HOME: home } });
   assert.is(badLines.code, 2);
-  assert.match(badLines.stderr, /^mlxs: invalid -n\/--lines: expected an integer from 0 to 1000000/);
+  assert.match(badLines.stderr, /^mlxs: -n\/--lines must be an integer from 0 to 1000000/);
   const badStatus = await runCli(["audit", "stats", "--status", "ok"], { env: { MLXS_HOME: home } });
   assert.is(badStatus.code, 2);
   assert.match(badStatus.stderr, /--status/);
