@@ -113,7 +113,6 @@ async function messages(ctx: RequestContext): Promise<void> {
       await send("ping", {});
     },
     delta: (text) => send("content_block_delta", { index: 0, delta: { type: "text_delta", text } }),
-    errorBody: anthropicError,
   });
   if (!result) return;
   await send("content_block_stop", { index: 0 });

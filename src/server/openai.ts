@@ -5,7 +5,6 @@
 import { randomBytes } from "node:crypto";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
-import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
 import { SseStream } from "./sse.js";
 import {
@@ -142,7 +141,6 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
     // the first chunk carries the role, as OpenAI's do
     start: async () => { if (shape === CHAT) await sse.send(chunk([shape.choice("", null, true)])); },
     delta: (text) => sse.send(chunk([shape.choice(text, null, false)])),
-    errorBody: problemBody,
   });
   if (!result) return;
   await sse.send(chunk([shape.choice("", finishReasonOf(result), false)], { timings: timingsOf(result) }));
@@ -206,12 +204,7 @@ async function listModels(ctx: RequestContext): Promise<void> {
 }
 
 async function getModel(ctx: RequestContext): Promise<void> {
-  const id = ctx.params.id!;
-  if (!ctx.options.core.models().some((m) => m.name === id)) {
-    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
-  }
-  if (ctx.tracker) ctx.tracker.model = id;
-  ctx.json(200, modelObject(id));
+  ctx.json(200, modelObject(servedModelOf(ctx, { model: ctx.params.id })));
 }
 
 export const openAiRoutes: Route[] = [

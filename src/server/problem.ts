@@ -44,14 +44,22 @@ const KIND_STATUS: Record<ErrorKind, [number, string]> = {
 
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
+/** A model that is not served here (or not at all). */
+export function modelNotFound(): HttpProblem {
+  return new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
+}
+
+/** The problem of a generation that outlived the request timeout. */
+export function timeoutProblem(): HttpProblem {
+  return new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+}
+
 /** The problem for anything a handler threw; unexpected errors become a bare 500. */
 export function toProblem(error: unknown): HttpProblem {
   if (error instanceof HttpProblem) return error;
   if (error instanceof CoreError) {
     const [status, code] = KIND_STATUS[error.kind];
-    if (error.kind === "not_found" && error.param === "model") {
-      return new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
-    }
+    if (error.kind === "not_found" && error.param === "model") return modelNotFound();
     const headers = error.kind === "overloaded" ? { "Retry-After": "1" } : undefined;
     const param = error.param ? snake(error.param) : undefined;
     // the core names fields in camelCase; the wire in snake_case

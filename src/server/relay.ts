@@ -6,15 +6,13 @@
  */
 import type { GenerationEvent, GenerationResult } from "../core/types.js";
 import type { RequestContext } from "./http.js";
-import { HttpProblem, toProblem } from "./problem.js";
+import { problemBody, timeoutProblem, toProblem, type HttpProblem } from "./problem.js";
 import type { SseStream } from "./sse.js";
 
 export interface RelayHooks {
   /** the protocol's opening events */
   start(): Promise<void>;
   delta(text: string): Promise<unknown>;
-  /** the protocol's error body */
-  errorBody(problem: HttpProblem, requestId: string): object;
 }
 
 /** The finished generation, for the adapter to close the stream its way; undefined when it is already over. */
@@ -27,7 +25,8 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
   };
   const fail = async (problem: HttpProblem, status: "error" | "timeout", statusCode: number) => {
     ctx.outcome = { status, statusCode, errorType: problem.code, errorMessage: problem.message };
-    await sse.send(JSON.stringify(hooks.errorBody(problem, ctx.requestId)), "error");
+    // the route's own error body: OpenAI's or Anthropic's
+    await sse.send(JSON.stringify((ctx.route?.errorBody ?? problemBody)(problem, ctx.requestId)), "error");
     sse.end();
   };
   let result: GenerationResult | undefined;
@@ -53,7 +52,7 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
   if (ctx.clientGone()) return undefined;
   if (!started) await start();
   if (ctx.timedOut()) {
-    await fail(new HttpProblem(504, "timeout", "The generation took longer than the request timeout."), "timeout", 504);
+    await fail(timeoutProblem(), "timeout", 504);
     return undefined;
   }
   return result;
@@ -68,6 +67,6 @@ export async function collect(ctx: RequestContext, events: AsyncGenerator<Genera
   }
   ctx.tracker?.tokens(result!.usage.promptTokens, result!.usage.completionTokens);
   if (ctx.clientGone()) return undefined;
-  if (ctx.timedOut()) throw new HttpProblem(504, "timeout", "The generation took longer than the request timeout.");
+  if (ctx.timedOut()) throw timeoutProblem();
   return result;
 }

@@ -3,7 +3,7 @@
  * spelled it) and never quotes the value the client sent.
  */
 import type { RequestContext } from "./http.js";
-import { HttpProblem } from "./problem.js";
+import { HttpProblem, modelNotFound } from "./problem.js";
 
 export type Body = Record<string, unknown>;
 
@@ -63,9 +63,7 @@ export function optionalStrings(body: Body, name: string): string[] | undefined 
 export function servedModelOf(ctx: RequestContext, body: Body): string {
   const served = ctx.options.core.models();
   const name = optionalString(body, "model") ?? served[0]!.name;
-  if (!served.some((m) => m.name === name)) {
-    throw new HttpProblem(404, "model_not_found", "The model does not exist or is not served here; GET /v1/models lists the served models.", { param: "model" });
-  }
+  if (!served.some((m) => m.name === name)) throw modelNotFound();
   if (ctx.tracker) ctx.tracker.model = name;
   return name;
 }
