@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { readFileSync } from "node:fs";
-import { parseFlag } from "./config.js";
+import { integer, parseFlag } from "./config.js";
 import { CommandFailure, UsageError } from "./errors.js";
 import { AuditStoreError } from "./audit/store.js";
 import { EXPORT_FORMATS } from "./audit/export.js";
@@ -122,10 +122,12 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+/** An integer flag that is not a setting: the settings' integer parser, with a usage error naming the flag. */
 function integerIn(flag: string, min: number, max: number) {
+  const parse = integer(min, max);
   return (raw: string): number => {
-    const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
-    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`);
+    const n = parse(raw);
+    if (n === undefined) throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(raw)})`);
     return n;
   };
 }

@@ -10,7 +10,6 @@ import { GPU_CHOICES, type GpuChoice } from "./core/types.js";
 
 import { UsageError } from "./errors.js";
 
-export { UsageError };
 
 interface Setting<T> {
   env: string;
@@ -22,7 +21,7 @@ interface Setting<T> {
   parse(value: unknown): T | undefined;
 }
 
-function integer(min: number, max: number): Setting<number>["parse"] {
+export function integer(min: number, max: number): Setting<number>["parse"] {
   return (value) => {
     const n = typeof value === "string" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
     return typeof n === "number" && Number.isInteger(n) && n >= min && n <= max ? n : undefined;

@@ -54,6 +54,11 @@ export class AuditWriter {
     this.warn = options.warn ?? ((message) => process.stderr.write(`mlxs: ${message}\n`));
   }
 
+  /** A writer for the database file at `path`, opened (and created) at the first flush. */
+  static forFile(path: string, options?: AuditWriterOptions): AuditWriter {
+    return new AuditWriter(async () => (await AuditStore.open(path))!, options);
+  }
+
   /** Queues one record; never waits, never throws. */
   record(entry: AuditRecord): void {
     this.counts.recorded++;

@@ -1,6 +1,7 @@
 /** What the `mlxs audit` commands share: filter flags, opening the store, colour. */
 import { Option, type Command } from "commander";
-import { UsageError, type Config } from "../config.js";
+import { type Config } from "../config.js";
+import { UsageError } from "../errors.js";
 import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
 import { AuditStore, AuditStoreError } from "../audit/store.js";
 import { STATUSES } from "../audit/schema.js";

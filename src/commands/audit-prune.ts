@@ -1,7 +1,8 @@
 /** `mlxs audit prune`: delete old records, for cron: one line out, or none with --quiet. */
 import type { Command } from "commander";
-import { loadConfig, UsageError } from "../config.js";
-import { parseDuration, parseTime } from "../audit/filter.js";
+import { loadConfig } from "../config.js";
+import { UsageError } from "../errors.js";
+import { parseTime } from "../audit/filter.js";
 import { openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
 
@@ -45,19 +46,13 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
  */
 function cutoffOf(raw: string): number {
   const now = Date.now();
-  const refuse = () => new UsageError(`invalid --older-than: expected a duration such as 12h, 30d or 8w, or a past ISO-8601 time (got ${JSON.stringify(raw)})`);
-  const age = parseDuration(raw);
-  if (age !== undefined) {
-    if (age <= 0) throw refuse();
-    return now - age;
-  }
-  let time: number;
+  let time = NaN;
   try {
     time = parseTime("older-than", raw, now);
   } catch {
-    throw refuse();
+    // refused below, with what is accepted
   }
-  // a time to come would delete everything, the newest records included
-  if (time > now) throw refuse();
+  // 0d, or a time to come, would delete everything, the newest records included
+  if (!(time < now)) throw new UsageError(`invalid --older-than: expected a duration such as 12h, 30d or 8w, or a past ISO-8601 time (got ${JSON.stringify(raw)})`);
   return time;
 }

@@ -3,7 +3,6 @@ import type { Command } from "commander";
 import { loadConfig } from "../config.js";
 import { presentRow } from "../audit/export.js";
 import type { AuditRow } from "../audit/schema.js";
-import { AuditStore } from "../audit/store.js";
 import type { AuditLogFilter } from "../audit/filter.js";
 import { CommandFailure } from "../errors.js";
 import { readSse } from "./sse-reader.js";
@@ -18,7 +17,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const config = loadConfig(configFlagsFrom(opts));
   const lines = (opts.lines as number | undefined) ?? 20;
   // -n 0: nothing old, only what comes next (tail -n 0 -f)
-  const filter = filterFrom({ ...opts, limit: String(Math.max(lines, 1)) }, { limit: 20, order: "desc" });
+  const filter = filterFrom({ ...opts, limit: String(Math.max(lines, 1)) }, { limit: null, order: "desc" });
   const print = opts.json ? (rows: AuditRow[]) => rows.forEach((r) => writeOut(JSON.stringify(presentRow(r)) + "\n")) : tablePrinter();
   // with --url, the daemon's log over HTTP rather than a local database
 
@@ -31,7 +30,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       process.stderr.write(`mlxs: no audit database yet at ${config.auditDb}; waiting for one\n`);
       while (!store && !stop.signal.aborted) {
         await sleep(POLL_MS, stop.signal);
-        store = await AuditStore.open(config.auditDb, { create: false });
+        store = await openExisting(config, true);
       }
       if (!store) return;
     }
@@ -46,7 +45,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       await sleep(POLL_MS, stop.signal);
       // like tail -F: when the file is moved or deleted, follow the one begun in its place
       if (store.isDetached()) {
-        const next = await AuditStore.open(config.auditDb, { create: false }).catch(() => undefined);
+        const next = await openExisting(config, true).catch(() => undefined);
         if (next) {
           await store.close();
           process.stderr.write(`mlxs: ${config.auditDb} was moved or deleted; following the new file\n`);

@@ -3,7 +3,6 @@
  * before the process exits, whether the run succeeded, failed or was interrupted.
  */
 import type { Config } from "../config.js";
-import { AuditStore } from "../audit/store.js";
 import { track, type Outcome, type Tracker } from "../audit/track.js";
 import { AuditWriter } from "../audit/writer.js";
 import { CoreError } from "../core/types.js";
@@ -14,7 +13,7 @@ export async function audited<T>(
   work: (tracker: Tracker) => Promise<T>,
 ): Promise<T> {
   // opened on the first flush, so a run that never records never touches the database
-  const writer = new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+  const writer = AuditWriter.forFile(config.auditDb);
   const tracker = track(start, (record) => writer.record(record));
   try {
     const result = await work(tracker);

@@ -7,7 +7,6 @@ import type { Config } from "../config.js";
 import { CommandFailure } from "../errors.js";
 import type { InferenceCore } from "../core/index.js";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
-import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
 import { track } from "../audit/track.js";
 import { outcomeOf } from "./audited.js";
@@ -32,7 +31,7 @@ export class LocalBackend implements ChatBackend {
 
   constructor(private readonly core: InferenceCore, readonly label: string, config: Config) {
     this.model = core.models()[0]!.name;
-    this.writer = new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+    this.writer = AuditWriter.forFile(config.auditDb);
   }
 
   models(): string[] { return this.core.models().map((m) => m.name); }

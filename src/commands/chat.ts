@@ -1,6 +1,7 @@
 /** `mlxs chat [PROMPT]`: one question, the answer streamed to stdout as it is generated. */
 import type { Command } from "commander";
-import { loadConfig, UsageError, type Config } from "../config.js";
+import { loadConfig, type Config } from "../config.js";
+import { UsageError } from "../errors.js";
 import type { ChatMessage, GenerationEvent, GenerationResult } from "../core/types.js";
 import { LocalBackend, RemoteBackend, type ChatBackend } from "./chat-backend.js";
 import { configFlagsFrom, samplingFrom } from "./options.js";

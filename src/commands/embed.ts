@@ -1,6 +1,7 @@
 /** `mlxs embed [TEXT...]`: embeddings as JSON, one input per argument or per stdin line. */
 import type { Command } from "commander";
-import { loadConfig, UsageError } from "../config.js";
+import { loadConfig } from "../config.js";
+import { UsageError } from "../errors.js";
 import { configFlagsFrom } from "./options.js";
 import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, readStdin, writeOut } from "./io.js";

@@ -1,5 +1,6 @@
 /** Turns the resolved Config and --model specs into a running InferenceCore. */
-import { UsageError, type Config } from "../config.js";
+import { type Config } from "../config.js";
+import { UsageError } from "../errors.js";
 import { InferenceCore, type ModelSource } from "../core/index.js";
 import { DEMO_MODEL_NAME, ensureDemoModel } from "../core/demo-model.js";
 import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/models.js";

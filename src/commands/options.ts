@@ -1,6 +1,7 @@
 /** Options that several commands share: where the model runs, and how it samples. */
 import { Option, type Command } from "commander";
-import { parseFlag, UsageError, type ConfigFlags } from "../config.js";
+import { parseFlag, type ConfigFlags } from "../config.js";
+import { UsageError } from "../errors.js";
 import { MAX_STOP_SEQUENCES, SAMPLING_LIMITS, describeLimit } from "../core/sampling.js";
 import type { SamplingOptions } from "../core/types.js";
 

@@ -2,14 +2,14 @@
 import type { Command } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { loadConfig, UsageError } from "../config.js";
+import { loadConfig } from "../config.js";
 import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
 import { MlxsServer, type ApiKey } from "../server/http.js";
 import { openAiRoutes } from "../server/openai.js";
 import { anthropicRoutes } from "../server/anthropic.js";
 import { adminRoutes } from "../server/admin.js";
-import { CommandFailure } from "../errors.js";
+import { CommandFailure, UsageError } from "../errors.js";
 import { STOP_SIGNALS } from "./io.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
@@ -26,7 +26,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   }
 
   const core = await openCore(config, opts.model as string[] | undefined);
-  const writer = opts.audit === false ? undefined : new AuditWriter(async () => (await AuditStore.open(config.auditDb))!);
+  const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb);
   let reader: Promise<AuditStore> | undefined;
   const openReader = async () => {
     // when the file was moved or deleted, the writer begins a new one: read that one once

@@ -6,7 +6,7 @@ import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
 import { SseStream } from "./sse.js";
 
-export const HEARTBEAT_MS = 15_000;
+const HEARTBEAT_MS = 15_000;
 const POLL_MS = 250;
 
 /** The server's reading connection to the audit database, opened on first use. */

@@ -130,7 +130,7 @@ async function countTokens(ctx: RequestContext): Promise<void> {
 }
 
 /** Anthropic's error `type` for a status. */
-export function anthropicErrorType(status: number): string {
+function anthropicErrorType(status: number): string {
   switch (status) {
     case 401: return "authentication_error";
     case 403: return "permission_error";
@@ -144,7 +144,7 @@ export function anthropicErrorType(status: number): string {
 }
 
 /** The problem body with Anthropic's envelope: `"type": "error"` and `error: {type, message}`. */
-export function anthropicError(problem: HttpProblem, requestId: string) {
+function anthropicError(problem: HttpProblem, requestId: string) {
   const body = problemBody(problem, requestId);
   return { ...body, type: "error", error: { ...body.error, type: anthropicErrorType(problem.status) } };
 }

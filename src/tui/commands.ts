@@ -13,14 +13,14 @@ export type SlashAction =
   | { kind: "save"; file: string }
   | { kind: "error"; message: string };
 
-export const SLASH_COMMANDS = ["/help", "/clear", "/system TEXT", "/set NAME VALUE", "/model NAME", "/save FILE", "/exit"];
+const SLASH_COMMANDS = ["/help", "/clear", "/system TEXT", "/set NAME VALUE", "/model NAME", "/save FILE", "/exit"];
 
 /** wire-style setting names, as people type them, to the core's */
 const SETTINGS: Record<string, Exclude<keyof SamplingOptions, "stop">> = {
   temperature: "temperature", top_p: "topP", top_k: "topK", min_p: "minP", seed: "seed", max_tokens: "maxTokens",
   repeat_penalty: "repeatPenalty", frequency_penalty: "frequencyPenalty", presence_penalty: "presencePenalty",
 };
-export const SETTING_NAMES = Object.keys(SETTINGS);
+const SETTING_NAMES = Object.keys(SETTINGS);
 
 export const HELP = [
   "Commands:",
