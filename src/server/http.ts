@@ -122,20 +122,23 @@ export class MlxsServer {
     await closed;
   }
 
+  /** The route for this method and path; else the methods the path allows, and the template it matched. */
   private match(method: string, path: string) {
     let allowed: string[] = [];
+    let template: string | undefined;
     for (const { route, pattern, names } of this.compiled) {
       const m = pattern.exec(path);
       if (!m) continue;
       if (route.method !== method) {
         allowed.push(route.method);
+        template ??= route.path;
         continue;
       }
       const params = Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
-      return { route, params, allowed };
+      return { route, params, allowed, template: route.path };
     }
     allowed = [...new Set(allowed)];
-    return { route: undefined, params: {}, allowed };
+    return { route: undefined, params: {}, allowed, template };
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -151,7 +154,7 @@ export class MlxsServer {
       url = new URL("http://mlxs.invalid/");
     }
     const method = req.method ?? "GET";
-    const { route, params, allowed } = this.match(method === "HEAD" ? "GET" : method, url.pathname);
+    const { route, params, allowed, template } = this.match(method === "HEAD" ? "GET" : method, url.pathname);
     const isApi = url.pathname.startsWith("/v1/") || url.pathname === "/v1";
 
     const clientGone = new AbortController();
@@ -165,7 +168,7 @@ export class MlxsServer {
     const auth = this.authenticate(req);
     // the endpoint as the audit log names it: the route, never the raw path
     const tracker = isApi && this.options.writer
-      ? track({ endpoint: route?.path ?? (allowed.length ? this.compiledPath(url.pathname) : "unknown"), requestId, client: auth.label, backendType: this.options.backend },
+      ? track({ endpoint: template ?? "unknown", requestId, client: auth.label, backendType: this.options.backend },
         (record) => this.options.writer!.record(record))
       : undefined;
 
@@ -213,11 +216,6 @@ export class MlxsServer {
     } finally {
       handled();
     }
-  }
-
-  /** The route template that a path with the wrong method matched (for the audit endpoint). */
-  private compiledPath(path: string): string {
-    return this.compiled.find(({ pattern }) => pattern.test(path))?.route.path ?? "unknown";
   }
 
   private fail(ctx: RequestContext, error: unknown): void {
