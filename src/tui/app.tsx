@@ -63,9 +63,11 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     return () => { for (const signal of LEAVE_SIGNALS) process.off(signal, leave); };
   }, [exit]);
 
+  // the status line's context size, again whenever /model changes the model
   useEffect(() => {
+    setStatus((s) => ({ ...s, contextSize: undefined, contextUsed: undefined }));
     void backend.contextSize().then((size) => setStatus((s) => ({ ...s, contextSize: size })), () => undefined);
-  }, [backend]);
+  }, [backend, model]);
 
   const notice = (text: string) => setEntries((e) => [...e, { role: "notice", text }]);
 
@@ -138,8 +140,6 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
         if (!backend.models().includes(action.name)) return notice(`No model "${action.name}". Served: ${backend.models().join(", ") || "(unknown)"}`);
         backend.model = action.name;
         setModel(action.name);
-        setStatus((s) => ({ ...s, contextSize: undefined, contextUsed: undefined }));
-        void backend.contextSize().then((size) => setStatus((s) => ({ ...s, contextSize: size })), () => undefined);
         return notice(`Now answering with ${action.name}.`);
       case "save": {
         const path = resolve(action.file);
