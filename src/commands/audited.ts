@@ -27,10 +27,13 @@ export async function audited<T>(
   }
 }
 
+/** A CLI run stopped by Ctrl-C (or a stop signal): the status code is the exit status. */
+export const CANCELLED: Outcome = { status: "cancelled", statusCode: 130, errorType: "cancelled" };
+
 /** The audit outcome of a failed CLI run; the status code is the exit status. */
 export function outcomeOf(error: unknown): Outcome {
   if (error instanceof CoreError) {
-    if (error.kind === "cancelled") return { status: "cancelled", statusCode: 130, errorType: "cancelled" };
+    if (error.kind === "cancelled") return CANCELLED;
     if (error.kind === "timeout") return { status: "timeout", statusCode: 1, errorType: "timeout", errorMessage: error.message };
     // core messages never quote request content (see CoreError)
     return { status: "error", statusCode: 1, errorType: error.kind, errorMessage: error.message };

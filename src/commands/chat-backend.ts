@@ -9,7 +9,7 @@ import type { InferenceCore } from "../core/index.js";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
 import { AuditWriter } from "../audit/writer.js";
 import { track } from "../audit/track.js";
-import { outcomeOf } from "./audited.js";
+import { CANCELLED, outcomeOf } from "./audited.js";
 import { readSse } from "./sse-reader.js";
 
 export interface ChatBackend {
@@ -50,9 +50,7 @@ export class LocalBackend implements ChatBackend {
         if (event.type === "delta") tracker.firstToken();
         else {
           tracker.tokens(event.usage.promptTokens, event.usage.completionTokens);
-          tracker.end(event.finishReason === "cancelled"
-            ? { status: "cancelled", statusCode: 130, errorType: "cancelled" }
-            : { status: "success", statusCode: 0 });
+          tracker.end(event.finishReason === "cancelled" ? CANCELLED : { status: "success", statusCode: 0 });
         }
         yield event;
       }

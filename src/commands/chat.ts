@@ -7,7 +7,7 @@ import { LocalBackend, RemoteBackend, type ChatBackend } from "./chat-backend.js
 import { configFlagsFrom, samplingFrom } from "./options.js";
 import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, readStdin, writeOut } from "./io.js";
-import { audited } from "./audited.js";
+import { audited, CANCELLED } from "./audited.js";
 
 export async function run(promptArg: string | undefined, _opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -57,7 +57,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
       if (result.finishReason === "cancelled") {
         process.exitCode = 130;
-        tracker.end({ status: "cancelled", statusCode: 130, errorType: "cancelled" });
+        tracker.end(CANCELLED);
       }
     } finally {
       await core.close();
