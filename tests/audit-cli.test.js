@@ -207,7 +207,8 @@ recording("chat and embed record themselves: success, failure and interruption, 
   const model = await testModel();
   const env = { MLXS_HOME: home };
   const runs = [
-    await runCli(["chat", "--model", model, "-n", "4", "hi"], { env }),
+    // at temperature 0: a sampled answer may end before its 4 tokens
+    await runCli(["chat", "--model", model, "--temperature", "0", "-n", "4", "hi"], { env }),
     await runCli(["embed", "--model", model, "one", "two"], { env }),
     await runCli(["chat", "--model", join(home, "missing.gguf"), "hi"], { env }),
     await runCli(["chat", "--model", model, "--json", "hello ".repeat(1200)], { env }),
@@ -216,8 +217,7 @@ recording("chat and embed record themselves: success, failure and interruption, 
   const stderr = runs.map((r) => r.stderr).join("");
   assert.not.match(stderr, /cannot write the audit log/);
   const rows = (await allRows(home)).reverse();
-  // this failed twice in about a dozen fresh-clone CI runs (0 records, empty stderr) and
-  // never when run alone: say everything that could tell why
+  // on failure, everything that could tell why: the files, and each run's exit and output
   const seen = () => JSON.stringify({ files: readdirSync(home).map((f) => [f, statSync(join(home, f)).size]), runs: runs.map((r) => ({ code: r.code, ms: r.ms, stderr: r.stderr, stdout: r.stdout.slice(0, 200) })) });
   assert.is(rows.length, 4, seen());
   const [chat, embed, missing, tooLong] = rows;

@@ -215,7 +215,7 @@ remote("answers from a running server; refused, 401, 404 and a mid-stream error 
     assert.match(ok.stdout, /^[a-z ,.]+\n$/);
     const local = await runCli(["chat", "--model", await testModel(), "--temperature", "0", "-n", "6", "hello"]);
     assert.is(ok.stdout, local.stdout, "the same answer as in-process");
-    const json = JSON.parse((await runCli(["chat", "--url", server.url, "--api-key", "plain-key-12", "--json", "-n", "3", "hi"])).stdout);
+    const json = JSON.parse((await runCli(["chat", "--url", server.url, "--api-key", "plain-key-12", "--json", "--temperature", "0", "-n", "3", "hi"])).stdout);
     assert.is(json.usage.completion_tokens, 3);
     const unauthorized = await runCli(["chat", "--url", server.url, "hi"]);
     assert.is(unauthorized.code, 1);
