@@ -6,16 +6,18 @@ import { Command, CommanderError, Option } from "commander";
 import { readFileSync } from "node:fs";
 import { integer, parseFlag } from "./config.js";
 import { CommandFailure, UsageError } from "./errors.js";
-import { AuditStoreError } from "./audit/store.js";
+import { AuditStoreError } from "./audit/errors.js";
 import { EXPORT_FORMATS } from "./audit/export.js";
 import { CoreError } from "./core/types.js";
 import { addAuditDbOption, addCoreOptions, addSamplingOptions } from "./commands/options.js";
 import { addFilterOptions } from "./commands/audit-options.js";
+import { guardOutput, outputClosed } from "./commands/io.js";
+import { EXIT_SOFTWARE, installLastResort } from "./commands/last-resort.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
 
 /** Exit statuses, as the manual page documents them. */
-export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, software: EXIT_SOFTWARE, interrupted: 130 } as const;
 
 type Action = (...args: unknown[]) => Promise<void>;
 const lazy = (module: string): Action => async (...args) => {
@@ -41,7 +43,13 @@ Environment:
                    how long audit records are kept (default: 30, 0 = forever)
   NO_COLOR         no colour in any output
 
-Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
+Files:
+  config           $MLXS_HOME/config.json, else $XDG_CONFIG_HOME/mlxs/config.json (~/.config/mlxs)
+  data             $MLXS_HOME, else $XDG_DATA_HOME/mlxs (~/.local/share/mlxs): audit.db, models/
+
+Exit status: 0 ok (also when the reader of the output went away, as with | head),
+1 failure, 2 usage error, 70 internal error (a bug: restart), 130 interrupted.
+Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
 
   const chat = program.command("chat")
     .description("chat in the terminal; with a prompt (or piped), one answer streamed to stdout")
@@ -60,7 +68,7 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
   addAuditDbOption(chat);
 
   const serve = program.command("serve")
-    .description("serve the OpenAI API over HTTP, auditing every request")
+    .description("serve the OpenAI and Anthropic APIs over HTTP, auditing every request")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .addOption(new Option("-p, --port <port>", "port to listen on, 0 for any free one").default(10242).argParser(integerIn("--port", 0, 65535)))
     .addOption(new Option("--api-key <key>", "require this API key (repeatable; also MLXS_API_KEYS, comma-separated)").argParser(collect))
@@ -72,6 +80,7 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
     .addOption(new Option("--request-timeout <seconds>", "longest a request may take, in seconds (fractions allowed)").default(600).argParser(secondsIn("--request-timeout", 0.01, 86_400)))
     .addOption(new Option("--header-timeout <seconds>", "close connections that have not sent their headers by then").default(10).argParser(secondsIn("--header-timeout", 0.1, 3600)))
     .addOption(new Option("--drain-timeout <seconds>", "on SIGTERM, how long running requests may finish").default(30).argParser(integerIn("--drain-timeout", 0, 3600)))
+    .addOption(new Option("--stall-timeout <seconds>", "end a streamed answer or export whose reader takes nothing for this long").default(30).argParser(secondsIn("--stall-timeout", 0.1, 3600)))
     .addOption(new Option("--retention-days <n>", "prune audit records older than this at start and daily; 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")));
   addAuditDbOption(addCoreOptions(serve, { multipleModels: true })).action(lazy("./commands/serve.js"));
 
@@ -110,12 +119,16 @@ Exit status: 0 ok, 1 failure, 2 usage error, 130 interrupted. See man mlxs.`);
 }
 
 export async function main(argv: string[]): Promise<void> {
+  guardOutput();
+  installLastResort();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
   } catch (error) {
     process.exitCode = exitCodeFor(error);
   }
+  // the reader of the output left (| head): what it wanted, it got
+  if (outputClosed()) process.exitCode = EXIT.ok;
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -149,6 +162,7 @@ function byteSize(raw: string): number {
 }
 
 function exitCodeFor(error: unknown): number {
+  if (outputClosed()) return EXIT.ok;
   if (error instanceof CommanderError) {
     // commander has already printed its message (or the help, or the version)
     return error.exitCode === 0 ? EXIT.ok : EXIT.usage;

@@ -4,7 +4,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import Anthropic from "@anthropic-ai/sdk";
-import { assertNoMarker, auditRows, startServer, testModel } from "./helpers.js";
+import { assertNoMarker, startServer, testModel, waitForRows } from "./helpers.js";
 
 const KEY = "anthropic-test-key-1";
 const post = async (server, path, body, headers = { "x-api-key": KEY }) => {
@@ -130,12 +130,13 @@ messages("auth by x-api-key and by Bearer; any anthropic-version and anthropic-b
 });
 
 messages("audit: one record per call with the endpoint and tokens, and metadata never stored", async ({ client, server }) => {
-  const before = (await auditRows(server.db)).length;
-  await client.messages.create(ask({ max_tokens: 4, metadata: { user_id: "META-USER-77" } }));
-  await client.messages.countTokens({ model: "tiny", messages: [{ role: "user", content: "hi" }] });
-  const stream = client.messages.stream(ask({ max_tokens: 5 }));
+  const id = (name) => ({ headers: { "x-request-id": `audit-${name}` } });
+  await client.messages.create(ask({ max_tokens: 4, metadata: { user_id: "META-USER-77" } }), id("create"));
+  await client.messages.countTokens({ model: "tiny", messages: [{ role: "user", content: "hi" }] }, id("count"));
+  const stream = client.messages.stream(ask({ max_tokens: 5 }), id("stream"));
   await stream.finalMessage();
-  const rows = (await auditRows(server.db)).slice(before);
+  const mine = (rows) => rows.filter((r) => r.request_id.startsWith("audit-"));
+  const rows = mine(await waitForRows(server.db, (r) => mine(r).length === 3));
   assert.equal(rows.map((r) => r.endpoint), ["/v1/messages", "/v1/messages/count_tokens", "/v1/messages"]);
   assert.is(rows[0].completion_tokens, 4);
   assert.ok(rows[1].prompt_tokens > 0);
@@ -167,13 +168,13 @@ limits("queue full is a RateLimitError; a dropped stream frees its sequence; a t
     }
     await expectSdkError(client.messages.create(askEndless({ max_tokens: 2 })), Anthropic.RateLimitError, "rate_limit_error");
     controller.abort();
-    await new Promise((r) => setTimeout(r, 50));
+    // the record is written once the generation has stopped and its sequence is free
+    const rows = await waitForRows(server.db, (r) => r.some((x) => x.status === "cancelled"), { what: "the dropped stream's record" });
+    const cancelled = rows.find((r) => r.status === "cancelled");
+    assert.ok(cancelled.completion_tokens > 0 && cancelled.endpoint === "/v1/messages");
     const next = await client.messages.create(askEndless({ max_tokens: 2 }));
     assert.is(next.usage.output_tokens, 2);
     await expectSdkError(client.messages.create(askEndless({ messages: [{ role: "user", content: "x".repeat(4000) }] })), Anthropic.APIError, "request_too_large");
-    const rows = await auditRows(server.db);
-    const cancelled = rows.find((r) => r.status === "cancelled");
-    assert.ok(cancelled && cancelled.completion_tokens > 0 && cancelled.endpoint === "/v1/messages");
   } finally {
     assert.is(await server.stop(), 0);
   }
@@ -203,8 +204,7 @@ limits("privacy: a marker in every field and error path never reaches the databa
     await post(server, "/v1/messages", { max_tokens: 3, messages: [{ role: "user", content: [{ type: marker }] }] });
     await post(server, "/v1/messages", { max_tokens: 3, messages: [{ role: "user", content: m.repeat(300) }] });
     await post(server, "/v1/messages", `{"max_tokens": "${marker}`);
-    const rows = await auditRows(server.db);
-    assert.ok(rows.length >= 9);
+    await waitForRows(server.db, (rows) => rows.length >= 9);
     assertNoMarker(server.home, marker);
     assert.not.ok(server.stderr().includes(marker));
   } finally {

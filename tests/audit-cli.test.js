@@ -7,7 +7,7 @@ import { parse as parseCsv } from "csv-parse/sync";
 import { AuditStore } from "../dist/audit/store.js";
 import { parseFilter } from "../dist/audit/filter.js";
 import { syntheticRecord, syntheticRecords } from "./fixtures/audit-records.js";
-import { CLI, ROOT, STACK, assertNoMarker, runCli, tempDir, testModel } from "./helpers.js";
+import { CLI, ROOT, STACK, assertNoMarker, runCli, tempDir, testModel, waitFor } from "./helpers.js";
 
 async function seeded(records) {
   const home = tempDir();
@@ -174,26 +174,33 @@ together("a writer process, prune and tail --follow at once: nothing lost, nothi
   const follower = spawn(process.execPath, [CLI, "audit", "tail", "-f", "--json", "-n", "1", "--since", "1h"], { env });
   let followed = "";
   follower.stdout.on("data", (c) => { followed += c; });
-  await new Promise((r) => setTimeout(r, 600));
+  const newShown = () => followed.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).request_id).filter((id) => id.startsWith("new-"));
+  // the follower follows once a record written now reaches it
+  const store = await AuditStore.open(db);
+  await store.insert([syntheticRecord(0, { prefix: "ready" })]);
+  await store.close();
+  await waitFor(() => followed.includes('"ready-0"'), { what: "the follower to follow" });
   const writer = spawn(process.execPath, [join(ROOT, "tests/fixtures/audit-writer-process.js"), db, "2000", "2500", "new"], { env });
   let writerOut = "";
   writer.stdout.on("data", (c) => { writerOut += c; });
   const prunes = [];
-  for (let i = 0; i < 3; i++) {
-    await new Promise((r) => setTimeout(r, 500));
+  // three prunes spread over the writing: each once the follower has shown more new records
+  for (let i = 1; i <= 3; i++) {
+    await waitFor(() => newShown().length >= i * 400, { what: `${i * 400} new records followed` });
     prunes.push(await runCli(["audit", "prune", "--older-than", "30d"], { env: { MLXS_HOME: home } }));
   }
   await new Promise((resolve) => writer.on("close", resolve));
   assert.equal(JSON.parse(writerOut), { written: 2000, dropped: 0 });
-  await new Promise((r) => setTimeout(r, 800));
+  await waitFor(() => newShown().length >= 2000, { what: "all 2000 new records followed" });
   follower.kill("SIGINT");
   const code = await new Promise((resolve) => follower.on("close", resolve));
   assert.is(code, 0);
   for (const p of prunes) assert.is(p.code, 0, p.stderr);
   assert.is(prunes.reduce((n, p) => n + Number(/pruned (\d+)/.exec(p.stdout)[1]), 0), 3000);
   const rows = await allRows(home);
-  assert.is(rows.length, 2000);
-  const shown = followed.trim().split("\n").map((l) => JSON.parse(l).request_id).filter((id) => id.startsWith("new-"));
+  assert.is(rows.filter((r) => r.request_id.startsWith("new-")).length, 2000);
+  assert.is(rows.length, 2001, "and the record that showed the follower ready");
+  const shown = newShown();
   assert.is(shown.length, 2000, "every new record shown");
   assert.is(new Set(shown).size, 2000, "none shown twice");
 });

@@ -10,7 +10,7 @@ import { FilterError, parseFilter, parseDuration } from "../dist/audit/filter.js
 import { AuditWriter } from "../dist/audit/writer.js";
 import { track } from "../dist/audit/track.js";
 import { syntheticRecord, syntheticRecords } from "./fixtures/audit-records.js";
-import { tempDir } from "./helpers.js";
+import { tempDir, waitFor } from "./helpers.js";
 
 const rawDb = (path) => open({ filename: path, driver: sqlite3.Database });
 
@@ -290,8 +290,9 @@ writer("a database locked past the busy timeout: the batch waits in the buffer, 
   const w = new AuditWriter(store, { flushIntervalMs: 60_000, batchSize: 1000, maxBuffer: 4, warn: (m) => warnings.push(m) });
   for (let i = 0; i < 3; i++) w.record(syntheticRecord(i));
   const flushing = w.flush(); // waits out the 5 s busy timeout
-  await new Promise((r) => setTimeout(r, 100));
-  for (let i = 3; i < 7; i++) w.record(syntheticRecord(i)); // arrive while it waits
+  // the flush has taken the batch out of the buffer: what comes now arrives while it waits
+  await waitFor(() => w.stats.pending === 0, { what: "the flush to take its batch" });
+  for (let i = 3; i < 7; i++) w.record(syntheticRecord(i));
   await flushing;
   assert.equal({ ...w.stats }, { recorded: 7, written: 0, dropped: 3, pending: 4 });
   assert.match(warnings[0], /stayed locked by another process; keeping 4 records/);

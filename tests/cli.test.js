@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
-import { CLI, ROOT, STACK, runCli, tempDir, testModel } from "./helpers.js";
+import { CLI, ROOT, STACK, helpTexts, runCli, tempDir, testModel } from "./helpers.js";
 
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 
@@ -27,6 +27,13 @@ basics("--help lists the commands, exits 0 and never loads node-llama-cpp", asyn
   const imports = readFileSync(trace, "utf8");
   assert.match(imports, /dist\/cli\.js/);
   assert.not.match(imports, /node-llama-cpp/);
+  // nor the audit store's native SQLite addon
+  assert.not.match(imports, /sqlite3|node_modules\/sqlite\//);
+  // what a newcomer needs from it: both APIs, where the data lives, the exit codes, the manual
+  assert.match(result.stdout, /OpenAI and Anthropic APIs/);
+  assert.match(result.stdout, /\$XDG_DATA_HOME\/mlxs \(~\/\.local\/share\/mlxs\)/);
+  assert.match(result.stdout, /70 internal error/);
+  assert.match(result.stdout, /man \.\/man\/mlxs\.1/);
 });
 
 basics("--version prints the package version", async () => {
@@ -35,11 +42,22 @@ basics("--version prints the package version", async () => {
   assert.is(stdout.trim(), pkg.version);
 });
 
-basics("every command has help", async () => {
-  for (const command of ["chat", "embed"]) {
-    const { code, stdout } = await runCli([command, "--help"]);
-    assert.is(code, 0);
-    assert.match(stdout, /--model/);
+basics("every command has help: usage, description, options, exit 0", async () => {
+  const texts = await helpTexts();
+  const commands = texts.filter(({ path }) => path.length > 0);
+  assert.ok(commands.length >= 8, commands.map(({ path }) => path.join(" ")).join(", "));
+  for (const { path, code, stdout, stderr } of texts) {
+    const name = ["mlxs", ...path].join(" ");
+    assert.is(code, 0, `${name} --help: exit ${code} ${stderr}`);
+    assert.is(stderr, "", name);
+    assert.match(stdout, new RegExp(`^Usage: ${name} `), name);
+    assert.match(stdout, /\nOptions:\n/, name);
+    assert.match(stdout, /-h, --help/, name);
+    // a description under the usage line
+    assert.match(stdout, /^Usage: .*\n\n\S.{10,}/, name);
+  }
+  for (const command of ["chat", "embed", "serve"]) {
+    assert.match(texts.find(({ path }) => path.join(" ") === command).stdout, /--model/, command);
   }
   const { stdout } = await runCli(["chat", "--help"]);
   for (const flag of ["--system", "--json", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--max-tokens", "--stop", "--threads", "--ctx-size", "--parallel", "--gpu"]) {

@@ -1,7 +1,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { InferenceCore, CoreError } from "../dist/core/index.js";
-import { CORE, collect, testModel } from "./helpers.js";
+import { CORE, collect, testModel, waitFor } from "./helpers.js";
 
 const ask = (content, extra = {}) => ({ messages: [{ role: "user", content }], temperature: 0, ...extra });
 
@@ -161,9 +161,9 @@ queueing.run();
 const overflow = withCore("overflow", { parallel: 1, queue: 1 });
 
 overflow("past the queue a request is refused as overloaded; an aborted waiter leaves the queue", async ({ core }) => {
-  const running = collect(core.chat(ask("one", { maxTokens: 60 })));
+  const running = collect(core.chat(ask("one", { maxTokens: 300 })));
   const waiting = collect(core.chat(ask("two", { maxTokens: 5 })));
-  await new Promise((r) => setTimeout(r, 5));
+  await waitFor(() => core.models()[0].busy === 1 && core.models()[0].waiting === 1, { what: "one generating, one waiting" });
   try {
     await collect(core.chat(ask("three", { maxTokens: 5 })));
     assert.unreachable();
@@ -173,10 +173,10 @@ overflow("past the queue a request is refused as overloaded; an aborted waiter l
   await running;
   await waiting;
   // a waiter cancelled in the queue
-  const busy = collect(core.chat(ask("busy", { maxTokens: 60 })));
+  const busy = collect(core.chat(ask("busy", { maxTokens: 300 })));
   const controller = new AbortController();
   const cancelled = collect(core.chat(ask("waits", { maxTokens: 5 }), controller.signal)).catch((e) => e);
-  await new Promise((r) => setTimeout(r, 5));
+  await waitFor(() => core.models()[0].waiting === 1, { what: "the waiter in the queue" });
   controller.abort();
   assert.is((await cancelled).kind, "cancelled");
   const next = collect(core.chat(ask("next", { maxTokens: 5 })));

@@ -72,6 +72,20 @@ export function runCli(args, { env = {}, input, timeoutMs = 60_000 } = {}) {
   });
 }
 
+/**
+ * Every command's help, subcommands included, as `mlxs --help` lists them:
+ * [{ path: ["audit", "tail"], code, stdout, stderr }].
+ */
+export async function helpTexts(path = []) {
+  const run = await runCli([...path, "--help"]);
+  const texts = [{ path, ...run }];
+  const section = run.stdout.split("Commands:")[1]?.split("\n\n")[0] ?? "";
+  for (const [, name] of section.matchAll(/^  (\w+) /gm)) {
+    if (name !== "help") texts.push(...(await helpTexts([...path, name])));
+  }
+  return texts;
+}
+
 /** Collects a core generation: the deltas and the final event. */
 export async function collect(stream) {
   const deltas = [];
@@ -128,15 +142,42 @@ export async function httpCall(url, options = {}) {
   return { status: res.statusCode, headers: res.headers, body, text };
 }
 
-/** Every record of an audit database, oldest first, after a server's writer had time to flush. */
-export async function auditRows(db, { settleMs = 600 } = {}) {
+/** Every record of an audit database, oldest first, as it is now. */
+export async function auditRows(db) {
   const { AuditStore } = await import("../dist/audit/store.js");
   const { parseFilter } = await import("../dist/audit/filter.js");
-  await new Promise((r) => setTimeout(r, settleMs));
   const store = await AuditStore.open(db, { create: false });
   const rows = store ? await store.query(parseFilter({ order: "asc" }, { defaultLimit: null })) : [];
   await store?.close();
   return rows;
+}
+
+/**
+ * Polls `check` until it returns something truthy, and resolves with that; fails after
+ * `timeoutMs` saying what was awaited (and, from `describe`, what was seen instead).
+ */
+export async function waitFor(check, { timeoutMs = 20_000, intervalMs = 25, what = "a condition", describe } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${describe ? `; ${await describe()}` : ""}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** The records of `db` once `ready(rows)` holds: a background writer flushes when it will. */
+export async function waitForRows(db, ready = (rows) => rows.length > 0, { what = "audit records", timeoutMs } = {}) {
+  let rows = [];
+  await waitFor(async () => ready((rows = await auditRows(db))), {
+    what, timeoutMs, intervalMs: 100, describe: () => `${rows.length} records: ${rows.map((r) => r.request_id).join(", ").slice(0, 500)}`,
+  });
+  return rows;
+}
+
+/** Resolves once `text()` matches `pattern` (a server's stderr, a follower's output ...). */
+export function waitForText(text, pattern, options = {}) {
+  return waitFor(() => pattern.exec(text()), { what: `${pattern}`, describe: () => `got: ${JSON.stringify(text().slice(-800))}`, ...options });
 }
 
 /** Fails if any byte of any file under `dir` holds `marker`. */

@@ -3,26 +3,15 @@ import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, runCli } from "./helpers.js";
+import { ROOT, helpTexts } from "./helpers.js";
 
 const page = readFileSync(join(ROOT, "man", "mlxs.1"), "utf8").replace(/\\-/g, "-");
 
-/** [path, help text] of every command, subcommands included */
-async function helpTexts(path = []) {
-  const { stdout } = await runCli([...path, "--help"]);
-  const texts = [[path, stdout]];
-  const section = stdout.split("Commands:")[1]?.split("\n\n")[0] ?? "";
-  for (const [, name] of section.matchAll(/^  (\w+) /gm)) {
-    if (name !== "help") texts.push(...(await helpTexts([...path, name])));
-  }
-  return texts;
-}
-
 test("every command and option that --help lists is in the manual page", async () => {
   const texts = await helpTexts();
-  const names = texts.map(([path]) => path.join(" ")).filter(Boolean);
-  for (const expected of ["chat", "embed", "audit", "audit tail", "audit prune", "audit export", "audit stats"]) assert.ok(names.includes(expected), expected);
-  for (const [path, help] of texts) {
+  const names = texts.map(({ path }) => path.join(" ")).filter(Boolean);
+  for (const expected of ["chat", "embed", "serve", "audit", "audit tail", "audit prune", "audit export", "audit stats"]) assert.ok(names.includes(expected), expected);
+  for (const { path, stdout: help } of texts) {
     if (path.length > 0) assert.ok(page.includes(`mlxs ${path.join(" ")}`), `command "mlxs ${path.join(" ")}" is missing from man/mlxs.1`);
     for (const flag of new Set([...help.matchAll(/--[a-z][a-z-]+/g)].map((m) => m[0]))) {
       assert.ok(page.includes(flag), `${path.join(" ") || "mlxs"} ${flag} is missing from man/mlxs.1`);

@@ -2,7 +2,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { request } from "undici";
 import OpenAI from "openai";
-import { auditRows, httpCall, jsonRequest, startServer, testModel } from "./helpers.js";
+import { httpCall, jsonRequest, startServer, testModel, waitForRows } from "./helpers.js";
 
 const json = (body) => jsonRequest(body);
 const call = (server, path, options = {}) => httpCall(`${server.url}${path}`, options);
@@ -26,7 +26,7 @@ api("health, models, one model, and the ready line", async ({ server }) => {
   assert.match(server.stderr(), /mlxs listening on http:\/\/127\.0\.0\.1:\d+ \(models: tiny, backend: llama\.cpp\/cpu\)/);
   const health = await call(server, "/health");
   assert.is(health.status, 200);
-  assert.equal(health.body, { status: "ok" });
+  assert.equal(health.body, { status: "ok", models: [{ name: "tiny", loaded: true, busy: 0, waiting: 0 }] });
   const models = await call(server, "/v1/models");
   assert.is(models.body.object, "list");
   assert.equal(models.body.data.map((m) => m.id), ["tiny"]);
@@ -79,6 +79,16 @@ api("chat parameters: stop (string or list), max_completion_tokens, seed, penalt
   assert.is(capped.body.choices[0].finish_reason, "length");
   const seeded = (seed) => call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: "go" }], temperature: 1, seed, max_tokens: 20, top_p: 0.9, top_k: 30, min_p: 0.01, frequency_penalty: 0.5, presence_penalty: 0.2, repeat_penalty: 1.1 }));
   assert.is((await seeded(5)).body.choices[0].message.content, (await seeded(5)).body.choices[0].message.content);
+  // each penalty does what it says: at temperature 0 the plain answer repeats itself, a
+  // penalized one repeats less
+  const repeats = (text) => { const words = text.trim().split(/\s+/); return words.length - new Set(words).size; };
+  const greedy = async (extra) => (await call(server, "/v1/chat/completions", json(ask("a story", { max_tokens: 80, ...extra })))).body.choices[0].message.content;
+  const plain = await greedy({});
+  assert.ok(repeats(plain) > 0, `the plain answer repeats itself: ${plain}`);
+  for (const penalty of [{ frequency_penalty: 2 }, { presence_penalty: 2 }, { repeat_penalty: 2 }]) {
+    const penalized = await greedy(penalty);
+    assert.ok(penalized !== plain && repeats(penalized) < repeats(plain), `${JSON.stringify(penalty)}: ${penalized}`);
+  }
   const parts = await call(server, "/v1/chat/completions", json({ messages: [{ role: "developer", content: "be brief" }, { role: "user", content: [{ type: "text", text: "hello " }, { type: "text", text: "there" }] }], temperature: 0, max_tokens: 16 }));
   assert.is(parts.status, 200);
 });
@@ -185,13 +195,14 @@ api("X-Request-ID: a safe one sent by the client is kept, anything else replaced
 });
 
 api("every /v1 request leaves one audit record, errors included, with the route as endpoint", async ({ server }) => {
-  const before = (await auditRows(server.db)).length;
-  await call(server, "/v1/models");
-  await call(server, "/v1/chat/completions", json(ask("x", { temperature: 5 })));
-  await call(server, "/v1/chat/completions", json({ ...ask("x"), model: "missing" }));
-  await call(server, "/v1/no-such-route");
-  await call(server, "/v1/chat/completions", json(ask("hello", { stream: true, max_tokens: 4 })));
-  const rows = (await auditRows(server.db)).slice(before);
+  const id = (n) => ({ "x-request-id": `every-${n}` });
+  await call(server, "/v1/models", { headers: id(0) });
+  await call(server, "/v1/chat/completions", jsonRequest(ask("x", { temperature: 5 }), id(1)));
+  await call(server, "/v1/chat/completions", jsonRequest({ ...ask("x"), model: "missing" }, id(2)));
+  await call(server, "/v1/no-such-route", { headers: id(3) });
+  await call(server, "/v1/chat/completions", jsonRequest(ask("hello", { stream: true, max_tokens: 4 }), id(4)));
+  const mine = (rows) => rows.filter((r) => r.request_id.startsWith("every-"));
+  const rows = mine(await waitForRows(server.db, (r) => mine(r).length >= 5));
   assert.is(rows.length, 5);
   const [models, bad, missing, unknown, chat] = rows;
   assert.is(models.endpoint, "/v1/models");
@@ -211,8 +222,8 @@ api("every /v1 request leaves one audit record, errors included, with the route 
 });
 
 api("audit over HTTP: logs with filters and has_more, stats, export, and the live stream", async ({ server }) => {
-  await call(server, "/v1/chat/completions", json(ask("hi", { max_tokens: 2 })));
-  await new Promise((r) => setTimeout(r, 600));
+  await call(server, "/v1/chat/completions", jsonRequest(ask("hi", { max_tokens: 2 }), { "x-request-id": "logged-chat" }));
+  await waitForRows(server.db, (rows) => rows.some((r) => r.request_id === "logged-chat"));
   const logs = await call(server, "/v1/audit/logs?limit=1&endpoint=/v1/chat/completions");
   assert.is(logs.body.data.length, 1);
   assert.is(logs.body.has_more, true);

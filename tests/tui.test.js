@@ -20,16 +20,19 @@ async function waitFor(app, predicate, ms = 10_000) {
   }
   throw new Error(`timed out; the screen shows:\n${JSON.stringify(app.lastFrame()).slice(-700)}`);
 }
-/** types like a person: one key at a time, then Enter */
+/** types like a person: one key at a time, then Enter (what it does shows in a later frame: waitFor it) */
 async function type(app, text, enter = true) {
   for (const ch of text) {
     app.stdin.write(ch);
     await tick(2);
   }
-  if (enter) {
-    app.stdin.write("\r");
-    await tick(20);
-  }
+  if (enter) app.stdin.write("\r");
+}
+
+/** Types a line and waits until the screen shows `expected`. */
+async function typeAndSee(app, text, expected) {
+  await type(app, text);
+  return waitFor(app, (f) => (typeof expected === "function" ? expected(f) : expected.test(f)));
 }
 
 async function localApp({ endless = false, ctxSize = 1024, models, system, sampling = { temperature: 0 } } = {}) {
@@ -67,25 +70,20 @@ ui("multi-line input (Ctrl-J, and a trailing backslash) and history with Up/Down
     await type(app, "first line", false);
     app.stdin.write("\n");
     await type(app, "second", false);
-    await tick();
-    assert.match(app.lastFrame(), /> first line[\s│]*\n[\s│]*second/);
+    await waitFor(app, (f) => /> first line[\s│]*\n[\s│]*second/.test(f));
     app.stdin.write("\r");
     await waitFor(app, (f) => f.includes("tok/s"));
-    await type(app, "one more\\", true);
-    assert.match(app.lastFrame(), /> one more[\s│]*\n/);
+    await typeAndSee(app, "one more\\", /> one more[\s│]*\n/);
     await type(app, "end");
-    await waitFor(app, (f) => (f.match(/tok\/s/g) ?? []).length >= 1 && f.includes("› one more"));
-    await tick(300);
+    // the answer has ended when the input box is back
+    await waitFor(app, (f) => f.includes("› one more") && !f.includes("answering…") && (f.match(/›/g) ?? []).length === 2);
     app.stdin.write("\u001B[A");
-    await tick();
-    assert.match(app.lastFrame(), /> one more[\s│]*\n[\s│]*end/);
+    await waitFor(app, (f) => /> one more[\s│]*\n[\s│]*end/.test(f));
     app.stdin.write("\u001B[A");
-    await tick();
-    assert.match(app.lastFrame(), /> first line[\s│]*\n[\s│]*second/);
+    await waitFor(app, (f) => /> first line[\s│]*\n[\s│]*second/.test(f));
     app.stdin.write("\u001B[B");
     app.stdin.write("\u001B[B");
-    await tick();
-    assert.match(app.lastFrame(), />\s+│?\n/);
+    await waitFor(app, (f) => />\s+│?\n/.test(f) && !/> first line/.test(f));
   } finally {
     await close();
   }
@@ -96,23 +94,15 @@ ui("slash commands: help, set, system, clear, model, save, unknown, exit", async
   const models = [{ name: "tiny", path: await testModel() }, { name: "other", path: await testModel({ endless: true }) }];
   const { app, close } = await localApp({ models, sampling: { temperature: 0, maxTokens: 4 } });
   try {
-    await type(app, "/help");
-    assert.match(app.lastFrame(), /\/save FILE/);
-    await type(app, "/set temperature 0.7");
-    assert.match(app.lastFrame(), /temperature = 0\.7/);
-    await type(app, "/set temperature 9");
-    assert.match(app.lastFrame(), /\/set temperature takes a number from 0 to 2/);
-    await type(app, "/set");
-    assert.match(app.lastFrame(), /"temperature":0\.7/);
-    await type(app, "/system be brief");
-    assert.match(app.lastFrame(), /System prompt set/);
-    await type(app, "/bogus");
-    assert.match(app.lastFrame(), /unknown command \/bogus; the commands are \/help \/clear \/system \/set \/model \/save \/exit/);
-    await type(app, "/model nope");
-    assert.match(app.lastFrame(), /No model "nope"\. Served: tiny, other/);
-    await type(app, "/model other");
-    await waitFor(app, (f) => f.includes("other · llama.cpp/cpu"));
-    await type(app, "/model tiny");
+    await typeAndSee(app, "/help", /\/save FILE/);
+    await typeAndSee(app, "/set temperature 0.7", /temperature = 0\.7/);
+    await typeAndSee(app, "/set temperature 9", /\/set temperature takes a number from 0 to 2/);
+    await typeAndSee(app, "/set", /"temperature":0\.7/);
+    await typeAndSee(app, "/system be brief", /System prompt set/);
+    await typeAndSee(app, "/bogus", /unknown command \/bogus; the commands are \/help \/clear \/system \/set \/model \/save \/exit/);
+    await typeAndSee(app, "/model nope", /No model "nope"\. Served: tiny, other/);
+    await typeAndSee(app, "/model other", (f) => f.includes("other · llama.cpp/cpu"));
+    await typeAndSee(app, "/model tiny", (f) => f.includes("tiny · llama.cpp/cpu"));
     await type(app, "hi");
     // the answer (sampled at temperature 0.7) may start with a word or with punctuation
     await waitFor(app, (f) => /› hi\s*\n\s*\S/.test(f) && !f.includes("answering…"));
@@ -125,12 +115,14 @@ ui("slash commands: help, set, system, clear, model, save, unknown, exit", async
     assert.match(saved, /System: be brief/);
     assert.match(saved, /## You\n\nhi\n/);
     assert.match(saved, /## Assistant\n\n\S/);
-    await type(app, "/clear");
-    assert.match(app.lastFrame(), /New conversation/);
+    await typeAndSee(app, "/clear", /New conversation/);
     assert.not.match(app.lastFrame(), /› hi/);
+    assert.ok(app.stdin.listenerCount("readable") > 0, "the chat reads the keyboard");
     await type(app, "/exit");
-    await tick(50);
-    assert.ok(app.lastFrame() !== undefined);
+    // the chat has left: it no longer reads the keyboard, and what is typed shows nowhere
+    await waitFor(app, () => app.stdin.listenerCount("readable") === 0);
+    await type(app, "after exit");
+    assert.not.match(app.lastFrame(), /after exit/);
   } finally {
     await close();
   }
@@ -150,11 +142,42 @@ ui("Ctrl-C stops an answer and keeps the session; the record says cancelled", as
   } finally {
     await close();
   }
-  const rows = await auditRows(config.auditDb, { settleMs: 0 });
+  const rows = await auditRows(config.auditDb);
   assert.ok(rows.length >= 2);
   assert.ok(rows.every((r) => r.endpoint === "cli:chat" && r.model === "endless"));
   assert.is(rows[0].status, "cancelled");
   assert.ok(rows[0].completion_tokens > 0 && rows[0].ttft_ms > 0);
+});
+
+ui("typing goes on while an answer comes; a line sent meanwhile waits for it, then is sent", async () => {
+  const { app, close } = await localApp({ endless: true, sampling: { temperature: 1, maxTokens: 60 } });
+  try {
+    await type(app, "first question");
+    await waitFor(app, (f) => f.includes("answering…"));
+    await type(app, "second question");
+    await waitFor(app, (f) => f.includes("1 queued"));
+    // the first answer ends, then the second question is asked and answered
+    const frame = await waitFor(app, (f) => f.includes("› second question") && !f.includes("answering…") && !f.includes("queued"), 30_000);
+    assert.ok(frame.indexOf("› first question") < frame.indexOf("› second question"));
+  } finally {
+    await close();
+  }
+});
+
+ui("keys typed ahead of the chat (Enter as the terminal sent it) are sent once it is up", async () => {
+  const home = tempDir();
+  const config = loadConfig({}, { MLXS_HOME: home });
+  const core = new InferenceCore([{ name: "tiny", path: await testModel() }], CORE);
+  const backend = new LocalBackend(core, "llama.cpp/cpu", config);
+  // "first" with Enter, then "draft" not yet sent, with a typo deleted
+  const app = render(createElement(ChatApp, { backend, sampling: { temperature: 0, maxTokens: 5 }, typeAhead: "first\rdraftx\x7f" }));
+  try {
+    const frame = await waitFor(app, (f) => f.includes("› first") && f.includes("tok/s") && /> draft\s/.test(f));
+    assert.not.match(frame, /› draft/);
+  } finally {
+    app.unmount();
+    await backend.close();
+  }
 });
 
 ui("old turns are dropped, with a notice, when the conversation outgrows the context", async () => {
@@ -177,8 +200,7 @@ ui("remote mode: errors are one clear notice and the session stays usable", asyn
   try {
     await type(app, "hello");
     await waitFor(app, (f) => f.includes("cannot reach http://127.0.0.1:1: connection refused"));
-    await type(app, "/help");
-    assert.match(app.lastFrame(), /\/save FILE/);
+    await typeAndSee(app, "/help", /\/save FILE/);
   } finally {
     app.unmount();
   }
@@ -260,12 +282,26 @@ for (const key of ["ctrl-c", "ctrl-d"]) {
   });
 }
 
+terminal("keys typed before the chat has drawn its first frame are sent as meant, once", async () => {
+  const home = tempDir();
+  const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel(), "type-ahead"], { encoding: "utf8", timeout: 60_000 });
+  assert.is(result.status, 0, result.stderr);
+  assert.match(result.stdout, /^EXIT 0\nBEFORE-FIRST-FRAME True\n/);
+  const plain = result.stdout.replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, "");
+  assert.match(plain, /› hello there/);
+  assert.match(plain, /tiny · llama\.cpp\/cpu · [\d.]+ tok\/s/);
+  // sent, not left in the input box with a line break
+  assert.not.match(plain, /> hello there/);
+  const rows = await auditRows(join(home, "audit.db"));
+  assert.equal(rows.map((r) => [r.endpoint, r.status]), [["cli:chat", "success"]]);
+});
+
 terminal("the terminal hangs up mid-answer (SIGHUP): the answer stops, its record says so, the chat leaves", async () => {
   const home = tempDir();
   const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel({ endless: true }), "sighup"], { encoding: "utf8", timeout: 60_000 });
   assert.is(result.status, 0, result.stderr);
   assert.match(result.stdout, /^EXIT 0\n/);
-  const rows = await auditRows(join(home, "audit.db"), { settleMs: 0 });
+  const rows = await auditRows(join(home, "audit.db"));
   assert.equal(rows.map((r) => [r.endpoint, r.status]), [["cli:chat", "cancelled"]]);
   assert.ok(rows[0].completion_tokens > 0);
 });

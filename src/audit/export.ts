@@ -2,8 +2,6 @@
  * Audit rows as CSV (RFC 4180, header row), JSON lines or one JSON array, written page by
  * page with backpressure: a million rows never sit in memory at once.
  */
-import { once } from "node:events";
-import type { Writable } from "node:stream";
 import type { AuditLogFilter } from "./filter.js";
 import { COLUMNS, type AuditRow } from "./schema.js";
 import type { AuditStore, LineFormat } from "./store.js";
@@ -22,22 +20,30 @@ const shapes: Record<ExportFormat, { line: LineFormat; separator: string; head: 
   json: { line: "json", separator: ",\n", head: "[", tail: "" },
 };
 
-/** Writes every row the filter selects to `out`; returns how many. Leaves `out` open. */
-export async function exportRows(store: AuditStore | undefined, filter: AuditLogFilter, format: ExportFormat, out: Writable): Promise<number> {
+/**
+ * Where an export goes: resolves once it can take more (backpressure), or false when it
+ * can take nothing more (its reader went away): the export then stops.
+ */
+export type ExportSink = (text: string) => Promise<boolean>;
+
+/**
+ * Writes every row the filter selects to `sink`: how many, and whether the export is
+ * complete (false when the sink stopped taking it).
+ */
+export async function exportRows(store: AuditStore | undefined, filter: AuditLogFilter, format: ExportFormat, sink: ExportSink): Promise<{ count: number; complete: boolean }> {
   const shape = shapes[format];
   let count = 0;
-  const write = async (text: string) => {
-    if (text && !out.write(text)) await once(out, "drain");
-  };
-  await write(shape.head);
+  const write = (text: string) => (text ? sink(text) : Promise.resolve(true));
+  if (!(await write(shape.head))) return { count, complete: false };
   if (store) {
     for await (const page of store.exportPages(filter, shape.line, shape.separator)) {
       // pages join like lines: a JSON array needs its comma between pages too
       const lead = format === "json" ? (count === 0 ? "\n" : ",\n") : "";
       count += page.count;
-      await write(lead + page.text + shape.tail);
+      // leaving the loop ends the generator, and with it the read
+      if (!(await write(lead + page.text + shape.tail))) return { count, complete: false };
     }
   }
-  await write(format === "json" ? (count === 0 ? "]\n" : "\n]\n") : "");
-  return count;
+  const complete = await write(format === "json" ? (count === 0 ? "]\n" : "\n]\n") : "");
+  return { count, complete };
 }

@@ -8,15 +8,10 @@ import sqlite3 from "sqlite3";
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import type { AuditLogFilter } from "./filter.js";
+import { AuditStoreError } from "./errors.js";
 import { COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
 
-/** A database that cannot be used: not SQLite, damaged, from a newer mlxs, unwritable. */
-export class AuditStoreError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "AuditStoreError";
-  }
-}
+export { AuditStoreError };
 
 export interface AuditStats {
   total: number;

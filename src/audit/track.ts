@@ -38,12 +38,15 @@ export class Tracker {
   private promptTokens: number | null = null;
   private completionTokens: number | null = null;
   private ended = false;
+  /** the route, once known (a request may fail before its route is) */
+  endpoint: string;
   model: string | null;
   backendType: string | null;
   stream: boolean;
 
   constructor(private readonly start: TrackStart, private readonly sink: (record: AuditRecord) => void) {
     this.requestId = start.requestId ?? newRequestId();
+    this.endpoint = start.endpoint;
     this.model = start.model ?? null;
     this.backendType = start.backendType ?? null;
     this.stream = start.stream ?? false;
@@ -69,7 +72,7 @@ export class Tracker {
       timestamp: this.startedAt,
       model: this.model,
       backend_type: this.backendType,
-      endpoint: this.start.endpoint,
+      endpoint: this.endpoint,
       duration_ms: round(performance.now() - this.startedHr),
       ttft_ms: this.firstTokenHr === undefined ? null : round(this.firstTokenHr - this.startedHr),
       status: outcome.status,

@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { open, rename, rm } from "node:fs/promises";
 import { once } from "node:events";
+import { writeWithBackpressure } from "./io.js";
 import { dirname, basename, join } from "node:path";
 import { loadConfig } from "../config.js";
 import { CommandFailure } from "../errors.js";
@@ -17,7 +18,8 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const store = await openExisting(config);
   try {
     if (!opts.output) {
-      await exportRows(store, filter, format, process.stdout);
+      // a reader that leaves (| head) ends the export quietly
+      await exportRows(store, filter, format, (text) => writeWithBackpressure(process.stdout, text));
       return;
     }
     // a temporary file renamed into place: a reader (or a cron job that dies) never
@@ -28,8 +30,11 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       throw new CommandFailure(`cannot write ${target}: ${error.code === "ENOENT" ? "no such directory" : error.code ?? error.message}`);
     });
     const out = handle.createWriteStream();
+    let failure: Error | undefined;
+    out.on("error", (error) => { failure = error; });
     try {
-      const count = await exportRows(store, filter, format, out);
+      const { count, complete } = await exportRows(store, filter, format, (text) => writeWithBackpressure(out, text));
+      if (!complete) throw failure ?? new Error("the file was closed");
       out.end();
       await once(out, "finish");
       await rename(temp, target);

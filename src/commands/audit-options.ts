@@ -3,7 +3,7 @@ import { Option, type Command } from "commander";
 import { type Config } from "../config.js";
 import { UsageError } from "../errors.js";
 import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
-import { AuditStore, AuditStoreError } from "../audit/store.js";
+import type { AuditStore } from "../audit/store.js";
 import { STATUSES } from "../audit/schema.js";
 import { addAuditDbOption } from "./options.js";
 
@@ -52,12 +52,13 @@ export function filterFrom(
 
 /** The store if the database exists; undefined (and a note on stderr) if not. */
 export async function openExisting(config: Config, quiet = false): Promise<AuditStore | undefined> {
+  // imported here, not above: the SQLite addon loads only when a command reads the log
+  const { AuditStore } = await import("../audit/store.js");
   const store = await AuditStore.open(config.auditDb, { create: false });
   if (!store && !quiet) process.stderr.write(`mlxs: no audit database yet at ${config.auditDb}\n`);
   return store;
 }
 
-export { AuditStoreError };
 
 /** Colour only on a terminal that wants it: NO_COLOR wins, FORCE_COLOR forces, pipes get none. */
 export function colours(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env) {

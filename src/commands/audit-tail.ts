@@ -8,7 +8,7 @@ import { CommandFailure } from "../errors.js";
 import { readSse } from "./sse-reader.js";
 import { colours, filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
-import { STOP_SIGNALS, writeOut } from "./io.js";
+import { stopSignal, writeOut } from "./io.js";
 
 const POLL_MS = 250;
 
@@ -118,17 +118,6 @@ async function followRemote(base: string, opts: Record<string, unknown>, filter:
   } finally {
     stop.dispose();
   }
-}
-
-/** Ctrl-C ends --follow normally: exit 0. */
-function stopSignal() {
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
-  return {
-    signal: controller.signal,
-    dispose: () => { for (const signal of STOP_SIGNALS) process.off(signal, onSignal); },
-  };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -6,6 +6,7 @@ import type { Config } from "../config.js";
 import { track, type Outcome, type Tracker } from "../audit/track.js";
 import { AuditWriter } from "../audit/writer.js";
 import { CoreError } from "../core/types.js";
+import { outputClosed } from "./io.js";
 
 export async function audited<T>(
   config: Config,
@@ -30,10 +31,16 @@ export async function audited<T>(
 /** A CLI run stopped by Ctrl-C (or a stop signal): the status code is the exit status. */
 export const CANCELLED: Outcome = { status: "cancelled", statusCode: 130, errorType: "cancelled" };
 
+/** A CLI run stopped because the reader of its output went away (| head): exit status 0. */
+export const OUTPUT_CLOSED: Outcome = { status: "cancelled", statusCode: 0, errorType: "output_closed" };
+
+/** Why a run that stopped early stopped. */
+export const cancelledOutcome = (): Outcome => (outputClosed() ? OUTPUT_CLOSED : CANCELLED);
+
 /** The audit outcome of a failed CLI run; the status code is the exit status. */
 export function outcomeOf(error: unknown): Outcome {
   if (error instanceof CoreError) {
-    if (error.kind === "cancelled") return CANCELLED;
+    if (error.kind === "cancelled") return cancelledOutcome();
     if (error.kind === "timeout") return { status: "timeout", statusCode: 1, errorType: "timeout", errorMessage: error.message };
     // core messages never quote request content (see CoreError)
     return { status: "error", statusCode: 1, errorType: error.kind, errorMessage: error.message };

@@ -8,7 +8,7 @@ import { CommandFailure } from "../errors.js";
 import type { InferenceCore } from "../core/index.js";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
 import { AuditWriter } from "../audit/writer.js";
-import { track } from "../audit/track.js";
+import { track, type Outcome } from "../audit/track.js";
 import { CANCELLED, outcomeOf } from "./audited.js";
 import { readSse } from "./sse-reader.js";
 
@@ -45,18 +45,22 @@ export class LocalBackend implements ChatBackend {
   /** One answer, and one audit record for it: success, error, or cancelled when stopped. */
   async *stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
     const tracker = track({ endpoint: "cli:chat", model: this.model, backendType: this.label, stream: true }, (r) => this.writer.record(r));
+    // a consumer that stops reading before the end leaves a cancelled record
+    let outcome: Outcome = CANCELLED;
     try {
       for await (const event of this.core.chat({ ...sampling, model: this.model, messages }, signal)) {
         if (event.type === "delta") tracker.firstToken();
         else {
           tracker.tokens(event.usage.promptTokens, event.usage.completionTokens);
-          tracker.end(event.finishReason === "cancelled" ? CANCELLED : { status: "success", statusCode: 0 });
+          outcome = event.finishReason === "cancelled" ? CANCELLED : { status: "success", statusCode: 0 };
         }
         yield event;
       }
     } catch (error) {
-      tracker.end(outcomeOf(error));
+      outcome = outcomeOf(error);
       throw error;
+    } finally {
+      tracker.end(outcome);
     }
   }
 

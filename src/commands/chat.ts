@@ -6,8 +6,9 @@ import type { ChatMessage, GenerationEvent, GenerationResult } from "../core/typ
 import { LocalBackend, RemoteBackend, type ChatBackend } from "./chat-backend.js";
 import { configFlagsFrom, samplingFrom } from "./options.js";
 import { modelLabel, openCore } from "./open-core.js";
-import { interruptible, readStdin, writeOut } from "./io.js";
-import { audited, CANCELLED } from "./audited.js";
+import { interruptible, outputClosed, readStdin, writeOut } from "./io.js";
+import { audited, cancelledOutcome } from "./audited.js";
+import { captureTypeAhead } from "../tui/type-ahead.js";
 
 export async function run(promptArg: string | undefined, _opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -18,10 +19,18 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
 
   // no prompt on a terminal: the interactive chat
   if (promptArg === undefined && process.stdin.isTTY && process.stdout.isTTY && !json) {
-    const backend = await openBackend(config, opts);
+    // from here on, keys typed while the chat starts are kept for it, not echoed or lost
+    const typed = captureTypeAhead();
+    let backend: ChatBackend;
+    try {
+      backend = await openBackend(config, opts);
+    } catch (error) {
+      typed.cancel();
+      throw error;
+    }
     try {
       const { runChatApp } = await import("../tui/run.js");
-      await runChatApp({ backend, system, sampling });
+      await runChatApp({ backend, system, sampling, typeAhead: typed.take() });
     } finally {
       await backend.close();
     }
@@ -43,7 +52,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
     const backend = await openBackend(config, opts);
     const result = await interruptible((signal) => printAnswer(backend.stream(messages, sampling, signal), json, () => undefined));
     if (json) writeOut(JSON.stringify(resultJson(result, backend.label)) + "\n");
-    if (result.finishReason === "cancelled") process.exitCode = 130;
+    if (result.finishReason === "cancelled") process.exitCode = outputClosed() ? 0 : 130;
     return;
   }
 
@@ -56,8 +65,9 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
       tracker.tokens(result.usage.promptTokens, result.usage.completionTokens);
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
       if (result.finishReason === "cancelled") {
-        process.exitCode = 130;
-        tracker.end(CANCELLED);
+        // stopped by Ctrl-C: 130; by a reader that left (| head): 0, as head expects
+        process.exitCode = outputClosed() ? 0 : 130;
+        tracker.end(cancelledOutcome());
       }
     } finally {
       await core.close();

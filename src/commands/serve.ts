@@ -2,19 +2,23 @@
 import type { Command } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { pathToFileURL } from "node:url";
 import { loadConfig } from "../config.js";
 import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
-import { MlxsServer, type ApiKey } from "../server/http.js";
+import { MlxsServer, currentRequestId, type ApiKey, type Route } from "../server/http.js";
 import { openAiRoutes } from "../server/openai.js";
 import { anthropicRoutes } from "../server/anthropic.js";
 import { adminRoutes } from "../server/admin.js";
 import { CommandFailure, UsageError } from "../errors.js";
-import { STOP_SIGNALS } from "./io.js";
+import { STOP_SIGNALS, onOutputClosed } from "./io.js";
+import { describeFatalContext, flushBeforeFatalExit } from "./last-resort.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
 
 const DAY_MS = 86_400_000;
+/** past --drain-timeout, what the rest of a stop (the last audit flush, freeing the models) may take */
+const STOP_MARGIN_MS = 15_000;
 
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -27,6 +31,10 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   const core = await openCore(config, opts.model as string[] | undefined);
   const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb);
+  // a bug that escapes every request's boundary ends the process, but not before the
+  // records it holds are written, and its one line names the request it struck
+  if (writer) flushBeforeFatalExit(() => writer.close());
+  describeFatalContext(currentRequestId);
   let reader: Promise<AuditStore> | undefined;
   const openReader = async () => {
     // when the file was moved or deleted, the writer begins a new one: read that one once
@@ -44,12 +52,13 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   // the backend is known once llama.cpp starts, before any model is loaded
   const backend = await core.backend();
   const server: MlxsServer = new MlxsServer({
-    core, backend, writer, auditDb: config.auditDb, apiKeys,
+    core, backend, writer, apiKeys,
     corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
     headersTimeoutMs: (opts.headerTimeout as number) * 1000,
-  }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes]);
+    stallTimeoutMs: (opts.stallTimeout as number) * 1000,
+  }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes, ...await testRoutes()]);
 
   let address;
   try {
@@ -83,13 +92,20 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   await new Promise<void>((resolve) => {
     let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
+    const stop = (signal: NodeJS.Signals | "output closed") => {
       if (stopping) {
+        if (signal === "output closed") return;
         process.stderr.write(`mlxs: ${signal} again: exiting now\n`);
         process.exit(130);
       }
       stopping = true;
       process.stderr.write(`mlxs: ${signal}: draining (up to ${opts.drainTimeout} s)\n`);
+      // draining is bounded by construction; this is the bound on everything after it (the
+      // last audit flush, freeing the models), should a disk or a driver hang
+      setTimeout(() => {
+        process.stderr.write("mlxs: the stop took too long; exiting now\n");
+        process.exit(1);
+      }, (opts.drainTimeout as number) * 1000 + STOP_MARGIN_MS).unref();
       void (async () => {
         clearInterval(pruneTimer);
         await server.drain((opts.drainTimeout as number) * 1000);
@@ -104,7 +120,20 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     };
     // SIGHUP too: a terminal closing under a foreground daemon must not cost its records
     for (const signal of STOP_SIGNALS) process.on(signal, stop);
+    // the log's reader went away (mlxs serve 2>&1 | head): stop as a signal would
+    onOutputClosed(() => stop("output closed"));
   });
+}
+
+/**
+ * Extra routes from the module named by MLXS_TEST_ROUTES: the tests' way to put a handler
+ * with a bug into a real daemon, to check that the daemon survives it. Not for production.
+ */
+async function testRoutes(): Promise<Route[]> {
+  const module = process.env.MLXS_TEST_ROUTES;
+  if (!module) return [];
+  const { routes } = (await import(pathToFileURL(module).href)) as { routes: Route[] };
+  return routes;
 }
 
 /** Why the port could not be opened, in words an operator can act on. */

@@ -21,6 +21,8 @@ export interface LoadedModel {
 
 export class ModelPool {
   private readonly loading = new Map<string, Promise<LoadedModel>>();
+  /** the models whose load has finished */
+  private readonly ready = new Map<string, LoadedModel>();
 
   constructor(
     private readonly engine: Engine,
@@ -31,7 +33,10 @@ export class ModelPool {
   }
 
   list(): ModelInfo[] {
-    return this.sources.map((s) => ({ name: s.name, path: s.path, loaded: this.loading.has(s.name) }));
+    return this.sources.map((s) => {
+      const model = this.ready.get(s.name);
+      return { name: s.name, path: s.path, loaded: model !== undefined, ...(model ? { busy: model.sequences.busy, waiting: model.sequences.waiting } : {}) };
+    });
   }
 
   /** The named model, or the first one when no name is given. */
@@ -42,7 +47,7 @@ export class ModelPool {
     if (!loaded) {
       loaded = this.load(source);
       this.loading.set(source.name, loaded);
-      loaded.catch(() => this.loading.delete(source.name));
+      loaded.then((model) => this.ready.set(source.name, model), () => this.loading.delete(source.name));
     }
     return loaded;
   }
@@ -81,6 +86,7 @@ export class ModelPool {
   async dispose(): Promise<void> {
     const models = await Promise.allSettled(this.loading.values());
     this.loading.clear();
+    this.ready.clear();
     for (const m of models) if (m.status === "fulfilled") await m.value.model.dispose();
   }
 }

@@ -24,12 +24,17 @@ export class SlotPool<T> {
   private readonly free: T[];
   private readonly waiters: Waiter<T>[] = [];
 
+  private readonly size: number;
+
   constructor(slots: T[], private readonly maxQueue: number) {
     this.free = [...slots];
+    this.size = slots.length;
   }
 
-  get available(): number { return this.free.length; }
-  get queued(): number { return this.waiters.length; }
+  /** slots handed out now */
+  get busy(): number { return this.size - this.free.length; }
+  /** requests waiting for a slot */
+  get waiting(): number { return this.waiters.length; }
 
   acquire(signal?: AbortSignal): Promise<Lease<T>> {
     if (signal?.aborted) return Promise.reject(cancelled());

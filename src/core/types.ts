@@ -116,5 +116,9 @@ export interface ModelSource {
 export interface ModelInfo {
   name: string;
   path: string;
+  /** loaded and ready (false while its load is still running) */
   loaded: boolean;
+  /** when loaded: sequences generating now, and requests waiting for one */
+  busy?: number;
+  waiting?: number;
 }

@@ -4,7 +4,6 @@ import { EXPORT_FORMATS, exportRows, presentRow, type ExportFormat } from "../au
 import type { AuditStore } from "../audit/store.js";
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
-import { SseStream } from "./sse.js";
 
 const HEARTBEAT_MS = 15_000;
 const POLL_MS = 250;
@@ -26,10 +25,12 @@ function filterOf(ctx: RequestContext, defaults: { defaultLimit: number | null }
 export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
   return [
     {
-      method: "GET", path: "/health", open: true,
+      method: "GET", path: "/health", open: true, audited: false,
       handler: async (ctx) => {
         const now = state();
-        ctx.json(now === "ready" ? 200 : 503, { status: now === "ready" ? "ok" : now });
+        // what a load balancer needs to pick a daemon: is it up, and how busy is each model
+        const models = ctx.options.core.models().map(({ name, loaded, busy, waiting }) => ({ name, loaded, busy: busy ?? 0, waiting: waiting ?? 0 }));
+        ctx.json(now === "ready" ? 200 : 503, { status: now === "ready" ? "ok" : now, models });
       },
     },
     {
@@ -57,17 +58,22 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
         const store = await reader();
         const type = format === "csv" ? "text/csv; charset=utf-8" : format === "json" ? "application/json" : "application/x-ndjson";
         ctx.res.writeHead(200, { "Content-Type": type, "Content-Disposition": `attachment; filename="mlxs-audit.${format}"` });
-        await exportRows(store, { ...filter, order: ctx.url.searchParams.get("order") === "desc" ? "desc" : "asc" }, format, ctx.res);
-        ctx.res.end();
+        const body = ctx.bodyWriter();
+        // a reader that stopped reading, left, or a server that stopped waiting: the export stops
+        const { complete } = await exportRows(store, { ...filter, order: ctx.url.searchParams.get("order") === "desc" ? "desc" : "asc" }, format,
+          (text) => (ctx.signal.aborted ? Promise.resolve(false) : body.write(text)));
+        if (complete) return body.end();
+        if (ctx.timedOut()) ctx.outcome = { status: "timeout", statusCode: 200, errorType: "timeout", errorMessage: "The export took longer than the request timeout." };
+        body.abandon();
       },
     },
     {
-      method: "GET", path: "/v1/audit/stream",
+      method: "GET", path: "/v1/audit/stream", longLived: true,
       handler: async (ctx) => {
         const filter = { ...filterOf(ctx, { defaultLimit: null }), limit: undefined, offset: 0 };
         let store = await reader();
         let cursor = await store.lastId();
-        const sse = new SseStream(ctx.res);
+        const sse = ctx.sse();
         sse.start();
         await sse.comment("mlxs audit stream");
         let lastSent = Date.now();

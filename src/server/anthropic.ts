@@ -7,7 +7,6 @@ import type { ChatMessage, ChatRequest, GenerationResult } from "../core/types.j
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
-import { SseStream } from "./sse.js";
 import { asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const KNOWN_BLOCKS = new Set([
@@ -51,10 +50,11 @@ function messagesOf(body: Body): ChatMessage[] {
 
 /** The chat request of a /v1/messages body (also what count_tokens counts). */
 function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
-  for (const name of ["tools", "tool_choice", "thinking", "mcp_servers", "container"]) {
-    if (body[name] !== undefined && body[name] !== null) throw unsupported(name, "is not supported");
-  }
+  // the model first, on every route: a refused request's record still names it
   const name = servedModelOf(ctx, body);
+  for (const field of ["tools", "tool_choice", "thinking", "mcp_servers", "container"]) {
+    if (body[field] !== undefined && body[field] !== null) throw unsupported(field, "is not supported");
+  }
   const messages = messagesOf(body);
   if (body.system !== undefined && body.system !== null) {
     messages.unshift({ role: "system", content: textOfBlocks(body.system, "system") });
@@ -78,9 +78,9 @@ const stopReasonOf = (result: GenerationResult) =>
 
 async function messages(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
+  const chatRequest = chatRequestOf(ctx, body);
   if (body.max_tokens === undefined || body.max_tokens === null) throw invalid("max_tokens", "is required");
-  const maxTokens = optionalInteger(body, "max_tokens");
-  const request = { ...chatRequestOf(ctx, body), maxTokens };
+  const request = { ...chatRequest, maxTokens: optionalInteger(body, "max_tokens") };
   const stream = optionalBoolean(body, "stream") ?? false;
   if (ctx.tracker) ctx.tracker.stream = stream;
   const id = `msg_${randomBytes(12).toString("hex")}`;
@@ -102,7 +102,7 @@ async function messages(ctx: RequestContext): Promise<void> {
 
   // counted as the generation counts them, before it starts: message_start carries them
   const inputTokens = await ctx.options.core.countTokens(request);
-  const sse = new SseStream(ctx.res);
+  const sse = ctx.sse();
   const send = (type: string, data: Body) => sse.send(JSON.stringify({ type, ...data }), type);
   const result = await relay(ctx, sse, events, {
     start: async () => {

@@ -1,15 +1,23 @@
 /**
  * The HTTP layer: request ids, routing, auth, CORS, body limits and JSON parsing, the
- * audit record of every /v1 request, and draining. Protocol adapters (openai, admin ...)
+ * audit record of every request, and draining. Protocol adapters (openai, admin ...)
  * receive a parsed request context and never see a raw socket.
+ *
+ * It is also the boundary of fault isolation: whatever a request holds (method, path,
+ * query, headers, body, timing) and whatever a handler throws, the request ends in one
+ * answer (problem+json, 4xx when the request is at fault, 500 otherwise) and one audit
+ * record, and the process goes on. Bytes that are not HTTP at all get a problem too.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import type { InferenceCore } from "../core/index.js";
 import { newRequestId, track, type Outcome, type Tracker } from "../audit/track.js";
 import type { AuditWriter } from "../audit/writer.js";
-import { HttpProblem, problemBody, toProblem } from "./problem.js";
+import { HttpProblem, problemBody, titleOf, toProblem } from "./problem.js";
+import { BodyWriter, DEFAULT_STALL_TIMEOUT_MS, SseStream } from "./sse.js";
 
 export interface ApiKey {
   label: string;
@@ -20,36 +28,40 @@ export interface ServerOptions {
   core: InferenceCore;
   backend: string;
   writer?: AuditWriter;
-  /** the audit database file, for /v1/audit/* */
-  auditDb: string;
   apiKeys: ApiKey[];
   corsOrigins: string[];
   maxBodyBytes: number;
   requestTimeoutMs: number;
   /** a client must send its headers within this (slow or half-open connections are closed) */
   headersTimeoutMs?: number;
+  /** a streamed response whose reader takes nothing for this long is ended */
+  stallTimeoutMs?: number;
 }
 
 export interface RequestContext {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly requestId: string;
-  readonly url: URL;
-  readonly params: Record<string, string>;
+  url: URL;
+  params: Record<string, string>;
   readonly options: ServerOptions;
-  /** aborts when the client goes away or the request times out */
+  /** aborts when the client goes away, the request times out or the server stops waiting for it */
   readonly signal: AbortSignal;
   readonly timedOut: () => boolean;
   readonly clientGone: () => boolean;
-  /** the audit record in the making, for /v1 routes */
+  /** the audit record in the making (absent with --no-audit) */
   readonly tracker?: Tracker;
   /** a handler that answered 200 but failed later (mid-stream) says so here */
   outcome?: Outcome;
   /** the problem the request ended with, if any */
   problem?: HttpProblem;
-  readonly route?: Route;
+  route?: Route;
   body?: unknown;
   json(status: number, body: unknown, headers?: Record<string, string>): void;
+  /** the response as a server-sent event stream (not yet started) */
+  sse(): SseStream;
+  /** the response body written in pieces, after the handler wrote the head */
+  bodyWriter(): BodyWriter;
 }
 
 export type Handler = (ctx: RequestContext) => Promise<void>;
@@ -63,17 +75,34 @@ export interface Route {
   body?: boolean;
   /** open without an API key (/health) */
   open?: boolean;
+  /** false: no audit record (health checks, which load balancers send every few seconds) */
+  audited?: boolean;
+  /** not bound by --request-timeout (a live stream that lasts as long as its reader) */
+  longLived?: boolean;
   /** the error body of this route's protocol (default: problem+json with OpenAI's error member) */
   errorBody?: (problem: HttpProblem, requestId: string) => object;
 }
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** the audit log's endpoint for a request that matched no route */
+const UNKNOWN_ENDPOINT = "unknown";
+/** once the drain timeout is over: how long cancelled requests get to end, and then their connections */
+const DRAIN_GRACE_MS = 1_000;
+
+const requestScope = new AsyncLocalStorage<string>();
+
+/** The id of the request whose code is running now, if any: for the last-resort error handler. */
+export function currentRequestId(): string | undefined {
+  return requestScope.getStore();
+}
 
 export class MlxsServer {
   readonly server: Server;
   state: "loading" | "ready" | "draining" = "loading";
   private readonly compiled: { route: Route; pattern: RegExp; names: string[] }[];
+  /** requests not yet answered and closed: their cancel switches */
   private readonly running = new Set<AbortController>();
+  private whenIdle?: () => void;
   private readonly keys: { label: string; digest: Buffer }[];
 
   constructor(readonly options: ServerOptions, routes: Route[]) {
@@ -96,7 +125,14 @@ export class MlxsServer {
       requestTimeout: Math.max(60_000, headersTimeout),
       keepAliveTimeout: 5_000,
       connectionsCheckingInterval: Math.min(1_000, headersTimeout),
-    }, (req, res) => { void this.handle(req, res); });
+      // checked inside the boundary, so that the refusal is a problem with a record
+      requireHostHeader: false,
+    }, (req, res) => this.accept(req, res));
+    // an Expect other than 100-continue: refused inside the boundary (Node's own 417 is bare)
+    this.server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => this.accept(req, res, true));
+    this.server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => this.clientError(error, socket));
+    // CONNECT would otherwise have its connection dropped without a word
+    this.server.on("connect", (_req: IncomingMessage, socket: Duplex) => this.refuseConnect(socket));
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -109,17 +145,37 @@ export class MlxsServer {
     });
   }
 
-  /** Stops accepting, lets running requests finish for up to `timeoutMs`, then cancels them. */
+  private accept(req: IncomingMessage, res: ServerResponse, unmetExpectation = false): void {
+    const requestId = requestIdOf(req);
+    // everything the request sets off runs in its scope, so a last-resort handler can name it
+    requestScope.run(requestId, () => void this.handle(req, res, requestId, unmetExpectation));
+  }
+
+  /**
+   * Stops accepting, lets running requests finish for up to `timeoutMs`, then cancels them,
+   * then closes the connections still open (readers that never read). Bounded whatever the
+   * handlers and the readers do: it returns within `timeoutMs` plus two short graces.
+   */
   async drain(timeoutMs: number): Promise<void> {
     this.state = "draining";
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
-    const deadline = Date.now() + timeoutMs;
-    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    await this.idle(timeoutMs);
     for (const controller of this.running) controller.abort();
-    while (this.running.size > 0) await new Promise((r) => setTimeout(r, 10));
+    await this.idle(DRAIN_GRACE_MS);
     this.server.closeAllConnections();
-    await closed;
+    await this.idle(DRAIN_GRACE_MS);
+    await Promise.race([closed, delay(DRAIN_GRACE_MS)]);
+  }
+
+  /** Resolves when no request is running, or after `ms`. */
+  private idle(ms: number): Promise<void> {
+    if (this.running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() { clearTimeout(timer); resolve(); }
+      this.whenIdle = done;
+    });
   }
 
   /** The route for this method and path; else the methods the path allows, and the template it matched. */
@@ -134,29 +190,14 @@ export class MlxsServer {
         template ??= route.path;
         continue;
       }
-      const params = Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)]));
-      return { route, params, allowed, template: route.path };
+      return { route, params: () => paramsOf(names, m), allowed, template: route.path };
     }
     allowed = [...new Set(allowed)];
-    return { route: undefined, params: {}, allowed, template };
+    return { route: undefined, params: () => ({}), allowed, template };
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const sent = req.headers["x-request-id"];
-    const requestId = typeof sent === "string" && SAFE_REQUEST_ID.test(sent) ? sent : newRequestId();
-    res.setHeader("X-Request-ID", requestId);
-    // Anthropic's clients read it from here
-    res.setHeader("Request-Id", requestId);
-    let url: URL;
-    try {
-      url = new URL(req.url ?? "/", "http://mlxs.invalid");
-    } catch {
-      url = new URL("http://mlxs.invalid/");
-    }
+  private async handle(req: IncomingMessage, res: ServerResponse, requestId: string, unmetExpectation: boolean): Promise<void> {
     const method = req.method ?? "GET";
-    const { route, params, allowed, template } = this.match(method === "HEAD" ? "GET" : method, url.pathname);
-    const isApi = url.pathname.startsWith("/v1/") || url.pathname === "/v1";
-
     const clientGone = new AbortController();
     // a timer cleared when the response closes: AbortSignal.timeout would keep every
     // request's signal alive for the whole timeout, long after it was answered
@@ -166,14 +207,15 @@ export class MlxsServer {
     const signal = AbortSignal.any([clientGone.signal, timeout.signal]);
     this.running.add(clientGone);
     const auth = this.authenticate(req);
-    // the endpoint as the audit log names it: the route, never the raw path
-    const tracker = isApi && this.options.writer
-      ? track({ endpoint: template ?? "unknown", requestId, client: auth.label, backendType: this.options.backend },
-        (record) => this.options.writer!.record(record))
+    const writer = this.options.writer;
+    // the endpoint as the audit log names it: the route's template, never the raw path
+    const tracker = writer
+      ? track({ endpoint: UNKNOWN_ENDPOINT, requestId, client: auth.label, backendType: this.options.backend }, (record) => writer.record(record))
       : undefined;
+    const stallTimeoutMs = this.options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
 
     const ctx: RequestContext = {
-      req, res, requestId, url, params, options: this.options, signal, tracker, route,
+      req, res, requestId, url: new URL("http://mlxs.invalid/"), params: {}, options: this.options, signal, tracker,
       timedOut: () => timeout.signal.aborted,
       clientGone: () => clientGone.signal.aborted,
       json: (status, body, headers = {}) => {
@@ -181,6 +223,8 @@ export class MlxsServer {
         res.writeHead(status, { ...headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
         res.end(method === "HEAD" ? undefined : text);
       },
+      sse: () => new SseStream(res, { signal, stallTimeoutMs }),
+      bodyWriter: () => new BodyWriter(res, { signal, stallTimeoutMs }),
     };
     let handled!: () => void;
     const handlerDone = new Promise<void>((resolve) => { handled = resolve; });
@@ -190,11 +234,25 @@ export class MlxsServer {
       // the record waits for the handler: a cancelled generation still reports its tokens
       void handlerDone.then(() => {
         this.running.delete(clientGone);
-        tracker?.end(ctx.outcome ?? outcomeOf(res, clientGone.signal.aborted, ctx.problem));
+        if (this.running.size === 0) this.whenIdle?.();
+        if (ctx.route?.audited !== false) tracker?.end(ctx.outcome ?? outcomeOf(res, clientGone.signal.aborted, ctx.problem));
       });
     });
 
     try {
+      res.setHeader("X-Request-ID", requestId);
+      // Anthropic's clients read it from here
+      res.setHeader("Request-Id", requestId);
+      ctx.url = targetOf(req.url);
+      const { route, params, allowed, template } = this.match(method === "HEAD" ? "GET" : method, ctx.url.pathname);
+      ctx.route = route;
+      if (tracker && template) tracker.endpoint = template;
+      // decoded once the route is known: a bad escape is then recorded against that route
+      ctx.params = params();
+      // HTTP/1.1 requires a Host (Node's own refusal of its absence would not be a problem+json)
+      if (req.httpVersion === "1.1" && req.headers.host === undefined) throw new HttpProblem(400, "missing_host", "An HTTP/1.1 request must carry a Host header.");
+      if (unmetExpectation) throw new HttpProblem(417, "expectation_failed", "The only Expect this server meets is 100-continue.");
+      if (route?.longLived) clearTimeout(timer);
       this.cors(req, res);
       if (method === "OPTIONS") {
         res.writeHead(204, { Allow: allowed.length ? allowed.join(", ") : "GET, POST" });
@@ -204,7 +262,9 @@ export class MlxsServer {
       if (this.state === "draining") throw new HttpProblem(503, "draining", "The server is shutting down.", { headers: { "Retry-After": "5", Connection: "close" } });
       if (!route) {
         if (allowed.length) throw new HttpProblem(405, "method_not_allowed", `Use ${allowed.join(" or ")} on this path.`, { headers: { Allow: allowed.join(", ") } });
-        throw new HttpProblem(404, "not_found", "There is no such route. The API lives under /v1 (see /v1/models).");
+        throw ctx.url.pathname === "/v1" || ctx.url.pathname.startsWith("/v1/")
+          ? new HttpProblem(404, "not_found", "There is no such route: nothing of this API answers this path with this method (GET /v1/models lists the models).")
+          : new HttpProblem(404, "not_found", "There is no such route. The API lives under /v1 (see /v1/models).");
       }
       if (!route.open && !auth.ok) {
         throw new HttpProblem(401, "invalid_api_key", "A valid API key is required: send Authorization: Bearer KEY or x-api-key: KEY.");
@@ -218,27 +278,79 @@ export class MlxsServer {
     }
   }
 
+  /** The answer to a request that failed, and what its record will say. Never throws. */
   private fail(ctx: RequestContext, error: unknown): void {
     const problem = toProblem(error);
     if (problem.status === 500 && process.env.MLXS_DEBUG) process.stderr.write(`mlxs: ${(error as Error)?.stack ?? String(error)}\n`);
     ctx.problem = problem;
     const { res } = ctx;
-    if (res.headersSent || res.destroyed) {
-      // the status line already said 200: the record must still say the request failed
-      if (!ctx.clientGone()) ctx.outcome ??= { status: "error", statusCode: res.statusCode, errorType: problem.code, errorMessage: problem.message };
-      if (!res.destroyed) res.end();
+    try {
+      if (res.headersSent || res.destroyed) {
+        // the status line already said 200: the record must still say the request failed
+        if (!ctx.clientGone()) ctx.outcome ??= { status: "error", statusCode: res.statusCode, errorType: problem.code, errorMessage: problem.message };
+        // an event stream ends cleanly (its reader sees no closing event); any other body cut
+        // short must not look whole to its reader
+        if (!res.destroyed) {
+          if (String(res.getHeader("Content-Type") ?? "").startsWith("text/event-stream")) res.end();
+          else res.destroy();
+        }
+        return;
+      }
+      const text = JSON.stringify((ctx.route?.errorBody ?? problemBody)(problem, ctx.requestId));
+      res.writeHead(problem.status, {
+        ...problem.options.headers,
+        "Content-Type": "application/problem+json",
+        "Content-Length": Buffer.byteLength(text),
+      });
+      res.end(text);
+      // an unread body (short of a too large one, which is not read on) is drained so the
+      // connection can serve the next request
+      if (!ctx.req.complete && problem.status !== 413) ctx.req.resume();
+    } catch {
+      // the answer itself could not be written: the connection is all that is left to end
+      res.destroy();
+    }
+  }
+
+  /**
+   * Bytes that are not HTTP (a bad request line, a header too large, headers that never
+   * came): answered with a problem where the connection allows it, and recorded.
+   */
+  private clientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+    // the peer is gone, or a request on this connection is already being answered (its
+    // handler sees the connection end and records that): nothing more can be said
+    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (error.code === "ECONNRESET" || !socket.writable || inFlight) {
+      socket.destroy();
       return;
     }
-    const text = JSON.stringify((ctx.route?.errorBody ?? problemBody)(problem, ctx.requestId));
-    res.writeHead(problem.status, {
-      ...problem.options.headers,
-      "Content-Type": "application/problem+json",
-      "Content-Length": Buffer.byteLength(text),
-    });
-    res.end(text);
-    // an unread body (short of a too large one, which is not read on) is drained so the
-    // connection can serve the next request
-    if (!ctx.req.complete && problem.status !== 413) ctx.req.resume();
+    const [status, code, message] =
+      error.code === "HPE_HEADER_OVERFLOW" ? [431, "headers_too_large", "The request headers are too large."]
+        : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "request_timeout", "The request did not arrive in time."]
+          : [400, "bad_request", "The request is not valid HTTP."];
+    const requestId = newRequestId();
+    const text = JSON.stringify(problemBody(new HttpProblem(status, code, message), requestId));
+    socket.end(`HTTP/1.1 ${status} ${titleOf(status)}\r\nContent-Type: application/problem+json\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`);
+    // a connection that sent nothing in time is not a request; a malformed one is
+    if (status !== 408) this.recordRefusal(requestId, status, code, message);
+  }
+
+  private refuseConnect(socket: Duplex): void {
+    const requestId = newRequestId();
+    const text = JSON.stringify(problemBody(new HttpProblem(405, "method_not_allowed", "This server is not a proxy: use GET or POST."), requestId));
+    socket.on("error", () => socket.destroy());
+    socket.end(`HTTP/1.1 405 ${titleOf(405)}\r\nAllow: GET, POST\r\nContent-Type: application/problem+json\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`);
+    this.recordRefusal(requestId, 405, "method_not_allowed", "This server is not a proxy: use GET or POST.");
+  }
+
+  /** The record of a request that never reached a route. */
+  private recordRefusal(requestId: string, statusCode: number, errorType: string, errorMessage: string): void {
+    const writer = this.options.writer;
+    if (!writer) return;
+    track({ endpoint: UNKNOWN_ENDPOINT, requestId, backendType: this.options.backend }, (record) => writer.record(record))
+      .end({ status: "error", statusCode, errorType, errorMessage });
   }
 
   private authenticate(req: IncomingMessage): { ok: boolean; label: string | null } {
@@ -294,8 +406,37 @@ export class MlxsServer {
   }
 }
 
+/** The client's X-Request-ID when it is safe to echo and store, else a new one. */
+function requestIdOf(req: IncomingMessage): string {
+  const sent = req.headers["x-request-id"];
+  return typeof sent === "string" && SAFE_REQUEST_ID.test(sent) ? sent : newRequestId();
+}
+
+/** The request target as a URL: origin-form (`/v1/models?x`) or absolute-form (`http://host/v1/models`). */
+function targetOf(raw: string | undefined): URL {
+  const target = raw ?? "/";
+  try {
+    // concatenated rather than resolved: `//host/path` is a path here, not another host
+    return target.startsWith("/") ? new URL(`http://mlxs.invalid${target}`) : new URL(target);
+  } catch {
+    throw new HttpProblem(400, "invalid_path", "The request target is not a valid path.");
+  }
+}
+
+function paramsOf(names: string[], match: RegExpExecArray): Record<string, string> {
+  try {
+    return Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(match[i + 1]!)]));
+  } catch {
+    throw new HttpProblem(400, "invalid_path", "The request path holds a malformed percent-escape.");
+  }
+}
+
 function digest(key: string): Buffer {
   return createHash("sha256").update(key).digest();
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function outcomeOf(res: ServerResponse, gone: boolean, problem?: HttpProblem): Outcome {

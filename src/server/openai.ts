@@ -6,7 +6,6 @@ import { randomBytes } from "node:crypto";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
-import { SseStream } from "./sse.js";
 import {
   asObject, invalid, servedModelOf, optionalBoolean, optionalInteger, optionalNumber, optionalString, optionalStrings, unsupported, type Body,
 } from "./validate.js";
@@ -134,7 +133,7 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
     return;
   }
 
-  const sse = new SseStream(ctx.res);
+  const sse = ctx.sse();
   const chunk = (choices: Body[], extra: Body = {}) =>
     JSON.stringify({ id, object: shape === CHAT ? "chat.completion.chunk" : shape.object, created, model, system_fingerprint: null, choices, ...extra });
   const result = await relay(ctx, sse, events, {
@@ -151,8 +150,9 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
 
 async function chatCompletions(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  refuseUnsupported(body);
+  // the model first, on every route: a refused request's record still names it
   const model = servedModelOf(ctx, body);
+  refuseUnsupported(body);
   const messages = messagesOf(body);
   const events = ctx.options.core.chat({ model, messages, ...samplingOf(body) }, ctx.signal);
   await respond(ctx, body, CHAT, model, events);
@@ -160,8 +160,8 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
 
 async function completions(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  refuseUnsupported(body);
   const model = servedModelOf(ctx, body);
+  refuseUnsupported(body);
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
   if (typeof prompt !== "string") {

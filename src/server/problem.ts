@@ -19,10 +19,13 @@ export class HttpProblem extends Error {
 }
 
 const TITLES: Record<number, string> = {
-  400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-  413: "Content Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests", 499: "Client Closed Request",
-  500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout",
+  400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+  413: "Content Too Large", 415: "Unsupported Media Type", 417: "Expectation Failed", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+  499: "Client Closed Request", 500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout",
 };
+
+/** The reason phrase of a status. */
+export const titleOf = (status: number): string => TITLES[status] ?? "Error";
 
 /** OpenAI's error `type` for a status. */
 function openAiType(status: number): string {
@@ -74,7 +77,7 @@ export function problemBody(problem: HttpProblem, requestId: string) {
   const { status, code, message } = problem;
   return {
     type: `urn:mlxs:problem:${code}`,
-    title: TITLES[status] ?? "Error",
+    title: titleOf(status),
     status,
     detail: message,
     instance: `urn:mlxs:request:${requestId}`,

@@ -9,6 +9,7 @@ import { resolve } from "node:path";
 import type { ChatBackend } from "../commands/chat-backend.js";
 import type { ChatMessage, SamplingOptions } from "../core/types.js";
 import { HELP, parseSlash } from "./commands.js";
+import { typeInto } from "./keys.js";
 
 // SIGINT is not here: in the raw-mode terminal Ctrl-C arrives as a key
 const LEAVE_SIGNALS = ["SIGTERM", "SIGHUP"] as const;
@@ -19,6 +20,8 @@ export interface ChatAppProps {
   backend: ChatBackend;
   system?: string;
   sampling: SamplingOptions;
+  /** keys typed before the chat was on the screen, Enter as "\r" (see type-ahead.ts) */
+  typeAhead?: string;
 }
 
 interface Status {
@@ -27,7 +30,7 @@ interface Status {
   contextSize?: number;
 }
 
-export function ChatApp({ backend, system: initialSystem, sampling: initialSampling }: ChatAppProps) {
+export function ChatApp({ backend, system: initialSystem, sampling: initialSampling, typeAhead }: ChatAppProps) {
   const { exit } = useApp();
   const [entries, setEntries] = useState<Entry[]>([{ role: "notice", text: "Type a message and press Enter. /help lists the commands; Ctrl-D leaves." }]);
   // the input lives in a ref (key handlers read it between renders) mirrored into state (to draw it)
@@ -49,6 +52,9 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
   const system = useRef<string | undefined>(initialSystem);
   const sampling = useRef<SamplingOptions>({ ...initialSampling });
   const answering = useRef<AbortController | undefined>(undefined);
+  // lines sent while an answer was still coming: sent in turn once it has ended
+  const queued = useRef<string[]>([]);
+  const [queuedCount, setQueuedCount] = useState(0);
   const leaving = useRef(false);
 
   // a stop signal (the terminal closed, a kill): stop the answer as Ctrl-C does, and leave
@@ -116,7 +122,24 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
       answering.current = undefined;
       setStreaming(undefined);
       if (leaving.current) exit();
+      else sendNext();
     }
+  }
+
+  function sendNext() {
+    const next = queued.current.shift();
+    setQueuedCount(queued.current.length);
+    if (next !== undefined) send(next);
+  }
+
+  function send(text: string) {
+    if (answering.current) {
+      queued.current.push(text);
+      setQueuedCount(queued.current.length);
+      return;
+    }
+    if (text.startsWith("/")) void command(text).then(() => { if (!answering.current) sendNext(); });
+    else void ask(text);
   }
 
   async function command(line: string) {
@@ -165,13 +188,32 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     historyIndex.current = -1;
     if (!text) return;
     history.current = [...history.current.filter((h) => h !== text), text];
-    if (text.startsWith("/")) void command(text);
-    else void ask(text);
+    send(text);
   }
+
+  // what was typed before the chat was on the screen: each finished line is sent, in
+  // order, and the unfinished rest waits in the input box
+  useEffect(() => {
+    if (!typeAhead) return;
+    const lines = typeAhead.split("\r");
+    const rest = lines.pop()!;
+    for (const line of lines) {
+      setInput(typeInto("", line).text);
+      submit();
+    }
+    setInput(typeInto(inputRef.current, rest).text);
+    // once, at mount: the keys were typed once
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, []);
 
   useInput((typed, key) => {
     if (key.ctrl && typed === "c") {
-      if (answering.current) return answering.current.abort();
+      if (answering.current) {
+        // stop means stop: what was waiting is not sent either
+        queued.current = [];
+        setQueuedCount(0);
+        return answering.current.abort();
+      }
       if (inputRef.current) return setInput("");
       return exit();
     }
@@ -179,7 +221,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
       if (!inputRef.current && !answering.current) exit();
       return;
     }
-    if (answering.current) return;
+    // typing goes on while an answer comes; what is sent then waits for it to end
     if (key.return) return submit();
     if (key.upArrow || key.downArrow) {
       const list = history.current;
@@ -193,8 +235,8 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     if (key.escape || key.tab || key.leftArrow || key.rightArrow) return;
     if (!typed) return;
     // keys typed fast (or pasted) arrive together: a final Enter among them still sends
-    const sends = typed.length > 1 && typed.endsWith("\r");
-    setInput((s) => s + (sends ? typed.slice(0, -1) : typed).replace(/\r\n?/g, "\n"));
+    const { text, send: sends } = typeInto(inputRef.current, typed);
+    setInput(text);
     if (sends) submit();
   });
 
@@ -203,6 +245,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     backend.label,
     status.tokensPerSecond ? `${status.tokensPerSecond.toFixed(1)} tok/s` : undefined,
     status.contextSize ? `ctx ${status.contextUsed ?? 0}/${status.contextSize}` : status.contextUsed ? `ctx ${status.contextUsed}` : undefined,
+    queuedCount ? `${queuedCount} queued` : undefined,
     "Ctrl-J newline",
     "/help",
   ].filter(Boolean).join(" · ");
@@ -218,7 +261,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
       ))}
       {streaming !== undefined && <Text>{streaming}<Text dimColor>▍</Text></Text>}
       <Box borderStyle="round" borderColor={streaming !== undefined ? "gray" : "green"} paddingX={1}>
-        <Text>{streaming !== undefined ? <Text dimColor>answering… Ctrl-C stops</Text> : <>{"> "}{input}<Text inverse> </Text></>}</Text>
+        <Text>{streaming !== undefined && !input ? <Text dimColor>answering… Ctrl-C stops</Text> : <>{"> "}{input}<Text inverse> </Text></>}</Text>
       </Box>
       <Text dimColor>{statusLine}</Text>
     </Box>
