@@ -6,7 +6,6 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { benchModel, median, table } from "./common.js";
-import { defaultThreads } from "../dist/config.js";
 
 const args = process.argv.slice(2);
 const flag = (name, fallback) => { const i = args.indexOf(name); return i >= 0 ? Number(args[i + 1]) : fallback; };
@@ -65,7 +64,7 @@ if (child >= 0) {
   process.stdout.write(JSON.stringify(await measure(Number(args[child + 1]))));
 } else {
   await benchModel();
-  const counts = onlyThreads ? [onlyThreads] : [...new Set([defaultThreads(), 1, 2])];
+  const counts = onlyThreads ? [onlyThreads] : [1, 2];
   const rows = [["threads", "direct tok/s", "core tok/s", "core/direct", "overhead", "goal <= 3%", "reproduce"]];
   for (const threads of counts) {
     process.stderr.write(`measuring threads=${threads} (${runs} runs x ${tokens} tokens each way) ...\n`);
@@ -75,7 +74,7 @@ if (child >= 0) {
     const d = median(direct);
     const c = median(core);
     const overhead = (1 - c / d) * 100;
-    rows.push([`${threads}${threads === defaultThreads() ? " (default)" : ""}`, d.toFixed(1), c.toFixed(1), (c / d).toFixed(3), `${overhead.toFixed(1)}%`, overhead <= 3 ? "met" : "missed", `node bench/core.js --threads ${threads}`]);
+    rows.push([threads, d.toFixed(1), c.toFixed(1), (c / d).toFixed(3), `${overhead.toFixed(1)}%`, overhead <= 3 ? "met" : "missed", `node bench/core.js --threads ${threads}`]);
   }
   console.log(`mlxs core vs node-llama-cpp direct: ${tokens} tokens, median of ${runs}, ~100 MB generated model, CPU`);
   console.log(table(rows));

@@ -3,7 +3,6 @@
 // model and prints aggregate tokens/s and the median time to first token, median of 3.
 //   node bench/parallel.js [--runs 3]
 import { benchModel, median, table } from "./common.js";
-import { defaultThreads } from "../dist/config.js";
 import { InferenceCore } from "../dist/core/index.js";
 
 const args = process.argv.slice(2);
@@ -11,7 +10,6 @@ const runs = args.includes("--runs") ? Number(args[args.indexOf("--runs") + 1]) 
 const clients = 4;
 const tokens = 64;
 const path = await benchModel();
-const threads = defaultThreads();
 
 async function burst(core) {
   const start = performance.now();
@@ -27,9 +25,12 @@ async function burst(core) {
 
 const rows = [["parallel", "aggregate tok/s", "vs parallel 1", "median ttft ms"]];
 let base;
+let threads;
 for (const parallel of [1, 2, 4]) {
-  const core = new InferenceCore([{ name: "bench", path }], { gpu: "cpu", threads, ctxSize: 4096, parallel, queue: 16 });
+  // threads as mlxs chooses them by default: measured when the model loads
+  const core = new InferenceCore([{ name: "bench", path }], { gpu: "cpu", ctxSize: 4096, parallel, queue: 16 });
   await core.load();
+  threads = core.models()[0].threads;
   await burst(core);
   const samples = [];
   for (let i = 0; i < runs; i++) samples.push(await burst(core));
@@ -38,5 +39,5 @@ for (const parallel of [1, 2, 4]) {
   base ??= tps;
   rows.push([parallel, tps.toFixed(1), (tps / base).toFixed(2), median(samples.map((s) => s.ttftMs)).toFixed(0)]);
 }
-console.log(`${clients} concurrent requests x ${tokens} tokens, threads=${threads}, median of ${runs}`);
+console.log(`${clients} concurrent requests x ${tokens} tokens, threads=${threads} (measured), median of ${runs}`);
 console.log(table(rows));

@@ -4,7 +4,7 @@
  * came from, and the message names where it came from.
  */
 import { readFileSync } from "node:fs";
-import { availableParallelism, homedir } from "node:os";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import { GPU_CHOICES, type GpuChoice } from "./core/types.js";
 
@@ -50,8 +50,10 @@ type SettingValues = { [K in SettingName]: NonNullable<ReturnType<(typeof SETTIN
 /** Flags as commander hands them over: already parsed by `parseFlag`, absent when not given. */
 export type ConfigFlags = Partial<SettingValues> & { config?: string };
 
-export interface Config extends Omit<SettingValues, "model"> {
+export interface Config extends Omit<SettingValues, "model" | "threads"> {
   model?: string;
+  /** llama.cpp threads; absent: measured for each model when it loads (core/threads.ts) */
+  threads?: number;
   /** the audit database file */
   auditDb: string;
   /** the config file's `models` map: name -> spec */
@@ -60,19 +62,6 @@ export interface Config extends Omit<SettingValues, "model"> {
   configDir: string;
   dataDir: string;
   modelsDir: string;
-}
-
-/**
- * All cores but one for llama.cpp; the last one is Node's, which drives every token (and
- * HTTP, streaming and the audit writer). node-llama-cpp's own default (4 on a 2-core
- * machine) oversubscribes the cores and its threads spin against each other, and so does
- * one thread per core once Node needs a core too. Measured on 2 cores: bench/soak.js
- * through mlxs serve, 8 clients, the demo model: 1 thread 1536 tok/s, 2 threads 38 tok/s;
- * bench/core.js in-process on the ~100 MB model, nothing else running: 1 thread 83 tok/s,
- * 2 threads 111. Serving is the common case, so cores - 1; --threads overrides it.
- */
-export function defaultThreads(): number {
-  return Math.max(1, availableParallelism() - 1);
 }
 
 export const DEFAULTS = {
@@ -123,7 +112,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     model: pick("model"),
     models: file.models ?? {},
     gpu: pick("gpu") ?? DEFAULTS.gpu,
-    threads: pick("threads") ?? defaultThreads(),
+    threads: pick("threads"),
     ctxSize: pick("ctxSize") ?? DEFAULTS.ctxSize,
     parallel: pick("parallel") ?? DEFAULTS.parallel,
     queue: pick("queue") ?? DEFAULTS.queue,

@@ -6,15 +6,13 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { adminRoutes } from "../dist/server/admin.js";
 import { openAiRoutes } from "../dist/server/openai.js";
 import { anthropicRoutes } from "../dist/server/anthropic.js";
-import { ROOT, STACK, assertNoMarker, auditRows, httpCall, jsonRequest, startServer, testModel, waitFor, waitForRows } from "./helpers.js";
+import { ROOT, STACK, assertNoMarker, auditRows, httpCall, jsonRequest, rssKb, startServer, testModel, waitFor, waitForRows } from "./helpers.js";
 
 const FAULT_ROUTES = join(ROOT, "tests/fixtures/fault-routes.js");
-const rssKb = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
 
 /**
  * Sends raw bytes (without half-closing: Node takes that for a client gone); resolves with

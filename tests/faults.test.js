@@ -3,18 +3,17 @@ import * as assert from "uvu/assert";
 import { execFileSync, spawn } from "node:child_process";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { readdirSync, renameSync, rmSync } from "node:fs";
 import { request } from "undici";
 import fc from "fast-check";
 import sqlite3 from "sqlite3";
 import { open } from "sqlite";
 import { AuditStore } from "../dist/audit/store.js";
 import { syntheticRecords } from "./fixtures/audit-records.js";
-import { CLI, ROOT, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitFor, waitForRows, waitForText } from "./helpers.js";
+import { CLI, ROOT, auditRows, httpCall, jsonRequest, rssKb, runCli, startServer, tempDir, testModel, waitFor, waitForRows, waitForText } from "./helpers.js";
 
 const json = jsonRequest;
 const call = httpCall;
-const rssKb = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
 const embed = (url, id) => call(`${url}/v1/embeddings`, json({ input: `load ${id}` }, { "x-request-id": id }));
 
 const audit = suite("audit under faults");

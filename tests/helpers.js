@@ -180,6 +180,13 @@ export function waitForText(text, pattern, options = {}) {
   return waitFor(() => pattern.exec(text()), { what: `${pattern}`, describe: () => `got: ${JSON.stringify(text().slice(-800))}`, ...options });
 }
 
+/** Resident memory of a process and its children (a daemon and its model runners), in kB. */
+export function rssKb(pid) {
+  const own = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]);
+  const children = readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(Boolean));
+  return own + children.reduce((sum, child) => { try { return sum + rssKb(Number(child)); } catch { return sum; } }, 0);
+}
+
 /** Fails if any byte of any file under `dir` holds `marker`. */
 export function assertNoMarker(dir, marker) {
   const needle = Buffer.from(marker);

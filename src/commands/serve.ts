@@ -15,6 +15,7 @@ import { STOP_SIGNALS, onOutputClosed } from "./io.js";
 import { describeFatalContext, flushBeforeFatalExit } from "./last-resort.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
+import type { ModelInfo } from "../core/types.js";
 
 const DAY_MS = 86_400_000;
 /** past --drain-timeout, what the rest of a stop (the last audit flush, freeing the models) may take */
@@ -72,7 +73,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   process.stderr.write(`mlxs: loading ${core.models().length} model(s); http://${shownHost}:${address.port}/health answers 503 until they are ready\n`);
   for (const model of core.models()) await core.load(model.name);
   server.state = "ready";
-  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${core.models().map((m) => m.name).join(", ")}, backend: ${backend})\n`);
+  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${core.models().map((m) => m.name).join(", ")}, backend: ${backend}, ${threadsNote(core.models(), config.threads)})\n`);
 
   const retentionMs = config.auditRetentionDays * DAY_MS;
   const prune = async () => {
@@ -134,6 +135,13 @@ async function testRoutes(): Promise<Route[]> {
   if (!module) return [];
   const { routes } = (await import(pathToFileURL(module).href)) as { routes: Route[] };
   return routes;
+}
+
+/** "threads: 2" as given, or as each model measured it. */
+function threadsNote(models: ModelInfo[], given: number | undefined): string {
+  if (given !== undefined) return `threads: ${given}`;
+  const counts = new Set(models.map((m) => m.threads));
+  return counts.size === 1 ? `threads: ${[...counts][0]} (measured)` : `threads: ${models.map((m) => `${m.name} ${m.threads}`).join(", ")} (measured)`;
 }
 
 /** Why the port could not be opened, in words an operator can act on. */

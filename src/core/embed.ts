@@ -1,5 +1,5 @@
 /** Embeddings: one vector per input, through the model's embedding context. */
-import type { LoadedModel } from "./pool.js";
+import type { LoadedModel } from "./loaded-model.js";
 import { CoreError, type EmbeddingRequest, type EmbeddingResult } from "./types.js";
 
 export const MAX_EMBEDDING_INPUTS = 2048;

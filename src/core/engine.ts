@@ -2,13 +2,15 @@
  * The one Llama instance of a process, created on first use. node-llama-cpp is imported
  * here and nowhere above the core, lazily, so that commands which never infer never load it.
  */
+import { availableParallelism } from "node:os";
 import type { Llama } from "node-llama-cpp";
 import { CoreError, type GpuChoice } from "./types.js";
 
 export class Engine {
   private llama?: Promise<Llama>;
 
-  constructor(private readonly gpu: GpuChoice, private readonly threads: number) {}
+  /** `threads`: undefined lets each model measure its own (threads.ts), up to all cores */
+  constructor(private readonly gpu: GpuChoice, private readonly threads: number | undefined) {}
 
   get(): Promise<Llama> {
     this.llama ??= this.create();
@@ -23,7 +25,7 @@ export class Engine {
         gpu: this.gpu === "cpu" ? false : this.gpu,
         // never compile or fetch a build at run time: use what the package ships
         build: "never",
-        maxThreads: this.threads,
+        maxThreads: this.threads ?? availableParallelism(),
         logLevel: debug ? LlamaLogLevel.debug : LlamaLogLevel.error,
         // llama.cpp's own diagnostics are multi-line and may quote file paths; mlxs reports
         // its errors itself, so they are only shown when debugging

@@ -1,75 +1,62 @@
 /**
- * Chat and completion generation: a protocol-neutral request in, text deltas out as they
- * are generated, then one `done` event with the finish reason, usage and timings.
+ * Chat and completion: a protocol-neutral request in, text deltas out as they are
+ * generated, then one `done` event with the finish reason, usage and timings. The request
+ * becomes a prompt and a plan; a sequence is taken (the one whose cache holds the longest
+ * start of the prompt, which is then not evaluated again); the batcher generates.
  * Leaving the iteration early (break, return, a thrown error) or aborting the signal stops
- * the generation and frees its sequence before the generator finishes.
+ * the generation and frees its sequence.
  */
-import type { ChatHistoryItem, LlamaContextSequence, LlamaChatResponse, LLamaContextualRepeatPenalty } from "node-llama-cpp";
-import type { LoadedModel } from "./pool.js";
+import type { ChatHistoryItem, LlamaContextSequence, LlamaText, Token } from "node-llama-cpp";
+import { Generation, cachedPrefix, type GenerationPlan } from "./generation.js";
+import type { LoadedModel } from "./loaded-model.js";
 import { DEFAULT_SAMPLING, validateSampling } from "./sampling.js";
-import {
-  CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type FinishReason,
-  type GenerationEvent, type SamplingOptions,
-} from "./types.js";
+import { CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type GenerationEvent, type SamplingOptions } from "./types.js";
 
-type StopMetadata = LlamaChatResponse["metadata"];
-
-/** What one generation needs from a sequence: run it, reporting text and tokens. */
-type Runner = (sequence: LlamaContextSequence, hooks: RunHooks) => Promise<StopMetadata>;
-
-interface RunHooks {
-  signal: AbortSignal;
-  maxTokens: number;
-  onText: (text: string) => void;
-  onTokens: (count: number) => void;
-}
+/** the generated tokens that repetition penalties look back on, as LlamaChat's default */
+const PENALTY_LAST_TOKENS = 64;
+/**
+ * A sequence whose cache holds at least this share of the prompt is taken for it, as
+ * llama-server's --slot-prompt-similarity (0.5); otherwise the least recently used one, so
+ * that a short common start (the template's first tokens) never costs another
+ * conversation its cache.
+ */
+const REUSE_SHARE = 0.5;
 
 export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  const startedAt = performance.now();
   validateSampling(request);
-  const history = toChatHistory(request.messages);
-  const { LlamaChat } = await import("node-llama-cpp");
-  yield* generate(loaded, request, signal, () => countChatTokens(loaded, history), async (sequence, hooks) => {
-    const llamaChat = new LlamaChat({ contextSequence: sequence, chatWrapper: loaded.chatWrapper, autoDisposeSequence: false });
-    try {
-      const response = await llamaChat.generateResponse(history, {
-        ...samplingFor(request, hooks),
-        onTextChunk: hooks.onText,
-        onToken: (tokens) => hooks.onTokens(tokens.length),
-      });
-      return response.metadata;
-    } finally {
-      llamaChat.dispose({ disposeSequence: false });
-    }
-  });
+  const { prompt, triggers } = chatPrompt(loaded, request.messages);
+  yield* generate(loaded, prompt, [...(request.stop ?? []), ...textTriggers(triggers)], request, startedAt, signal);
 }
 
 export async function* complete(loaded: LoadedModel, request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+  const startedAt = performance.now();
   validateSampling(request);
-  const { LlamaCompletion } = await import("node-llama-cpp");
-  yield* generate(loaded, request, signal, () => countCompletionTokens(loaded, request.prompt), async (sequence, hooks) => {
-    const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
-    try {
-      const response = await completion.generateCompletionWithMeta(request.prompt, {
-        ...samplingFor(request, hooks),
-        onTextChunk: hooks.onText,
-        onToken: (tokens) => hooks.onTokens(tokens.length),
-      });
-      return response.metadata;
-    } finally {
-      completion.dispose({ disposeSequence: false });
-    }
-  });
+  yield* generate(loaded, completionPrompt(loaded, request.prompt), request.stop ?? [], request, startedAt, signal);
 }
 
 /** Prompt tokens of a chat, counted through the model's chat template as generation sees them. */
-export function countChatTokens(loaded: LoadedModel, history: ChatHistoryItem[]): number {
-  const { contextText } = loaded.chatWrapper.generateContextState({ chatHistory: history });
-  return contextText.tokenize(loaded.model.tokenizer).length;
+export function countChatTokens(loaded: LoadedModel, messages: ChatMessage[]): number {
+  return chatPrompt(loaded, messages).prompt.length;
 }
 
-export function countCompletionTokens(loaded: LoadedModel, prompt: string): number {
-  const bos = loaded.model.tokens.shouldPrependBosToken && loaded.model.tokens.bos !== null ? 1 : 0;
-  return loaded.model.tokenize(prompt).length + bos;
+function chatPrompt(loaded: LoadedModel, messages: ChatMessage[]): { prompt: Token[]; triggers: LlamaText[] } {
+  const { contextText, stopGenerationTriggers } = loaded.chatWrapper.generateContextState({ chatHistory: toChatHistory(messages) });
+  return { prompt: contextText.tokenize(loaded.model.tokenizer), triggers: stopGenerationTriggers };
+}
+
+function completionPrompt(loaded: LoadedModel, prompt: string): Token[] {
+  const { tokens } = loaded.model;
+  const bos = tokens.shouldPrependBosToken && tokens.bos !== null ? [tokens.bos] : [];
+  return [...bos, ...loaded.model.tokenize(prompt)];
+}
+
+/**
+ * The chat template's end-of-turn texts ("<|im_end|>" written out, "### Human" ...). Its
+ * special tokens need nothing: the model's end-of-generation tokens end every answer.
+ */
+function textTriggers(triggers: LlamaText[]): string[] {
+  return triggers.filter((t) => t.values.length > 0 && t.values.every((v) => typeof v === "string")).map((t) => t.values.join(""));
 }
 
 export function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
@@ -82,132 +69,66 @@ export function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
   return history;
 }
 
-function samplingFor(request: SamplingOptions, hooks: RunHooks) {
+function planOf(prompt: Token[], stops: string[], request: SamplingOptions, room: number): GenerationPlan {
   const penalize = request.repeatPenalty !== undefined || request.frequencyPenalty !== undefined || request.presencePenalty !== undefined;
-  const repeatPenalty: LLamaContextualRepeatPenalty | false = penalize
-    ? { penalty: request.repeatPenalty ?? 1, frequencyPenalty: request.frequencyPenalty, presencePenalty: request.presencePenalty, lastTokens: 64 }
-    : false;
   return {
-    temperature: request.temperature ?? DEFAULT_SAMPLING.temperature,
-    topK: request.topK ?? DEFAULT_SAMPLING.topK,
-    topP: request.topP ?? DEFAULT_SAMPLING.topP,
-    minP: request.minP ?? DEFAULT_SAMPLING.minP,
-    seed: request.seed,
-    maxTokens: hooks.maxTokens,
-    customStopTriggers: request.stop,
-    repeatPenalty,
-    signal: hooks.signal,
-    stopOnAbortSignal: true,
+    prompt,
+    stops,
+    maxTokens: Math.min(request.maxTokens ?? room, room),
+    sampling: {
+      temperature: request.temperature ?? DEFAULT_SAMPLING.temperature,
+      topK: request.topK ?? DEFAULT_SAMPLING.topK,
+      topP: request.topP ?? DEFAULT_SAMPLING.topP,
+      minP: request.minP ?? DEFAULT_SAMPLING.minP,
+      seed: request.seed,
+    },
+    penalty: penalize
+      ? { penalty: request.repeatPenalty ?? 1, frequencyPenalty: request.frequencyPenalty, presencePenalty: request.presencePenalty, lastTokens: PENALTY_LAST_TOKENS }
+      : undefined,
   };
 }
 
 async function* generate(
   loaded: LoadedModel,
+  prompt: Token[],
+  stops: string[],
   request: SamplingOptions,
+  startedAt: number,
   signal: AbortSignal | undefined,
-  countPrompt: () => number,
-  run: Runner,
 ): AsyncGenerator<GenerationEvent> {
-  const startedAt = performance.now();
-  const abort = new AbortController();
-  const onAbort = () => abort.abort();
-  signal?.addEventListener("abort", onAbort, { once: true });
-  if (signal?.aborted) abort.abort();
-  let lease;
-  try {
-    lease = await loaded.sequences.acquire(abort.signal);
-  } catch (error) {
-    signal?.removeEventListener("abort", onAbort);
-    throw error;
+  const room = loaded.contextSize - prompt.length;
+  if (room < 1) {
+    throw new CoreError("invalid_request", `the prompt is ${prompt.length} tokens; the context holds ${loaded.contextSize}`, { param: "messages" });
   }
-  const deltas = new DeltaQueue();
-  let firstTokenAt: number | undefined;
-  let completionTokens = 0;
-  let running: Promise<StopMetadata> | undefined;
+  const plan = planOf(prompt, stops, request, room);
+  const lease = await loaded.sequences.acquire(signal, (free) => sequenceFor(loaded, free, prompt));
+  const generation = new Generation(loaded.name, loaded.model, lease.slot, plan, { startedAt, queueMs: lease.queueMs }, loaded.order.get(lease.slot)!, () => {
+    loaded.used(lease.slot);
+    lease.release();
+  });
+  const onAbort = () => generation.cancel();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) generation.cancel();
+  loaded.batcher.add(generation);
   try {
-    const promptTokens = countPrompt();
-    const room = loaded.contextSize - promptTokens;
-    if (room < 1) {
-      throw new CoreError("invalid_request", `the prompt is ${promptTokens} tokens; the context holds ${loaded.contextSize}`, { param: "messages" });
-    }
-    running = run(lease.slot, {
-      signal: abort.signal,
-      maxTokens: Math.min(request.maxTokens ?? room, room),
-      onText: (text) => deltas.push(text),
-      onTokens: (count) => {
-        firstTokenAt ??= performance.now();
-        completionTokens += count;
-      },
-    });
-    running.then(() => deltas.end(), (error: unknown) => deltas.fail(error));
-    let text = "";
-    for await (const delta of deltas) {
-      text += delta;
-      yield { type: "delta", text: delta };
-    }
-    const metadata = await running;
-    const endedAt = performance.now();
-    const generationMs = firstTokenAt === undefined ? 0 : endedAt - firstTokenAt;
-    const stopSequence = metadata.stopReason === "customStopTrigger" ? metadata.customStopTrigger.join("") : undefined;
-    yield {
-      type: "done",
-      model: loaded.name,
-      text,
-      finishReason: finishReasonOf(metadata.stopReason, abort.signal.aborted),
-      ...(stopSequence === undefined ? {} : { stopSequence }),
-      usage: { promptTokens, completionTokens },
-      timings: {
-        queueMs: lease.queueMs,
-        ttftMs: (firstTokenAt ?? endedAt) - startedAt,
-        totalMs: endedAt - startedAt,
-        tokensPerSecond: completionTokens > 1 && generationMs > 0 ? (completionTokens - 1) / (generationMs / 1000) : 0,
-      },
-    };
-  } catch (error) {
-    throw error instanceof CoreError ? error : new CoreError("internal", "generation failed", { cause: error });
+    yield* generation.events();
   } finally {
     signal?.removeEventListener("abort", onAbort);
-    // the consumer may have left early: stop generating, and only then free the sequence
-    abort.abort();
-    await running?.catch(() => undefined);
-    lease.release();
+    // a consumer that left early: the generation stops at its next token and frees the sequence
+    generation.cancel();
   }
 }
 
-function finishReasonOf(stopReason: StopMetadata["stopReason"], aborted: boolean): FinishReason {
-  switch (stopReason) {
-    case "maxTokens": return "length";
-    case "customStopTrigger": return "stop_sequence";
-    case "abort": return "cancelled";
-    default: return aborted ? "cancelled" : "stop";
-  }
-}
-
-/** Text deltas from node-llama-cpp's callbacks, read as an async iterator. */
-class DeltaQueue implements AsyncIterable<string> {
-  private items: string[] = [];
-  private done = false;
-  private error: unknown;
-  private wake?: () => void;
-
-  push(text: string) { this.items.push(text); this.wake?.(); }
-  end() { this.done = true; this.wake?.(); }
-  fail(error: unknown) { this.error = error; this.done = true; this.wake?.(); }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
-    for (;;) {
-      if (this.items.length > 0) {
-        const batch = this.items;
-        this.items = [];
-        yield batch.join("");
-        continue;
-      }
-      if (this.done) {
-        if (this.error !== undefined) throw this.error;
-        return;
-      }
-      await new Promise<void>((resolve) => { this.wake = resolve; });
-      this.wake = undefined;
-    }
-  }
+/** Of the free sequences, the one that already holds most of the prompt (a conversation's earlier turns), else the least recently used. */
+function sequenceFor(loaded: LoadedModel, free: readonly LlamaContextSequence[], prompt: Token[]): number {
+  let best = 0;
+  let cached = -1;
+  free.forEach((sequence, i) => {
+    const n = cachedPrefix(sequence, prompt);
+    if (n > cached) [best, cached] = [i, n];
+  });
+  if (cached >= prompt.length * REUSE_SHARE) return best;
+  let oldest = 0;
+  free.forEach((sequence, i) => { if (loaded.lastUsed(sequence) < loaded.lastUsed(free[oldest]!)) oldest = i; });
+  return oldest;
 }

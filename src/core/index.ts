@@ -1,57 +1,56 @@
 /**
- * The inference core: one engine, the served models, and the three things a door can ask
- * for. It knows nothing of HTTP, SQL or terminals.
+ * The inference core: the served models, each in a runner process of its own, and the
+ * things a door can ask of them. It knows nothing of HTTP, SQL or terminals.
  */
-import { chat, complete, countChatTokens, toChatHistory } from "./generate.js";
-import { embed } from "./embed.js";
-import { Engine } from "./engine.js";
-import { ModelPool } from "./pool.js";
-import type {
-  ChatRequest, CompletionRequest, CoreOptions, EmbeddingRequest, EmbeddingResult, GenerationEvent, ModelInfo, ModelSource,
+import { RunnerModel } from "./runner.js";
+import {
+  CoreError, type ChatRequest, type CompletionRequest, type CoreOptions, type EmbeddingRequest, type EmbeddingResult, type GenerationEvent,
+  type ModelInfo, type ModelSource,
 } from "./types.js";
 
 export class InferenceCore {
-  private readonly engine: Engine;
-  private readonly pool: ModelPool;
+  private readonly runners: RunnerModel[];
 
   constructor(models: ModelSource[], readonly options: CoreOptions) {
-    this.engine = new Engine(options.gpu, options.threads);
-    this.pool = new ModelPool(this.engine, models, options);
+    if (models.length === 0) throw new CoreError("invalid_request", "no model to serve");
+    this.runners = models.map((source) => new RunnerModel(source, options));
   }
 
-  models(): ModelInfo[] { return this.pool.list(); }
+  models(): ModelInfo[] { return this.runners.map((runner) => runner.info()); }
 
-  /** e.g. `llama.cpp/cpu`; starts llama.cpp if it is not running yet */
-  backend(): Promise<string> { return this.engine.backend(); }
+  /** e.g. `llama.cpp/cpu`; starts llama.cpp (in the first model's runner) if it is not running yet */
+  backend(): Promise<string> { return this.runners[0]!.backend(); }
 
   /** Loads a model now rather than on its first request. */
-  async load(name?: string): Promise<void> { await this.pool.get(name); }
+  async load(name?: string): Promise<void> { await this.runner(name).load(); }
 
   async *chat(request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
-    yield* chat(await this.pool.get(request.model), request, signal);
+    yield* this.runner(request.model).chat(request, signal);
   }
 
   async *complete(request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
-    yield* complete(await this.pool.get(request.model), request, signal);
+    yield* this.runner(request.model).complete(request, signal);
   }
 
   /** Tokens per sequence of a model (loading it if needed). */
-  async contextSize(name?: string): Promise<number> {
-    return (await this.pool.get(name)).contextSize;
-  }
+  async contextSize(name?: string): Promise<number> { return (await this.runner(name).load()).contextSize; }
 
   /** The prompt tokens a chat request would use, counted exactly as generation counts them. */
-  async countTokens(request: ChatRequest): Promise<number> {
-    return countChatTokens(await this.pool.get(request.model), toChatHistory(request.messages));
-  }
+  async countTokens(request: ChatRequest): Promise<number> { return this.runner(request.model).countTokens(request.messages); }
 
   async embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {
-    return embed(await this.pool.get(request.model), request, signal);
+    return this.runner(request.model).embed(request, signal);
   }
 
   async close(): Promise<void> {
-    await this.pool.dispose();
-    await this.engine.dispose();
+    await Promise.all(this.runners.map((runner) => runner.close()));
+  }
+
+  /** The named model, or the first one when no name is given. */
+  private runner(name?: string): RunnerModel {
+    const runner = name === undefined ? this.runners[0] : this.runners.find((r) => r.name === name);
+    if (!runner) throw new CoreError("not_found", "the model is not served here", { param: "model" });
+    return runner;
   }
 }
 

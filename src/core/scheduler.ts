@@ -1,7 +1,8 @@
 /**
  * The only place that hands out context sequences: a fixed set of slots, a bounded FIFO
  * queue of waiters, and refusal (`overloaded`) past it. A waiter whose signal aborts leaves
- * the queue at once; a released slot goes straight to the oldest waiter.
+ * the queue at once; a released slot goes straight to the oldest waiter. Among free slots
+ * the caller chooses (generate.ts: the sequence whose cache holds most of the prompt).
  */
 import { CoreError } from "./types.js";
 
@@ -26,7 +27,8 @@ export class SlotPool<T> {
 
   private readonly size: number;
 
-  constructor(slots: T[], private readonly maxQueue: number) {
+  /** `onChange`: called whenever busy or waiting changes (for whoever reports them) */
+  constructor(slots: T[], private readonly maxQueue: number, private readonly onChange: () => void = () => undefined) {
     this.free = [...slots];
     this.size = slots.length;
   }
@@ -36,10 +38,14 @@ export class SlotPool<T> {
   /** requests waiting for a slot */
   get waiting(): number { return this.waiters.length; }
 
-  acquire(signal?: AbortSignal): Promise<Lease<T>> {
+  /** A slot: the free one `choose` picks (by its index in `free`), else the next one released, in turn. */
+  acquire(signal?: AbortSignal, choose: (free: readonly T[]) => number = (free) => free.length - 1): Promise<Lease<T>> {
     if (signal?.aborted) return Promise.reject(cancelled());
-    const slot = this.free.pop();
-    if (slot !== undefined) return Promise.resolve(this.lease(slot, 0));
+    if (this.free.length > 0) {
+      const [slot] = this.free.splice(choose(this.free), 1);
+      this.onChange();
+      return Promise.resolve(this.lease(slot!, 0));
+    }
     if (this.waiters.length >= this.maxQueue) {
       return Promise.reject(new CoreError("overloaded", `all sequences are busy and the queue is full (${this.maxQueue} waiting)`));
     }
@@ -47,6 +53,7 @@ export class SlotPool<T> {
       const onAbort = () => {
         const index = this.waiters.indexOf(waiter);
         if (index >= 0) this.waiters.splice(index, 1);
+        this.onChange();
         reject(cancelled());
       };
       const waiter: Waiter<T> = {
@@ -55,6 +62,7 @@ export class SlotPool<T> {
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       this.waiters.push(waiter);
+      this.onChange();
     });
   }
 
@@ -72,12 +80,12 @@ export class SlotPool<T> {
 
   private handOver(slot: T): void {
     const next = this.waiters.shift();
-    if (!next) {
-      this.free.push(slot);
-      return;
+    if (!next) this.free.push(slot);
+    else {
+      next.detach();
+      next.resolve(this.lease(slot, performance.now() - next.enqueuedAt));
     }
-    next.detach();
-    next.resolve(this.lease(slot, performance.now() - next.enqueuedAt));
+    this.onChange();
   }
 }
 

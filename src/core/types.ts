@@ -61,6 +61,8 @@ export type FinishReason = "stop" | "length" | "stop_sequence" | "cancelled";
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
+  /** of the prompt tokens, those found in the sequence's cache, not evaluated again */
+  cachedPromptTokens?: number;
 }
 
 export interface Timings {
@@ -98,7 +100,8 @@ export const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan
 
 export interface CoreOptions {
   gpu: GpuChoice;
-  threads: number;
+  /** llama.cpp threads; undefined: measured for each model when it loads */
+  threads?: number;
   /** tokens per sequence */
   ctxSize: number;
   /** concurrent sequences per model */
@@ -121,4 +124,6 @@ export interface ModelInfo {
   /** when loaded: sequences generating now, and requests waiting for one */
   busy?: number;
   waiting?: number;
+  /** when loaded: llama.cpp threads, as given or as measured */
+  threads?: number;
 }

@@ -79,8 +79,9 @@ function messagesOf(body: Body): ChatMessage[] {
 }
 
 function usageOf(result: GenerationResult) {
-  const { promptTokens, completionTokens } = result.usage;
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  const { promptTokens, completionTokens, cachedPromptTokens = 0 } = result.usage;
+  // as OpenAI reports its prompt caching: the part of prompt_tokens found in the cache
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens, prompt_tokens_details: { cached_tokens: cachedPromptTokens } };
 }
 
 function timingsOf(result: GenerationResult) {

@@ -1,0 +1,45 @@
+/** The messages between a model's runner process and the process that owns it. */
+import type { ChatMessage, ChatRequest, CompletionRequest, CoreOptions, EmbeddingRequest, EmbeddingResult, ErrorKind, GenerationEvent, ModelSource } from "./types.js";
+import { CoreError } from "./types.js";
+
+/** From the owner to the runner. */
+export type ToRunner =
+  | { t: "init"; source: ModelSource; options: CoreOptions }
+  | { t: "load"; id: number }
+  | { t: "chat"; id: number; request: ChatRequest }
+  | { t: "complete"; id: number; request: CompletionRequest }
+  | { t: "count"; id: number; messages: ChatMessage[] }
+  | { t: "embed"; id: number; request: EmbeddingRequest }
+  | { t: "cancel"; id: number }
+  | { t: "close" };
+
+/** From the runner to its owner; several at once travel as one `batch`. */
+export type FromRunner =
+  | { t: "ready"; backend: string }
+  | { t: "busy"; busy: number; waiting: number }
+  | { t: "event"; id: number; event: GenerationEvent }
+  | { t: "result"; id: number; value: number | EmbeddingResult | LoadResult }
+  | { t: "error"; id: number; error: SerializedError }
+  | { t: "batch"; messages: FromRunner[] };
+
+/** What loading a model tells its owner. */
+export interface LoadResult {
+  contextSize: number;
+  threads: number;
+}
+
+export interface SerializedError {
+  kind: ErrorKind;
+  message: string;
+  param?: string;
+}
+
+/** Errors cross as their kind and message: anything else was a bug, and says only that. */
+export function serializeError(error: unknown): SerializedError {
+  if (error instanceof CoreError) return { kind: error.kind, message: error.message, param: error.param };
+  return { kind: "internal", message: "generation failed" };
+}
+
+export function deserializeError(error: SerializedError): CoreError {
+  return new CoreError(error.kind, error.message, { param: error.param });
+}

@@ -1,0 +1,253 @@
+/**
+ * A served model, running in a child process of its own (its runner, runner-process.ts):
+ * the owner's side, with the same API as the model would have in this process.
+ *
+ * Why a process per model, as Ollama runs its models: node-llama-cpp runs each decode on
+ * whichever libuv threadpool thread is free, and llama.cpp makes that thread one of its
+ * compute threads. On some CPUs (an AMD EPYC, measured) successive decodes hopping between
+ * threads cost half the speed; a threadpool of one thread (UV_THREADPOOL_SIZE=1) gives it
+ * back, but in the serving process that single thread would also be SQLite's and the file
+ * system's, and a long prompt would starve the audit log. In its own process the model
+ * keeps one thread for all its decodes, HTTP and the audit writer never wait on it, and a
+ * llama.cpp abort ends the runner, not the daemon: its requests fail, the next one starts
+ * a new runner.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { deserializeError, type FromRunner, type LoadResult, type ToRunner } from "./runner-protocol.js";
+import {
+  CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type CoreOptions, type EmbeddingRequest, type EmbeddingResult,
+  type GenerationEvent, type ModelInfo, type ModelSource,
+} from "./types.js";
+
+const RUNNER = fileURLToPath(new URL("./runner-process.js", import.meta.url));
+/** how long a runner may take to free its model and leave when closed */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+interface Pending {
+  resolve(value: never): void;
+  reject(error: CoreError): void;
+}
+
+/** The events of one generation, as they arrive. */
+class EventStream {
+  private readonly events: GenerationEvent[] = [];
+  private failure?: CoreError;
+  private wake?: () => void;
+  private end!: () => void;
+  /** resolves once the generation is over in the runner (its sequence is free again) */
+  readonly over = new Promise<void>((resolve) => { this.end = resolve; });
+  ended = false;
+
+  push(event: GenerationEvent): void {
+    this.events.push(event);
+    if (event.type === "done") this.finish();
+    this.wake?.();
+  }
+
+  fail(error: CoreError): void {
+    this.failure = error;
+    this.finish();
+    this.wake?.();
+  }
+
+  private finish(): void {
+    this.ended = true;
+    this.end();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<GenerationEvent> {
+    for (;;) {
+      const event = this.events.shift();
+      if (event) {
+        yield event;
+        if (event.type === "done") return;
+        continue;
+      }
+      if (this.failure) throw this.failure;
+      await new Promise<void>((resolve) => { this.wake = resolve; });
+      this.wake = undefined;
+    }
+  }
+}
+
+export class RunnerModel {
+  private child?: ChildProcess;
+  private started?: Promise<string>;
+  private loading?: Promise<LoadResult>;
+  private loaded?: LoadResult;
+  private nextId = 1;
+  private readonly calls = new Map<number, Pending>();
+  private readonly streams = new Map<number, EventStream>();
+  private busy = 0;
+  private waiting = 0;
+  private closing = false;
+
+  constructor(readonly source: ModelSource, private readonly options: CoreOptions) {}
+
+  get name(): string { return this.source.name; }
+
+  info(): ModelInfo {
+    const { loaded } = this;
+    return { name: this.source.name, path: this.source.path, loaded: loaded !== undefined, ...(loaded ? { busy: this.busy, waiting: this.waiting, threads: loaded.threads } : {}) };
+  }
+
+  /** The backend llama.cpp runs on (`llama.cpp/cpu` ...), starting the runner if need be. */
+  backend(): Promise<string> {
+    return this.start();
+  }
+
+  /** Loads the model now rather than at its first request. */
+  load(): Promise<LoadResult> {
+    if (!this.loading) {
+      this.loading = this.start().then(() => this.call<LoadResult>({ t: "load", id: this.nextId++ }));
+      this.loading.then((result) => { this.loaded = result; }, () => { this.loading = undefined; });
+    }
+    return this.loading;
+  }
+
+  async *chat(request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    yield* this.stream((id) => ({ t: "chat", id, request }), signal);
+  }
+
+  async *complete(request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    yield* this.stream((id) => ({ t: "complete", id, request }), signal);
+  }
+
+  async countTokens(messages: ChatMessage[]): Promise<number> {
+    await this.load();
+    return this.call<number>({ t: "count", id: this.nextId++, messages });
+  }
+
+  async embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {
+    await this.load();
+    const id = this.nextId++;
+    const onAbort = () => void this.send({ t: "cancel", id });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await this.call<EmbeddingResult>({ t: "embed", id, request });
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Frees the model: the runner disposes of it and exits (or is killed if it will not). */
+  async close(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.closing = true;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    if (!this.send({ t: "close" })) child.kill("SIGKILL");
+    const timer = setTimeout(() => child.kill("SIGKILL"), CLOSE_TIMEOUT_MS);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  private async *stream(message: (id: number) => ToRunner, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    await this.load();
+    const id = this.nextId++;
+    const events = new EventStream();
+    this.streams.set(id, events);
+    const cancel = () => void this.send({ t: "cancel", id });
+    signal?.addEventListener("abort", cancel, { once: true });
+    if (!this.send(message(id))) events.fail(new CoreError("internal", "the model's runner is not running"));
+    if (signal?.aborted) cancel();
+    try {
+      yield* events;
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      // a consumer that left early: the generation stops, and has freed its sequence
+      // before this generator finishes
+      if (!events.ended) {
+        cancel();
+        await events.over;
+      }
+      this.streams.delete(id);
+    }
+  }
+
+  private start(): Promise<string> {
+    this.started ??= new Promise<string>((resolve, reject) => {
+      const child = fork(RUNNER, [], {
+        // one libuv thread: every decode on the same thread (see above)
+        env: { ...process.env, UV_THREADPOOL_SIZE: "1" },
+        execArgv: [],
+        serialization: "advanced",
+        // stdout is the owner's (results); the runner never writes there
+        stdio: ["ignore", "ignore", "inherit", "ipc"],
+      });
+      this.child = child;
+      this.calls.set(0, { resolve: resolve as (value: never) => void, reject });
+      child.on("message", (message: FromRunner) => this.receive(message));
+      child.on("exit", (code, signal) => this.exited(child, code, signal));
+      child.on("error", () => undefined);
+      this.send({ t: "init", source: this.source, options: this.options });
+    });
+    return this.started;
+  }
+
+  private receive(message: FromRunner): void {
+    switch (message.t) {
+      case "batch": return message.messages.forEach((m) => this.receive(m));
+      case "ready": return this.settle(0, message.backend);
+      case "busy":
+        this.busy = message.busy;
+        this.waiting = message.waiting;
+        return;
+      case "event": return this.streams.get(message.id)?.push(message.event);
+      case "result": return this.settle(message.id, message.value);
+      case "error": {
+        const error = deserializeError(message.error);
+        const stream = this.streams.get(message.id);
+        if (stream) return stream.fail(error);
+        const call = this.calls.get(message.id);
+        this.calls.delete(message.id);
+        return call?.reject(error);
+      }
+    }
+  }
+
+  private settle(id: number, value: unknown): void {
+    const call = this.calls.get(id);
+    this.calls.delete(id);
+    call?.resolve(value as never);
+  }
+
+  /** The runner ended: by close(), or not (a crash): what it was doing fails, the next request starts a new one. */
+  private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child !== child) return;
+    this.child = undefined;
+    this.started = undefined;
+    this.loading = undefined;
+    this.loaded = undefined;
+    this.busy = this.waiting = 0;
+    if (this.closing) {
+      this.closing = false;
+      return;
+    }
+    const how = signal ?? `exit status ${code}`;
+    process.stderr.write(`mlxs: the runner of model ${this.name} stopped (${how}); it starts again at the next request\n`);
+    const error = new CoreError("internal", `the model's runner stopped (${how})`);
+    for (const call of this.calls.values()) call.reject(error);
+    this.calls.clear();
+    for (const stream of this.streams.values()) stream.fail(error);
+    this.streams.clear();
+  }
+
+  private call<T>(message: ToRunner & { id: number }): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.calls.set(message.id, { resolve: resolve as (value: never) => void, reject });
+      if (!this.send(message)) {
+        this.calls.delete(message.id);
+        reject(new CoreError("internal", "the model's runner is not running"));
+      }
+    });
+  }
+
+  /** False when there is no runner to send to (it just stopped). */
+  private send(message: ToRunner): boolean {
+    if (!this.child?.connected) return false;
+    this.child.send(message);
+    return true;
+  }
+}
