@@ -6,11 +6,12 @@ import { devNull } from "node:os";
 import { AuditStore } from "../dist/audit/store.js";
 import { parseFilter } from "../dist/audit/filter.js";
 import { exportRows } from "../dist/audit/export.js";
+import { writeWithBackpressure } from "../dist/commands/io.js";
 
 const store = await AuditStore.open(process.argv[2], { create: false });
 const out = createWriteStream(devNull);
 const started = performance.now();
-const count = await exportRows(store, parseFilter({ order: "asc" }, { defaultLimit: null }), "jsonl", out);
+const { count } = await exportRows(store, parseFilter({ order: "asc" }, { defaultLimit: null }), "jsonl", (text) => writeWithBackpressure(out, text));
 out.end();
 await once(out, "finish");
 const seconds = (performance.now() - started) / 1000;

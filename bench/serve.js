@@ -20,13 +20,15 @@ const wants = (measure) => ONLY === undefined || ONLY === measure;
 const reproduce = (measure) => `node bench/serve.js --rounds ${ROUNDS} --only ${measure}`;
 const CLI = fileURLToPath(new URL("../bin/mlxs.js", import.meta.url));
 const model = await benchModel();
-// threads as mlxs chooses them by default (measured at load), unless --threads N
-const threads = args.includes("--threads") ? Number(args[args.indexOf("--threads") + 1]) : undefined;
+// threads as the core measures them by default (at load), unless --threads N; the servers
+// get the same count, so that only HTTP differs
+const threadsFlag = args.includes("--threads") ? Number(args[args.indexOf("--threads") + 1]) : undefined;
+let threads;
 const home = mkdtempSync(join(tmpdir(), "mlxs-bench-serve-"));
 process.on("exit", () => rmSync(home, { recursive: true, force: true }));
 
 async function startServer(extra) {
-  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", "--model", model, ...(threads ? ["--threads", String(threads)] : []), "--parallel", "4", "--gpu", "cpu", ...extra], {
+  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", "--model", model, "--threads", String(threads), "--parallel", "4", "--gpu", "cpu", ...extra], {
     env: { ...process.env, MLXS_HOME: home }, stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";
@@ -98,9 +100,9 @@ async function requestsPerSecond(url, count = 120, concurrency = 4) {
   return count / ((performance.now() - started) / 1000);
 }
 
-const core = new InferenceCore([{ name: "bench", path: model }], { gpu: "cpu", threads, ctxSize: 4096, parallel: 4, queue: 64 });
+const core = new InferenceCore([{ name: "bench", path: model }], { gpu: "cpu", threads: threadsFlag, ctxSize: 4096, parallel: 4, queue: 64 });
 await core.load();
-const coreThreads = core.models()[0].threads;
+threads = core.models()[0].threads;
 const audited = await startServer([]);
 const unaudited = await startServer(["--no-audit"]);
 const samples = { http1: [], core1: [], http4: [], core4: [], ttftHttp: [], ttftCore: [], rpsOn: [], rpsOff: [] };
@@ -135,5 +137,5 @@ if (wants("audit")) {
   const cost = (1 - m.rpsOn / m.rpsOff) * 100;
   rows.push(["1-token completions/s, audit on vs off", m.rpsOn.toFixed(1), m.rpsOff.toFixed(1), `${cost.toFixed(1)}% cost`, "<= 2%", cost <= 2 ? "met" : "missed", reproduce("audit")]);
 }
-console.log(`mlxs serve vs the core called directly, ~100 MB generated model, threads=${threads ?? `${coreThreads} (measured)`}, parallel 4, medians of ${ROUNDS} rounds (TTFT: ${samples.ttftHttp.length} requests each)`);
+console.log(`mlxs serve vs the core called directly, ~100 MB generated model, threads=${threads}${threadsFlag ? "" : " (measured)"}, parallel 4, medians of ${ROUNDS} rounds (TTFT: ${samples.ttftHttp.length} requests each)`);
 console.log(table(rows));

@@ -4,7 +4,7 @@
 // after warm-up and at the end (growth goal < 10%), and audit records == requests.
 //   node bench/soak.js [--seconds 600] [--clients 8]
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,7 +27,10 @@ const url = await new Promise((resolve, reject) => {
   child.stderr.on("data", (c) => { stderr += c; const m = /listening on (\S+)/.exec(stderr); if (m) resolve(m[1]); });
   child.on("close", (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
 });
-const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))[1]) / 1024;
+// the daemon and its model runner together
+const rssOf = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024;
+const children = (pid) => readdirSync(`/proc/${pid}/task`).flatMap((t) => readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
+const rss = () => rssOf(child.pid) + children(child.pid).reduce((sum, pid) => sum + rssOf(pid), 0);
 const dispatcher = new Agent({ connections: CLIENTS * 2 });
 
 const post = (path, body) => ({ path, body });
@@ -52,7 +55,7 @@ const deadline = started + SECONDS * 1000;
 setTimeout(() => { rssAfterWarmup = rss(); }, Math.min(30_000, SECONDS * 100)).unref();
 // a line a minute on stderr, so a 10-minute run shows it is alive
 const progress = setInterval(() => {
-  process.stderr.write(`soak: ${((Date.now() - started) / 1000).toFixed(0)}/${SECONDS} s, ${requests} requests, server RSS ${rss().toFixed(0)} MB\n`);
+  process.stderr.write(`soak: ${((Date.now() - started) / 1000).toFixed(0)}/${SECONDS} s, ${requests} requests, server + runner RSS ${rss().toFixed(0)} MB\n`);
 }, 60_000);
 progress.unref();
 await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
@@ -94,6 +97,6 @@ console.log(table([
   ["by status", Object.entries(statuses).map(([s, n]) => `${s}: ${n}`).join(", "), "only 200 and 429", unexpected.length ? "missed" : "met"],
   ["latency p50 / p95 / p99 ms", `${median(latencies).toFixed(1)} / ${pct(0.95).toFixed(1)} / ${pct(0.99).toFixed(1)}`, "", ""],
   ["generated tokens/s", (tokens / seconds).toFixed(1), "", ""],
-  ["server RSS after warm-up -> end", `${rssAfterWarmup.toFixed(0)} -> ${rssEnd.toFixed(0)} MB (${growth.toFixed(1)}%)`, "< 10% growth", growth < 10 ? "met" : "missed"],
+  ["server + runner RSS after warm-up -> end", `${rssAfterWarmup.toFixed(0)} -> ${rssEnd.toFixed(0)} MB (${growth.toFixed(1)}%)`, "< 10% growth", growth < 10 ? "met" : "missed"],
   ["audit records vs requests", `${records} / ${requests}`, "equal", records === requests ? "met" : "missed"],
 ]));
