@@ -86,15 +86,17 @@ export async function helpTexts(path = []) {
   return texts;
 }
 
-/** Collects a core generation: the deltas and the final event. */
+/** Collects a core generation: its opening event, the deltas and the final event. */
 export async function collect(stream) {
   const deltas = [];
+  let start;
   let done;
   for await (const event of stream) {
     if (event.type === "delta") deltas.push(event.text);
+    else if (event.type === "start") start = event;
     else done = event;
   }
-  return { deltas, text: deltas.join(""), done };
+  return { start, deltas, text: deltas.join(""), done };
 }
 
 /** A stack trace in CLI output: "    at fn (file:line)". */

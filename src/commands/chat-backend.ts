@@ -11,6 +11,7 @@ import { AuditWriter } from "../audit/writer.js";
 import { track, type Outcome } from "../audit/track.js";
 import { CANCELLED, outcomeOf } from "./audited.js";
 import { readSse } from "./sse-reader.js";
+import { recorded } from "../server/recorded.js";
 
 export interface ChatBackend {
   /** shown in the status line: `llama.cpp/cpu`, or the server's address */
@@ -48,12 +49,8 @@ export class LocalBackend implements ChatBackend {
     // a consumer that stops reading before the end leaves a cancelled record
     let outcome: Outcome = CANCELLED;
     try {
-      for await (const event of this.core.chat({ ...sampling, model: this.model, messages }, signal)) {
-        if (event.type === "delta") tracker.firstToken();
-        else {
-          tracker.tokens(event.usage.promptTokens, event.usage.completionTokens);
-          outcome = event.finishReason === "cancelled" ? CANCELLED : { status: "success", statusCode: 0 };
-        }
+      for await (const event of recorded(tracker, this.core.chat({ ...sampling, model: this.model, messages }, signal))) {
+        if (event.type === "done") outcome = event.finishReason === "cancelled" ? CANCELLED : { status: "success", statusCode: 0 };
         yield event;
       }
     } catch (error) {

@@ -9,6 +9,7 @@ import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, outputClosed, readStdin, writeOut } from "./io.js";
 import { audited, cancelledOutcome } from "./audited.js";
 import { captureTypeAhead } from "../tui/type-ahead.js";
+import { recorded } from "../server/recorded.js";
 
 export async function run(promptArg: string | undefined, _opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -50,7 +51,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   if (opts.url) {
     // the server audits remote answers
     const backend = await openBackend(config, opts);
-    const result = await interruptible((signal) => printAnswer(backend.stream(messages, sampling, signal), json, () => undefined));
+    const result = await interruptible((signal) => printAnswer(backend.stream(messages, sampling, signal), json));
     if (json) writeOut(JSON.stringify(resultJson(result, backend.label)) + "\n");
     if (result.finishReason === "cancelled") process.exitCode = outputClosed() ? 0 : 130;
     return;
@@ -61,8 +62,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
     try {
       tracker.model = core.models()[0]!.name;
       tracker.backendType = await core.backend();
-      const result = await interruptible((signal) => printAnswer(core.chat({ ...sampling, messages }, signal), json, () => tracker.firstToken()));
-      tracker.tokens(result.usage.promptTokens, result.usage.completionTokens);
+      const result = await interruptible((signal) => printAnswer(recorded(tracker, core.chat({ ...sampling, messages }, signal)), json));
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
       if (result.finishReason === "cancelled") {
         // stopped by Ctrl-C: 130; by a reader that left (| head): 0, as head expects
@@ -76,15 +76,12 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
 }
 
 /** Streams an answer to stdout as it comes (or, with --json, only collects it). */
-async function printAnswer(events: AsyncGenerator<GenerationEvent>, json: boolean, onDelta: () => void): Promise<GenerationResult> {
+async function printAnswer(events: AsyncGenerator<GenerationEvent>, json: boolean): Promise<GenerationResult> {
   let done: GenerationResult | undefined;
   let endsWithNewline = true;
   for await (const event of events) {
-    if (event.type === "done") {
-      done = event;
-      continue;
-    }
-    onDelta();
+    if (event.type === "done") done = event;
+    if (event.type !== "delta") continue;
     if (!json) {
       writeOut(event.text);
       endsWithNewline = event.text.endsWith("\n");

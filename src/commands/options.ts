@@ -2,7 +2,7 @@
 import { Option, type Command } from "commander";
 import { parseFlag, type ConfigFlags } from "../config.js";
 import { UsageError } from "../errors.js";
-import { MAX_STOP_SEQUENCES, SAMPLING_LIMITS, describeLimit } from "../core/sampling.js";
+import { MAX_STOP_SEQUENCES, SAMPLING_FIELDS, samplingError, type SamplingKey } from "../core/sampling.js";
 import type { SamplingOptions } from "../core/types.js";
 
 export function addCoreOptions(command: Command, { multipleModels = false } = {}): Command {
@@ -18,28 +18,27 @@ export function addCoreOptions(command: Command, { multipleModels = false } = {}
     .addOption(new Option("--queue <n>", "requests that may wait for a free sequence; more are refused (default: 64)").argParser(parseFlag("queue", "--queue")));
 }
 
-type SamplingFlag = Exclude<keyof SamplingOptions, "stop">;
-const SAMPLING_FLAGS: [SamplingFlag, string, string][] = [
-  ["temperature", "--temperature <t>", "randomness, 0 is greedy (default: 0.8)"],
-  ["topP", "--top-p <p>", "nucleus sampling (default: 0.95)"],
-  ["topK", "--top-k <k>", "sample among the k likeliest tokens, 0 for all (default: 40)"],
-  ["minP", "--min-p <p>", "drop tokens below p times the likeliest (default: 0.05)"],
-  ["seed", "--seed <n>", "random seed: the same seed gives the same answer"],
-  ["maxTokens", "-n, --max-tokens <n>", "stop after n tokens (default: until the context is full)"],
-  ["repeatPenalty", "--repeat-penalty <x>", "penalize repeated tokens, 1 is off"],
-  ["frequencyPenalty", "--frequency-penalty <x>", "penalize tokens by how often they appeared (-2 to 2)"],
-  ["presencePenalty", "--presence-penalty <x>", "penalize tokens that appeared at all (-2 to 2)"],
-];
+/** What each sampling flag does, for --help; names and ranges come from the core's table. */
+const SAMPLING_HELP: Record<SamplingKey, string> = {
+  temperature: "randomness, 0 is greedy (default: 0.8)",
+  topP: "nucleus sampling (default: 0.95)",
+  topK: "sample among the k likeliest tokens, 0 for all (default: 40)",
+  minP: "drop tokens below p times the likeliest (default: 0.05)",
+  seed: "random seed: the same seed gives the same answer",
+  maxTokens: "stop after n tokens (default: until the context is full)",
+  repeatPenalty: "penalize repeated tokens, 1 is off",
+  frequencyPenalty: "penalize tokens by how often they appeared (-2 to 2)",
+  presencePenalty: "penalize tokens that appeared at all (-2 to 2)",
+};
 
 export function addSamplingOptions(command: Command): Command {
-  for (const [key, flags, description] of SAMPLING_FLAGS) {
-    const limit = SAMPLING_LIMITS[key];
-    const flag = flags.split(" ").find((f) => f.startsWith("--"))!.replace(/,$/, "");
-    command.addOption(new Option(flags, description).argParser((raw: string) => {
-      const value = Number(raw);
-      if (raw.trim() === "" || !Number.isFinite(value) || value < limit.min || value > limit.max || (limit.integer && !Number.isInteger(value))) {
-        throw new UsageError(`${flag} must be ${describeLimit(limit)} (got ${JSON.stringify(raw)})`);
-      }
+  for (const { key, wire } of SAMPLING_FIELDS) {
+    const flag = `--${wire.replace(/_/g, "-")}`;
+    const short = key === "maxTokens" ? "-n, " : "";
+    command.addOption(new Option(`${short}${flag} <value>`, SAMPLING_HELP[key]).argParser((raw: string) => {
+      const value = raw.trim() === "" ? NaN : Number(raw);
+      const error = samplingError(key, value);
+      if (error) throw new UsageError(`${flag} ${error} (got ${JSON.stringify(raw)})`);
       return value;
     }));
   }
@@ -53,7 +52,7 @@ export function addSamplingOptions(command: Command): Command {
 
 export function samplingFrom(opts: Record<string, unknown>): SamplingOptions {
   const sampling: SamplingOptions = {};
-  for (const [key] of SAMPLING_FLAGS) if (typeof opts[key] === "number") sampling[key] = opts[key];
+  for (const { key } of SAMPLING_FIELDS) if (typeof opts[key] === "number") sampling[key] = opts[key];
   if (Array.isArray(opts.stop)) sampling.stop = opts.stop as string[];
   return sampling;
 }

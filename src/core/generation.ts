@@ -62,6 +62,7 @@ export class Generation {
       const { prompt } = this.plan;
       // at least the last prompt token is evaluated again: its logits give the first token
       this.reused = Math.min(cachedPrefix(this.sequence, prompt), prompt.length - 1);
+      this.push({ type: "start", promptTokens: prompt.length, cachedPromptTokens: this.reused });
       if (this.sequence.nextTokenIndex > this.reused) {
         await this.sequence.eraseContextTokenRanges([{ start: this.reused, end: this.sequence.nextTokenIndex }]);
       }

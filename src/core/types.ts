@@ -85,7 +85,14 @@ export interface GenerationResult {
   timings: Timings;
 }
 
-export type GenerationEvent = { type: "delta"; text: string } | ({ type: "done" } & GenerationResult);
+/**
+ * What a generation yields: `start` first (once the prompt is known, before it is
+ * evaluated), then the answer's text in deltas, then `done`.
+ */
+export type GenerationEvent =
+  | { type: "start"; promptTokens: number; cachedPromptTokens: number }
+  | { type: "delta"; text: string }
+  | ({ type: "done" } & GenerationResult);
 
 export interface EmbeddingResult {
   model: string;

@@ -82,10 +82,9 @@ async function messages(ctx: RequestContext): Promise<void> {
   if (body.max_tokens === undefined || body.max_tokens === null) throw invalid("max_tokens", "is required");
   const request = { ...chatRequest, maxTokens: optionalInteger(body, "max_tokens") };
   const stream = optionalBoolean(body, "stream") ?? false;
-  if (ctx.tracker) ctx.tracker.stream = stream;
   const id = `msg_${randomBytes(12).toString("hex")}`;
   const model = request.model!;
-  const events = ctx.options.core.chat(request, ctx.signal);
+  const events = ctx.chat(request);
 
   if (!stream) {
     const result = await collect(ctx, events);
@@ -100,14 +99,13 @@ async function messages(ctx: RequestContext): Promise<void> {
     return;
   }
 
-  // counted as the generation counts them, before it starts: message_start carries them
-  const inputTokens = await ctx.options.core.countTokens(request);
   const sse = ctx.sse();
   const send = (type: string, data: Body) => sse.send(JSON.stringify({ type, ...data }), type);
   const result = await relay(ctx, sse, events, {
-    start: async () => {
+    // message_start carries the prompt's tokens, as the generation counted them before it began
+    start: async (opening) => {
       await send("message_start", {
-        message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 0 } },
+        message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: opening?.promptTokens ?? 0, output_tokens: 0 } },
       });
       await send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
       await send("ping", {});
@@ -124,8 +122,7 @@ async function messages(ctx: RequestContext): Promise<void> {
 async function countTokens(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   const request = chatRequestOf(ctx, body);
-  const inputTokens = await ctx.options.core.countTokens(request);
-  ctx.tracker?.tokens(inputTokens, 0);
+  const inputTokens = await ctx.countTokens(request);
   ctx.json(200, { input_tokens: inputTokens });
 }
 

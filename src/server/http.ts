@@ -14,9 +14,11 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { InferenceCore } from "../core/index.js";
+import type { ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult, GenerationEvent } from "../core/types.js";
 import { newRequestId, track, type Outcome, type Tracker } from "../audit/track.js";
 import type { AuditWriter } from "../audit/writer.js";
 import { HttpProblem, problemBody, titleOf, toProblem } from "./problem.js";
+import { recorded } from "./recorded.js";
 import { BodyWriter, DEFAULT_STALL_TIMEOUT_MS, SseStream } from "./sse.js";
 
 export interface ApiKey {
@@ -58,7 +60,16 @@ export interface RequestContext {
   route?: Route;
   body?: unknown;
   json(status: number, body: unknown, headers?: Record<string, string>): void;
-  /** the response as a server-sent event stream (not yet started) */
+  /**
+   * The core's work for this request, cancelled with it, and recorded as it goes: prompt and
+   * completion tokens, the first token. Adapters call the core through these only, so that
+   * no route can forget its record's figures.
+   */
+  chat(request: ChatRequest): AsyncGenerator<GenerationEvent>;
+  complete(request: CompletionRequest): AsyncGenerator<GenerationEvent>;
+  embed(request: EmbeddingRequest): Promise<EmbeddingResult>;
+  countTokens(request: ChatRequest): Promise<number>;
+  /** the response as a server-sent event stream (not yet started); the record says streamed */
   sse(): SseStream;
   /** the response body written in pieces, after the handler wrote the head */
   bodyWriter(): BodyWriter;
@@ -223,7 +234,22 @@ export class MlxsServer {
         res.writeHead(status, { ...headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
         res.end(method === "HEAD" ? undefined : text);
       },
-      sse: () => new SseStream(res, { signal, stallTimeoutMs }),
+      chat: (request) => recorded(tracker, this.options.core.chat(request, signal)),
+      complete: (request) => recorded(tracker, this.options.core.complete(request, signal)),
+      embed: async (request) => {
+        const result = await this.options.core.embed(request, signal);
+        tracker?.tokens(result.usage.promptTokens, 0);
+        return result;
+      },
+      countTokens: async (request) => {
+        const count = await this.options.core.countTokens(request);
+        tracker?.tokens(count, 0);
+        return count;
+      },
+      sse: () => {
+        if (tracker) tracker.stream = true;
+        return new SseStream(res, { signal, stallTimeoutMs });
+      },
       bodyWriter: () => new BodyWriter(res, { signal, stallTimeoutMs }),
     };
     let handled!: () => void;

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
+import { SAMPLING_FIELDS } from "../core/sampling.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
 import {
@@ -33,20 +34,16 @@ function refuseUnsupported(body: Body): void {
   if (Array.isArray(body.modalities) && body.modalities.some((m) => m !== "text")) throw unsupported("modalities", "only text is supported");
 }
 
+/** The sampling fields of a body, by their wire names (the core's table), range-checked by the core. */
 function samplingOf(body: Body): SamplingOptions {
-  const maxTokens = optionalInteger(body, "max_completion_tokens") ?? optionalInteger(body, "max_tokens");
-  return {
-    maxTokens,
-    temperature: optionalNumber(body, "temperature"),
-    topP: optionalNumber(body, "top_p"),
-    topK: optionalInteger(body, "top_k"),
-    minP: optionalNumber(body, "min_p"),
-    seed: optionalInteger(body, "seed"),
-    stop: optionalStrings(body, "stop"),
-    frequencyPenalty: optionalNumber(body, "frequency_penalty"),
-    presencePenalty: optionalNumber(body, "presence_penalty"),
-    repeatPenalty: optionalNumber(body, "repeat_penalty"),
-  };
+  const sampling: SamplingOptions = {};
+  for (const { key, wire, limit } of SAMPLING_FIELDS) {
+    const value = limit.integer ? optionalInteger(body, wire) : optionalNumber(body, wire);
+    if (value !== undefined) sampling[key] = value;
+  }
+  sampling.maxTokens = optionalInteger(body, "max_completion_tokens") ?? sampling.maxTokens;
+  sampling.stop = optionalStrings(body, "stop");
+  return sampling;
 }
 
 function textOfContent(content: unknown, param: string): string {
@@ -123,7 +120,6 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
   const stream = optionalBoolean(body, "stream") ?? false;
   const options = body.stream_options;
   const includeUsage = stream && typeof options === "object" && options !== null && (options as Body).include_usage === true;
-  if (ctx.tracker) ctx.tracker.stream = stream;
   const id = newId(shape.idPrefix);
   const created = now();
 
@@ -155,7 +151,7 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
   const model = servedModelOf(ctx, body);
   refuseUnsupported(body);
   const messages = messagesOf(body);
-  const events = ctx.options.core.chat({ model, messages, ...samplingOf(body) }, ctx.signal);
+  const events = ctx.chat({ model, messages, ...samplingOf(body) });
   await respond(ctx, body, CHAT, model, events);
 }
 
@@ -169,7 +165,7 @@ async function completions(ctx: RequestContext): Promise<void> {
     if (Array.isArray(prompt)) throw unsupported("prompt", "only a string, or a list of one string, is supported");
     throw invalid("prompt", "must be a string");
   }
-  const events = ctx.options.core.complete({ model, prompt, ...samplingOf(body) }, ctx.signal);
+  const events = ctx.complete({ model, prompt, ...samplingOf(body) });
   await respond(ctx, body, COMPLETION, model, events);
 }
 
@@ -183,8 +179,7 @@ async function embeddings(ctx: RequestContext): Promise<void> {
   const format = optionalString(body, "encoding_format") ?? "float";
   if (format !== "float" && format !== "base64") throw invalid("encoding_format", "must be float or base64");
   if (body.dimensions !== undefined && body.dimensions !== null) throw unsupported("dimensions", "is not supported");
-  const result = await ctx.options.core.embed({ model, input: input as string[] }, ctx.signal);
-  ctx.tracker?.tokens(result.usage.promptTokens, 0);
+  const result = await ctx.embed({ model, input: input as string[] });
   ctx.json(200, {
     object: "list",
     model,

@@ -4,6 +4,7 @@
  * A problem's text comes from mlxs, never from the request.
  */
 import { CoreError, type ErrorKind } from "../core/types.js";
+import { wireName } from "../core/sampling.js";
 
 export class HttpProblem extends Error {
   constructor(
@@ -45,7 +46,6 @@ const KIND_STATUS: Record<ErrorKind, [number, string]> = {
   internal: [500, "internal_error"],
 };
 
-const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /** A model that is not served here (or not at all). */
 export function modelNotFound(): HttpProblem {
@@ -64,7 +64,7 @@ export function toProblem(error: unknown): HttpProblem {
     const [status, code] = KIND_STATUS[error.kind];
     if (error.kind === "not_found" && error.param === "model") return modelNotFound();
     const headers = error.kind === "overloaded" ? { "Retry-After": "1" } : undefined;
-    const param = error.param ? snake(error.param) : undefined;
+    const param = error.param ? wireName(error.param) : undefined;
     // the core names fields in camelCase; the wire in snake_case
     const message = error.kind === "internal" ? "The server could not complete the request."
       : error.param && param ? error.message.replace(error.param, param) : error.message;

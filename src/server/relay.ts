@@ -9,19 +9,23 @@ import type { RequestContext } from "./http.js";
 import { problemBody, timeoutProblem, toProblem, type HttpProblem } from "./problem.js";
 import type { SseStream } from "./sse.js";
 
+/** What the generation said of its prompt before its first token. */
+export type Opening = Extract<GenerationEvent, { type: "start" }>;
+
 export interface RelayHooks {
   /** the protocol's opening events */
-  start(): Promise<void>;
+  start(opening: Opening | undefined): Promise<void>;
   delta(text: string): Promise<unknown>;
 }
 
 /** The finished generation, for the adapter to close the stream its way; undefined when it is already over. */
 export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGenerator<GenerationEvent>, hooks: RelayHooks): Promise<GenerationResult | undefined> {
   let started = false;
+  let opening: Opening | undefined;
   const start = async () => {
     started = true;
     sse.start();
-    await hooks.start();
+    await hooks.start(opening);
   };
   const fail = async (problem: HttpProblem, status: "error" | "timeout", statusCode: number) => {
     ctx.outcome = { status, statusCode, errorType: problem.code, errorMessage: problem.message };
@@ -36,7 +40,10 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
         result = event;
         break;
       }
-      ctx.tracker?.firstToken();
+      if (event.type === "start") {
+        opening = event;
+        continue;
+      }
       // a client that left aborted the signal: the generation ends within a token
       if (!sse.open && started) continue;
       if (!started) await start();
@@ -47,9 +54,7 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
     await fail(toProblem(error), "error", 200);
     return undefined;
   }
-  if (!result) return undefined;
-  ctx.tracker?.tokens(result.usage.promptTokens, result.usage.completionTokens);
-  if (ctx.clientGone()) return undefined;
+  if (!result || ctx.clientGone()) return undefined;
   if (!started) await start();
   if (ctx.timedOut()) {
     await fail(timeoutProblem(), "timeout", 504);
@@ -61,11 +66,7 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
 /** A whole generation for a JSON answer; undefined when the client left, 504 past the timeout. */
 export async function collect(ctx: RequestContext, events: AsyncGenerator<GenerationEvent>): Promise<GenerationResult | undefined> {
   let result: GenerationResult | undefined;
-  for await (const event of events) {
-    if (event.type === "done") result = event;
-    else ctx.tracker?.firstToken();
-  }
-  ctx.tracker?.tokens(result!.usage.promptTokens, result!.usage.completionTokens);
+  for await (const event of events) if (event.type === "done") result = event;
   if (ctx.clientGone()) return undefined;
   if (ctx.timedOut()) throw timeoutProblem();
   return result;

@@ -107,6 +107,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
           setStreaming(answer);
           continue;
         }
+        if (event.type !== "done") continue;
         const used = event.usage.promptTokens + event.usage.completionTokens;
         setStatus((s) => ({ ...s, tokensPerSecond: event.timings.tokensPerSecond, contextUsed: used }));
         if (event.finishReason === "cancelled") notice("(answer stopped)");

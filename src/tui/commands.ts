@@ -1,5 +1,5 @@
 /** The chat's slash commands: parsed here, applied by the app. */
-import { SAMPLING_LIMITS, describeLimit } from "../core/sampling.js";
+import { SAMPLING_FIELDS, samplingError, type SamplingKey } from "../core/sampling.js";
 import type { SamplingOptions } from "../core/types.js";
 
 export type SlashAction =
@@ -16,10 +16,7 @@ export type SlashAction =
 const SLASH_COMMANDS = ["/help", "/clear", "/system TEXT", "/set NAME VALUE", "/model NAME", "/save FILE", "/exit"];
 
 /** wire-style setting names, as people type them, to the core's */
-const SETTINGS: Record<string, Exclude<keyof SamplingOptions, "stop">> = {
-  temperature: "temperature", top_p: "topP", top_k: "topK", min_p: "minP", seed: "seed", max_tokens: "maxTokens",
-  repeat_penalty: "repeatPenalty", frequency_penalty: "frequencyPenalty", presence_penalty: "presencePenalty",
-};
+const SETTINGS: Record<string, SamplingKey> = Object.fromEntries(SAMPLING_FIELDS.map((f) => [f.wire, f.key]));
 const SETTING_NAMES = Object.keys(SETTINGS);
 
 export const HELP = [
@@ -52,10 +49,8 @@ export function parseSlash(line: string): SlashAction {
       const key = SETTINGS[rest[0]!.replace(/-/g, "_")];
       if (!key) return { kind: "error", message: `/set knows ${SETTING_NAMES.join(", ")}` };
       const value = Number(rest[1]);
-      const limit = SAMPLING_LIMITS[key];
-      if (rest.length !== 2 || !Number.isFinite(value) || value < limit.min || value > limit.max || (limit.integer && !Number.isInteger(value))) {
-        return { kind: "error", message: `/set ${rest[0]} takes ${describeLimit(limit)}` };
-      }
+      const error = samplingError(key, value);
+      if (rest.length !== 2 || error) return { kind: "error", message: `/set ${rest[0]} ${(error ?? "must be given one value").replace(/^must be/, "takes")}` };
       return { kind: "set", key, value };
     }
     default:
