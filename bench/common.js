@@ -1,7 +1,9 @@
 // Shared by the benchmarks: the generated benchmark model, medians, and a plain table.
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { BENCH_MODEL, writeTinyModel } from "../dist/core/gguf-writer.js";
 
 /** The ~100 MB benchmark model, written once into the temp dir and reused by later runs. */
@@ -23,4 +25,25 @@ export function median(values) {
 export function table(rows) {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
   return rows.map((r) => r.map((cell, i) => String(cell).padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+const CLI = fileURLToPath(new URL("../bin/mlxs.js", import.meta.url));
+
+/**
+ * `mlxs serve --port 0 ARGS` with MLXS_HOME at `home`, once it listens: its url, its
+ * stderr so far, and stop() (SIGTERM; resolves when it has exited).
+ */
+export async function startServe(args, home) {
+  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", ...args], { env: { ...process.env, MLXS_HOME: home }, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  const url = await new Promise((resolve, reject) => {
+    child.stderr.on("data", (c) => {
+      stderr += c;
+      const m = /listening on (\S+)/.exec(stderr);
+      if (m) resolve(m[1]);
+    });
+    child.on("close", (code) => reject(new Error(`mlxs serve exited ${code}: ${stderr}`)));
+  });
+  const exited = new Promise((resolve) => { if (child.exitCode !== null) resolve(); else child.on("close", resolve); });
+  return { name: "mlxs", url, child, stderr: () => stderr, stop: () => { child.kill("SIGTERM"); return exited; } };
 }

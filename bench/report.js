@@ -12,6 +12,7 @@ const BENCHES = [
   ["Audit store (issue 3)", "bench/audit.js", []],
   ["mlxs serve vs the core (issue 4)", "bench/serve.js", ["--rounds", "5"]],
   ["mlxs serve vs llama.cpp's own llama-server (issue 12)", "bench/vs-llama-server.js", ["--rounds", "5"]],
+  ["Constrained answers: JSON schemas and tool calls (issue 13)", "bench/agents.js", ["--rounds", "5"]],
   ["CLI start-up (issues 2 and 3)", "bench/startup.js", []],
   ["Soak, 10 minutes (issue 7)", "bench/soak.js", ["--seconds", "600"]],
 ];

@@ -4,21 +4,18 @@
 //   requests/s of a 1-token completion with the audit log on and off (goal: audit <= 2%).
 // Servers and the core take turns, so they never compete for the cores.
 //   node bench/serve.js [--rounds 3] [--only tokens1|tokens4|ttft|audit]
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { InferenceCore } from "../dist/core/index.js";
-import { benchModel, median, table } from "./common.js";
+import { benchModel, median, startServe, table } from "./common.js";
 
 const args = process.argv.slice(2);
 const ROUNDS = args.includes("--rounds") ? Number(args[args.indexOf("--rounds") + 1]) : 3;
 const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
 const wants = (measure) => ONLY === undefined || ONLY === measure;
 const reproduce = (measure) => `node bench/serve.js --rounds ${ROUNDS} --only ${measure}`;
-const CLI = fileURLToPath(new URL("../bin/mlxs.js", import.meta.url));
 const model = await benchModel();
 // threads as the core measures them by default (at load), unless --threads N; the servers
 // get the same count, so that only HTTP differs
@@ -27,21 +24,7 @@ let threads;
 const home = mkdtempSync(join(tmpdir(), "mlxs-bench-serve-"));
 process.on("exit", () => rmSync(home, { recursive: true, force: true }));
 
-async function startServer(extra) {
-  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", "--model", model, "--threads", String(threads), "--parallel", "4", "--gpu", "cpu", ...extra], {
-    env: { ...process.env, MLXS_HOME: home }, stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  const url = await new Promise((resolve, reject) => {
-    child.stderr.on("data", (c) => {
-      stderr += c;
-      const m = /listening on (\S+)/.exec(stderr);
-      if (m) resolve(m[1]);
-    });
-    child.on("close", (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
-  });
-  return { url, stop: () => new Promise((r) => { child.on("close", r); child.kill("SIGTERM"); }) };
-}
+const startServer = (extra) => startServe(["--model", model, "--threads", String(threads), "--parallel", "4", "--gpu", "cpu", ...extra], home);
 
 const messages = (i) => [{ role: "user", content: `Tell a long story, number ${i}.` }];
 

@@ -10,9 +10,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { request } from "undici";
-import { benchModel, median, table } from "./common.js";
+import { benchModel, median, startServe, table } from "./common.js";
 import { llamaCppTools, loadedCpuBackend } from "./llama-cpp.js";
 
 const args = process.argv.slice(2);
@@ -22,7 +21,6 @@ const TOKENS = Number(option("--tokens", 256));
 const THREADS = option("--threads", "1,2").split(",").map(Number);
 const ONLY = option("--only", undefined);
 const wants = (part) => ONLY === undefined || ONLY === part;
-const CLI = fileURLToPath(new URL("../bin/mlxs.js", import.meta.url));
 const SLOTS = 4;
 const CTX_PER_SLOT = 4096;
 
@@ -53,21 +51,7 @@ async function startLlamaServer(tools, model, threads) {
   return { name: "llama-server", url, child, stop: () => stop(child) };
 }
 
-async function startMlxs(model, flags, home) {
-  const child = spawn(process.execPath, [CLI, "serve", "--port", "0", "--model", model, "--gpu", "cpu", "--no-audit", ...flags], {
-    env: { ...process.env, MLXS_HOME: home }, stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  const url = await new Promise((resolve, reject) => {
-    child.stderr.on("data", (c) => {
-      stderr += c;
-      const m = /listening on (\S+)/.exec(stderr);
-      if (m) resolve(m[1]);
-    });
-    child.on("close", (code) => reject(new Error(`mlxs serve exited ${code}: ${stderr}`)));
-  });
-  return { name: "mlxs", url, child, stderr: () => stderr, stop: () => stop(child) };
-}
+const startMlxs = (model, flags, home) => startServe(["--model", model, "--gpu", "cpu", "--no-audit", ...flags], home);
 
 function stop(child) {
   return new Promise((resolve) => {

@@ -56,6 +56,7 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .argument("[prompt]", "what to ask; read from stdin when piped; none on a terminal opens the interactive chat")
     .option("-s, --system <text>", "system prompt")
     .option("--json", "print one JSON object with text, usage and timings instead of streaming")
+    .option("--json-schema <file>", "answer in JSON valid against the JSON schema in this file (generated under its grammar)")
     .option("--url <url>", "talk to a running mlxs serve (or any OpenAI-compatible server) instead of loading a model")
     .option("--api-key <key>", "API key for --url");
   addSamplingOptions(addCoreOptions(chat)).action(lazy("./commands/chat.js"));

@@ -104,7 +104,7 @@ messages("refusals and errors: the Anthropic envelope, the SDK's matching except
   assert.is(missing.body.status, 400);
   await expectSdkError(client.messages.create({ model: "tiny", messages: [{ role: "user", content: "x" }] }), Anthropic.BadRequestError, "invalid_request_error");
   for (const [extra, name] of [
-    [{ tools: [{ name: "t", input_schema: { type: "object" } }] }, "tools"],
+    [{ tools: [{ type: "web_search_20250305", name: "web_search" }] }, "tools.0.type"],
     [{ thinking: { type: "enabled", budget_tokens: 1024 } }, "thinking"],
     [{ messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/png", data: "AAAA" } }] }] }, "messages.0.content.0"],
     [{ messages: [{ role: "user", content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }] }] }, "messages.0.content.0"],

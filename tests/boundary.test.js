@@ -8,8 +8,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import fc from "fast-check";
 import { adminRoutes } from "../dist/server/admin.js";
-import { openAiRoutes } from "../dist/server/openai.js";
-import { anthropicRoutes } from "../dist/server/anthropic.js";
+import { apiRoutes } from "../dist/server/routes.js";
 import { ROOT, STACK, assertNoMarker, auditRows, httpCall, jsonRequest, rssKb, startServer, testModel, waitFor, waitForRows } from "./helpers.js";
 
 const FAULT_ROUTES = join(ROOT, "tests/fixtures/fault-routes.js");
@@ -134,7 +133,7 @@ faults.run();
 const fuzz = suite("the whole request, fuzzed");
 
 // every route of the server, from its own route table: a new route is fuzzed without editing this file
-const ROUTES = [...adminRoutes(async () => undefined, () => "ready"), ...openAiRoutes, ...anthropicRoutes].map((r) => ({ method: r.method, path: r.path }));
+const ROUTES = [...adminRoutes(async () => undefined, () => "ready"), ...apiRoutes].map((r) => ({ method: r.method, path: r.path }));
 const AUDIT_FIELDS = ["model", "backend_type", "endpoint", "status", "since", "until", "request_id", "min_duration_ms", "limit", "offset", "order", "format"];
 
 // mostly what a client would send, so that most requests get past the parser to the routes
@@ -174,6 +173,11 @@ const body = fc.oneof(
   fc.constant(""),
   fc.json({ maxDepth: 3 }),
   fc.constantFrom('{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}', '{"input":"x"}', '{"prompt":"x","max_tokens":2}', '{"max_tokens":2,"messages":[{"role":"user","content":"hi"}]}', "{", "[]"),
+  fc.constantFrom(
+    '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"string"}},"required":["a"]}}}],"tool_choice":"required","response_format":{"type":"json_object"}}',
+    '{"max_tokens":4,"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"any"}}',
+    '{"input":[{"role":"user","content":"hi"}],"max_output_tokens":4,"text":{"format":{"type":"json_schema","name":"x","schema":{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}}}}',
+  ),
   fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a).toString("latin1")),
 );
 

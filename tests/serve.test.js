@@ -176,7 +176,7 @@ api("errors are problem+json with a request id and the OpenAI error member, neve
     const r = await check(await call(server, "/v1/chat/completions", json({ ...ask("x"), model })), 404, "model_not_found");
     assert.is(r.body.error.param, "model");
   }
-  for (const [extra, name] of [[{ n: 2 }, "n"], [{ logprobs: true }, "logprobs"], [{ tools: [] }, "tools"], [{ response_format: { type: "json_object" } }, "response_format"]]) {
+  for (const [extra, name] of [[{ n: 2 }, "n"], [{ logprobs: true }, "logprobs"], [{ store: true }, "store"], [{ tools: [{ type: "web_search" }] }, "tools[0].type"], [{ web_search_options: {} }, "web_search_options"]]) {
     const r = await check(await call(server, "/v1/chat/completions", json(ask("x", extra))), 400, "unsupported_parameter");
     assert.is(r.body.error.param, name);
   }

@@ -34,6 +34,9 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
    CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
    CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);`,
+  // 2: what an agent's answer was, as counts and kinds: never a function name, argument or schema
+  `ALTER TABLE audit_logs ADD COLUMN tool_calls INTEGER;
+   ALTER TABLE audit_logs ADD COLUMN response_format TEXT CHECK (response_format IN ('text', 'json_object', 'json_schema'));`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -42,7 +45,7 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 export const COLUMNS = [
   "id", "request_id", "timestamp", "model", "backend_type", "endpoint", "duration_ms", "ttft_ms",
   "status", "status_code", "prompt_tokens", "completion_tokens", "total_tokens", "error_type",
-  "error_message", "stream", "client",
+  "error_message", "stream", "client", "tool_calls", "response_format",
 ] as const;
 
 export type AuditStatus = "success" | "error" | "timeout" | "cancelled";
@@ -69,7 +72,13 @@ export interface AuditRecord {
   stream: boolean;
   /** the label of the API key used, never the key */
   client: string | null;
+  /** calls in a generated answer (null where nothing was generated) */
+  tool_calls: number | null;
+  /** the shape asked of a generated answer; never the schema */
+  response_format: ResponseFormatType | null;
 }
+
+export type ResponseFormatType = "text" | "json_object" | "json_schema";
 
 /** A stored record: the record plus its row id. */
 export interface AuditRow extends AuditRecord {

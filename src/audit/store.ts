@@ -41,7 +41,7 @@ export const BUSY_TIMEOUT_MS = 5000;
 // Exports are rendered by SQLite itself, a page at a time into one string: building a
 // JavaScript object per row and serializing it again costs several times more.
 const ISO_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', timestamp / 1000.0, 'unixepoch')";
-const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client"]);
+const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client", "response_format"]);
 const csvText = (c: string) =>
   `CASE WHEN ${c} IS NULL THEN '' WHEN instr(${c}, '"') OR instr(${c}, ',') OR instr(${c}, char(10)) OR instr(${c}, char(13)) ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;

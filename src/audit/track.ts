@@ -4,7 +4,7 @@
  * the outcome; the record then goes to the writer. Ending twice records once.
  */
 import { randomBytes } from "node:crypto";
-import type { AuditRecord, AuditStatus } from "./schema.js";
+import type { AuditRecord, AuditStatus, ResponseFormatType } from "./schema.js";
 
 export const MAX_ERROR_MESSAGE = 500;
 
@@ -43,6 +43,9 @@ export class Tracker {
   model: string | null;
   backendType: string | null;
   stream: boolean;
+  /** set by a generation: the shape asked of its answer, and the calls the answer made */
+  responseFormat: ResponseFormatType | null = null;
+  toolCalls: number | null = null;
 
   constructor(private readonly start: TrackStart, private readonly sink: (record: AuditRecord) => void) {
     this.requestId = start.requestId ?? newRequestId();
@@ -84,6 +87,8 @@ export class Tracker {
       error_message: failed && outcome.errorMessage ? outcome.errorMessage.slice(0, MAX_ERROR_MESSAGE) : null,
       stream: this.stream,
       client: this.start.client ?? null,
+      tool_calls: this.toolCalls,
+      response_format: this.responseFormat,
     };
     this.sink(record);
     return record;

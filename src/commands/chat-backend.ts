@@ -6,12 +6,15 @@
 import type { Config } from "../config.js";
 import { CommandFailure } from "../errors.js";
 import type { InferenceCore } from "../core/index.js";
-import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
+import type { ChatMessage, GenerationEvent, GenerationResult, ResponseFormat, SamplingOptions } from "../core/types.js";
 import { AuditWriter } from "../audit/writer.js";
 import { track, type Outcome } from "../audit/track.js";
 import { CANCELLED, outcomeOf } from "./audited.js";
 import { readSse } from "./sse-reader.js";
 import { recorded } from "../server/recorded.js";
+
+/** What shapes an answer: sampling, and the form asked of it (`--json-schema`). */
+export type AnswerOptions = SamplingOptions & { responseFormat?: ResponseFormat };
 
 export interface ChatBackend {
   /** shown in the status line: `llama.cpp/cpu`, or the server's address */
@@ -22,7 +25,7 @@ export interface ChatBackend {
   contextSize(): Promise<number | undefined>;
   /** prompt tokens of a conversation, when they can be counted (local mode) */
   countTokens?(messages: ChatMessage[]): Promise<number>;
-  stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent>;
+  stream(messages: ChatMessage[], options: AnswerOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent>;
   close(): Promise<void>;
 }
 
@@ -44,12 +47,13 @@ export class LocalBackend implements ChatBackend {
   }
 
   /** One answer, and one audit record for it: success, error, or cancelled when stopped. */
-  async *stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
+  async *stream(messages: ChatMessage[], options: AnswerOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
     const tracker = track({ endpoint: "cli:chat", model: this.model, backendType: this.label, stream: true }, (r) => this.writer.record(r));
     // a consumer that stops reading before the end leaves a cancelled record
     let outcome: Outcome = CANCELLED;
     try {
-      for await (const event of recorded(tracker, this.core.chat({ ...sampling, model: this.model, messages }, signal))) {
+      const request = { ...options, model: this.model, messages };
+      for await (const event of recorded(tracker, request, this.core.chat(request, signal))) {
         if (event.type === "done") outcome = event.finishReason === "cancelled" ? CANCELLED : { status: "success", statusCode: 0 };
         yield event;
       }
@@ -118,14 +122,16 @@ export class RemoteBackend implements ChatBackend {
     return response;
   }
 
-  async *stream(messages: ChatMessage[], sampling: SamplingOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
+  async *stream(messages: ChatMessage[], sampling: AnswerOptions, signal: AbortSignal): AsyncGenerator<GenerationEvent> {
     const started = performance.now();
+    const format = sampling.responseFormat;
     const body = {
       ...(this.model ? { model: this.model } : {}),
       messages, stream: true, stream_options: { include_usage: true },
       max_tokens: sampling.maxTokens, temperature: sampling.temperature, top_p: sampling.topP, top_k: sampling.topK,
       min_p: sampling.minP, seed: sampling.seed, stop: sampling.stop, repeat_penalty: sampling.repeatPenalty,
       frequency_penalty: sampling.frequencyPenalty, presence_penalty: sampling.presencePenalty,
+      response_format: format?.type === "json_schema" ? { type: "json_schema", json_schema: { name: "answer", schema: format.schema, strict: true } } : format,
     };
     let text = "";
     let finish: string | null = null;

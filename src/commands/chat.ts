@@ -2,7 +2,9 @@
 import type { Command } from "commander";
 import { loadConfig, type Config } from "../config.js";
 import { UsageError } from "../errors.js";
-import type { ChatMessage, GenerationEvent, GenerationResult } from "../core/types.js";
+import { readFileSync } from "node:fs";
+import type { ChatMessage, GenerationEvent, GenerationResult, ResponseFormat } from "../core/types.js";
+import { prepareSchema } from "../core/json-schema.js";
 import { LocalBackend, RemoteBackend, type ChatBackend } from "./chat-backend.js";
 import { configFlagsFrom, samplingFrom } from "./options.js";
 import { modelLabel, openCore } from "./open-core.js";
@@ -17,6 +19,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   const sampling = samplingFrom(opts);
   const system = opts.system === undefined ? undefined : String(opts.system);
   const json = Boolean(opts.json);
+  const responseFormat = opts.jsonSchema === undefined ? undefined : schemaFormat(String(opts.jsonSchema));
 
   // no prompt on a terminal: the interactive chat
   if (promptArg === undefined && process.stdin.isTTY && process.stdout.isTTY && !json) {
@@ -31,7 +34,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
     }
     try {
       const { runChatApp } = await import("../tui/run.js");
-      await runChatApp({ backend, system, sampling, typeAhead: typed.take() });
+      await runChatApp({ backend, system, sampling, responseFormat, typeAhead: typed.take() });
     } finally {
       await backend.close();
     }
@@ -51,7 +54,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   if (opts.url) {
     // the server audits remote answers
     const backend = await openBackend(config, opts);
-    const result = await interruptible((signal) => printAnswer(backend.stream(messages, sampling, signal), json));
+    const result = await interruptible((signal) => printAnswer(backend.stream(messages, { ...sampling, responseFormat }, signal), json));
     if (json) writeOut(JSON.stringify(resultJson(result, backend.label)) + "\n");
     if (result.finishReason === "cancelled") process.exitCode = outputClosed() ? 0 : 130;
     return;
@@ -62,7 +65,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
     try {
       tracker.model = core.models()[0]!.name;
       tracker.backendType = await core.backend();
-      const result = await interruptible((signal) => printAnswer(recorded(tracker, core.chat({ ...sampling, messages }, signal)), json));
+      const result = await interruptible((signal) => printAnswer(recorded(tracker, { responseFormat }, core.chat({ ...sampling, messages, responseFormat }, signal)), json));
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
       if (result.finishReason === "cancelled") {
         // stopped by Ctrl-C: 130; by a reader that left (| head): 0, as head expects
@@ -89,6 +92,23 @@ async function printAnswer(events: AsyncGenerator<GenerationEvent>, json: boolea
   }
   if (!json && !endsWithNewline) writeOut("\n");
   return done!;
+}
+
+/** `--json-schema FILE`: the schema, checked before any model loads (what the grammar cannot enforce is named). */
+function schemaFormat(file: string): ResponseFormat {
+  let schema: unknown;
+  try {
+    schema = JSON.parse(readFileSync(file, "utf8"));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new UsageError(`--json-schema: ${code ? `cannot read ${file} (${code})` : `${file} is not JSON`}`);
+  }
+  try {
+    prepareSchema(schema, "schema");
+  } catch (error) {
+    throw new UsageError(`--json-schema: ${file}: ${(error as Error).message}`);
+  }
+  return { type: "json_schema", schema: schema as Record<string, unknown> };
 }
 
 async function openBackend(config: Config, opts: Record<string, unknown>): Promise<ChatBackend> {

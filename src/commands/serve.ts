@@ -7,8 +7,7 @@ import { loadConfig } from "../config.js";
 import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
 import { MlxsServer, currentRequestId, type ApiKey, type Route } from "../server/http.js";
-import { openAiRoutes } from "../server/openai.js";
-import { anthropicRoutes } from "../server/anthropic.js";
+import { apiRoutes } from "../server/routes.js";
 import { adminRoutes } from "../server/admin.js";
 import { CommandFailure, UsageError } from "../errors.js";
 import { STOP_SIGNALS, onOutputClosed } from "./io.js";
@@ -59,7 +58,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
     headersTimeoutMs: (opts.headerTimeout as number) * 1000,
     stallTimeoutMs: (opts.stallTimeout as number) * 1000,
-  }, [...adminRoutes(openReader, () => server.state), ...openAiRoutes, ...anthropicRoutes, ...await testRoutes()]);
+  }, [...adminRoutes(openReader, () => server.state), ...apiRoutes, ...await testRoutes()]);
 
   let address;
   try {

@@ -7,8 +7,11 @@
  * the generation and frees its sequence.
  */
 import type { ChatHistoryItem, LlamaContextSequence, LlamaText, Token } from "node-llama-cpp";
-import { Generation, cachedPrefix, type GenerationPlan } from "./generation.js";
+import { Generation, cachedPrefix, type GenerationPlan, type ToolPlan } from "./generation.js";
+import { prepareSchema, type Schema } from "./json-schema.js";
+import { toolSyntax } from "./tool-syntax.js";
 import type { LoadedModel } from "./loaded-model.js";
+import type { Constraint } from "./grammars.js";
 import { DEFAULT_SAMPLING, validateSampling } from "./sampling.js";
 import { CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type GenerationEvent, type SamplingOptions } from "./types.js";
 
@@ -25,23 +28,68 @@ const REUSE_SHARE = 0.5;
 export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
   const startedAt = performance.now();
   validateSampling(request);
-  const { prompt, triggers } = chatPrompt(loaded, request.messages);
-  yield* generate(loaded, prompt, [...(request.stop ?? []), ...textTriggers(triggers)], request, startedAt, signal);
+  const functions = offeredFunctions(request);
+  const { prompt, triggers } = chatPrompt(loaded, request.messages, functions);
+  const constraint = await loaded.grammars.forFormat(request.responseFormat, "responseFormat");
+  const tools = functions && await toolPlan(loaded, request, functions);
+  yield* generate(loaded, prompt, [...(request.stop ?? []), ...textTriggers(triggers)], { ...request, constraint, tools }, startedAt, signal);
 }
 
 export async function* complete(loaded: LoadedModel, request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
   const startedAt = performance.now();
   validateSampling(request);
-  yield* generate(loaded, completionPrompt(loaded, request.prompt), request.stop ?? [], request, startedAt, signal);
+  const constraint = await loaded.grammars.forFormat(request.responseFormat, "responseFormat");
+  yield* generate(loaded, completionPrompt(loaded, request.prompt), request.stop ?? [], { ...request, constraint }, startedAt, signal);
 }
 
-/** Prompt tokens of a chat, counted through the model's chat template as generation sees them. */
-export function countChatTokens(loaded: LoadedModel, messages: ChatMessage[]): number {
-  return chatPrompt(loaded, messages).prompt.length;
+/** Prompt tokens of a chat (its tools' definitions included), counted through the model's chat template as generation sees them. */
+export function countChatTokens(loaded: LoadedModel, request: ChatRequest): number {
+  return chatPrompt(loaded, request.messages, offeredFunctions(request)).prompt.length;
 }
 
-function chatPrompt(loaded: LoadedModel, messages: ChatMessage[]): { prompt: Token[]; triggers: LlamaText[] } {
-  const { contextText, stopGenerationTriggers } = loaded.chatWrapper.generateContextState({ chatHistory: toChatHistory(messages) });
+/** A function as the model is told of it and held to. */
+interface PreparedFunction {
+  name: string;
+  description?: string;
+  schema: Schema;
+}
+
+/** A function without parameters takes an empty object. */
+const NO_PARAMETERS: Schema = { type: "object", properties: {}, additionalProperties: false };
+
+/** The tools the model is told of: none when there are none, or when it may call none. */
+function offeredFunctions(request: ChatRequest): PreparedFunction[] | undefined {
+  if (!request.tools?.length || request.toolChoice === "none") return undefined;
+  return request.tools.map((tool) => ({
+    name: tool.name,
+    description: tool.description,
+    schema: tool.parameters === undefined ? NO_PARAMETERS : prepareSchema(tool.parameters, "tools"),
+  }));
+}
+
+async function toolPlan(loaded: LoadedModel, request: ChatRequest, functions: PreparedFunction[]): Promise<ToolPlan> {
+  const choice = request.toolChoice ?? "auto";
+  const named = typeof choice === "object" ? choice.name : undefined;
+  if (named !== undefined && !functions.some((f) => f.name === named)) {
+    throw new CoreError("invalid_request", "toolChoice names a function that is not among the tools", { param: "toolChoice" });
+  }
+  const syntax = await toolSyntax(loaded.chatWrapper);
+  const schemas = functions.map(({ name, schema }) => ({ name, schema }));
+  return {
+    syntax,
+    functions: schemas,
+    grammar: await loaded.grammars.forCall(schemas, syntax, named),
+    forced: choice === "required" || named !== undefined ? { named } : undefined,
+    parallel: request.parallelToolCalls !== false && named === undefined,
+  };
+}
+
+function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], functions?: PreparedFunction[]): { prompt: Token[]; triggers: LlamaText[] } {
+  const { contextText, stopGenerationTriggers } = loaded.chatWrapper.generateContextState({
+    chatHistory: toChatHistory(messages),
+    availableFunctions: functions && Object.fromEntries(functions.map((f) => [f.name, { description: f.description, params: f.schema as never }])),
+    documentFunctionParams: true,
+  });
   return { prompt: contextText.tokenize(loaded.model.tokenizer), triggers: stopGenerationTriggers };
 }
 
@@ -59,17 +107,31 @@ function textTriggers(triggers: LlamaText[]): string[] {
   return triggers.filter((t) => t.values.length > 0 && t.values.every((v) => typeof v === "string")).map((t) => t.values.join(""));
 }
 
+/**
+ * Messages as node-llama-cpp's chat history: an assistant's tool calls become function
+ * calls in its response, each with the result its tool message gave.
+ */
 export function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
-  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem =>
+  const results = new Map(messages.filter((m) => m.role === "tool").map((m) => [m.toolCallId, m.content]));
+  const history: ChatHistoryItem[] = messages.filter((m) => m.role !== "tool").map((m): ChatHistoryItem =>
     m.role === "system" ? { type: "system", text: m.content }
       : m.role === "user" ? { type: "user", text: m.content }
-        : { type: "model", response: [m.content] });
+        : {
+          type: "model",
+          response: [
+            ...(m.content || !m.toolCalls?.length ? [m.content] : []),
+            ...(m.toolCalls ?? []).map((call) => ({ type: "functionCall" as const, name: call.name, params: jsonOr(call.arguments), result: results.has(call.id) ? jsonOr(results.get(call.id)!) : undefined })),
+          ],
+        });
   // a trailing assistant message is a prefix the answer continues; otherwise the answer starts empty
   if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
   return history;
 }
 
-function planOf(prompt: Token[], stops: string[], request: SamplingOptions, room: number): GenerationPlan {
+/** What shapes an answer besides its prompt: sampling, and a grammar's constraint. */
+type Shaping = SamplingOptions & { constraint?: Constraint; tools?: ToolPlan };
+
+function planOf(prompt: Token[], stops: string[], request: Shaping, room: number): GenerationPlan {
   const penalize = request.repeatPenalty !== undefined || request.frequencyPenalty !== undefined || request.presencePenalty !== undefined;
   return {
     prompt,
@@ -85,6 +147,8 @@ function planOf(prompt: Token[], stops: string[], request: SamplingOptions, room
     penalty: penalize
       ? { penalty: request.repeatPenalty ?? 1, frequencyPenalty: request.frequencyPenalty, presencePenalty: request.presencePenalty, lastTokens: PENALTY_LAST_TOKENS }
       : undefined,
+    constraint: request.constraint,
+    tools: request.tools,
   };
 }
 
@@ -92,7 +156,7 @@ async function* generate(
   loaded: LoadedModel,
   prompt: Token[],
   stops: string[],
-  request: SamplingOptions,
+  request: Shaping,
   startedAt: number,
   signal: AbortSignal | undefined,
 ): AsyncGenerator<GenerationEvent> {
@@ -131,4 +195,13 @@ function sequenceFor(loaded: LoadedModel, free: readonly LlamaContextSequence[],
   let oldest = 0;
   free.forEach((sequence, i) => { if (loaded.lastUsed(sequence) < loaded.lastUsed(free[oldest]!)) oldest = i; });
   return oldest;
+}
+
+/** JSON text as its value, or the text itself when it is not JSON (a tool's plain answer). */
+function jsonOr(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }

@@ -36,7 +36,7 @@ export class InferenceCore {
   async contextSize(name?: string): Promise<number> { return (await this.runner(name).load()).contextSize; }
 
   /** The prompt tokens a chat request would use, counted exactly as generation counts them. */
-  async countTokens(request: ChatRequest): Promise<number> { return this.runner(request.model).countTokens(request.messages); }
+  async countTokens(request: ChatRequest): Promise<number> { return this.runner(request.model).countTokens(request); }
 
   async embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {
     return this.runner(request.model).embed(request, signal);

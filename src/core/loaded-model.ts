@@ -7,6 +7,7 @@
 import type { ChatWrapper, LlamaContext, LlamaContextSequence, LlamaEmbeddingContext, LlamaModel, Token } from "node-llama-cpp";
 import { Batcher } from "./batcher.js";
 import { Engine, firstLine } from "./engine.js";
+import { Grammars } from "./grammars.js";
 import { SlotPool } from "./scheduler.js";
 import { chooseThreads, threadCandidates } from "./threads.js";
 import { CoreError, type CoreOptions, type ModelSource } from "./types.js";
@@ -31,6 +32,8 @@ export class LoadedModel {
     readonly chatWrapper: ChatWrapper,
     /** llama.cpp threads: as given, or as measured at load (threads.ts) */
     readonly threads: number,
+    /** the grammars of constrained answers, built once per schema */
+    readonly grammars: Grammars,
     private readonly options: CoreOptions,
     sequenceList: LlamaContextSequence[],
   ) {
@@ -58,7 +61,7 @@ export class LoadedModel {
     const sequenceList = Array.from({ length: parallel }, () => context.getSequence());
     const chosen = options.threads ?? await chooseThreads(llama, sequenceList[0]!, calibrationPrompt(model));
     const sequences = new SlotPool(sequenceList, queue, onBusy);
-    return new LoadedModel(source.name, model, context, contextSize, sequences, resolveChatWrapper(model), chosen, options, sequenceList);
+    return new LoadedModel(source.name, model, context, contextSize, sequences, resolveChatWrapper(model), chosen, new Grammars(llama), options, sequenceList);
   }
 
   /** Marks a sequence as just used (sequences are reused least recently used first). */

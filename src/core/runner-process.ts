@@ -73,7 +73,7 @@ process.on("message", (message: ToRunner) => {
     case "load": return void answer(message.id, async (m) => ({ contextSize: m.contextSize, threads: m.threads }));
     case "chat": return void stream(message.id, (m, signal) => chat(m, message.request, signal));
     case "complete": return void stream(message.id, (m, signal) => complete(m, message.request, signal));
-    case "count": return void answer(message.id, async (m) => countChatTokens(m, message.messages));
+    case "count": return void answer(message.id, async (m) => countChatTokens(m, message.request));
     case "embed": return void answer(message.id, (m, signal) => embed(m, message.request, signal));
     case "cancel": return running.get(message.id)?.abort();
     case "close": return void close();

@@ -1,5 +1,5 @@
 /** The messages between a model's runner process and the process that owns it. */
-import type { ChatMessage, ChatRequest, CompletionRequest, CoreOptions, EmbeddingRequest, EmbeddingResult, ErrorKind, GenerationEvent, ModelSource } from "./types.js";
+import type { ChatRequest, CompletionRequest, CoreOptions, EmbeddingRequest, EmbeddingResult, ErrorKind, GenerationEvent, ModelSource } from "./types.js";
 import { CoreError } from "./types.js";
 
 /** From the owner to the runner. */
@@ -8,7 +8,7 @@ export type ToRunner =
   | { t: "load"; id: number }
   | { t: "chat"; id: number; request: ChatRequest }
   | { t: "complete"; id: number; request: CompletionRequest }
-  | { t: "count"; id: number; messages: ChatMessage[] }
+  | { t: "count"; id: number; request: ChatRequest }
   | { t: "embed"; id: number; request: EmbeddingRequest }
   | { t: "cancel"; id: number }
   | { t: "close" };

@@ -114,9 +114,9 @@ export class RunnerModel {
     yield* this.stream((id) => ({ t: "complete", id, request }), signal);
   }
 
-  async countTokens(messages: ChatMessage[]): Promise<number> {
+  async countTokens(request: ChatRequest): Promise<number> {
     await this.load();
-    return this.call<number>({ t: "count", id: this.nextId++, messages });
+    return this.call<number>({ t: "count", id: this.nextId++, request });
   }
 
   async embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {

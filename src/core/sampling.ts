@@ -41,9 +41,9 @@ export function samplingField(key: SamplingKey): SamplingField {
   return SAMPLING_FIELDS.find((f) => f.key === key)!;
 }
 
-/** The wire name of a core field (`topP` -> `top_p`), for messages that name it. */
+/** The wire name of a core field (`topP` -> `top_p`, `responseFormat` -> `response_format`), for messages that name it. */
 export function wireName(key: string): string {
-  return SAMPLING_FIELDS.find((f) => f.key === key)?.wire ?? key;
+  return SAMPLING_FIELDS.find((f) => f.key === key)?.wire ?? key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
 export function describeLimit(limit: Limit): string {

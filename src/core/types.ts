@@ -33,22 +33,55 @@ export interface SamplingOptions {
   presencePenalty?: number;
 }
 
-export type Role = "system" | "user" | "assistant";
+export type Role = "system" | "user" | "assistant" | "tool";
 
 export interface ChatMessage {
   role: Role;
   content: string;
+  /** an assistant's calls (its content may be empty) */
+  toolCalls?: ToolCall[];
+  /** a tool message: the call whose result `content` is */
+  toolCallId?: string;
 }
+
+/** A function the model may call: its parameters a JSON schema (an object). */
+export interface ToolDefinition {
+  name: string;
+  description?: string;
+  parameters?: Record<string, unknown>;
+}
+
+/** auto: the model decides; none: no call; required: at least one; a name: that function. */
+export type ToolChoice = "auto" | "none" | "required" | { name: string };
+
+export interface ToolCall {
+  id: string;
+  name: string;
+  /** JSON text, valid against the function's parameters */
+  arguments: string;
+}
+
+/**
+ * The shape the answer must have: free text, any JSON object, or JSON valid against a
+ * schema. JSON is generated under a grammar, so it is valid by construction.
+ */
+export type ResponseFormat = { type: "text" } | { type: "json_object" } | { type: "json_schema"; schema: Record<string, unknown> };
 
 export interface ChatRequest extends SamplingOptions {
   /** a served model's name; the first served model when absent */
   model?: string;
   messages: ChatMessage[];
+  responseFormat?: ResponseFormat;
+  tools?: ToolDefinition[];
+  toolChoice?: ToolChoice;
+  /** several calls in one answer (default true) */
+  parallelToolCalls?: boolean;
 }
 
 export interface CompletionRequest extends SamplingOptions {
   model?: string;
   prompt: string;
+  responseFormat?: ResponseFormat;
 }
 
 export interface EmbeddingRequest {
@@ -56,7 +89,7 @@ export interface EmbeddingRequest {
   input: string[];
 }
 
-export type FinishReason = "stop" | "length" | "stop_sequence" | "cancelled";
+export type FinishReason = "stop" | "length" | "stop_sequence" | "tool_calls" | "cancelled";
 
 export interface Usage {
   promptTokens: number;
@@ -81,6 +114,8 @@ export interface GenerationResult {
   finishReason: FinishReason;
   /** the stop sequence that ended the text, when finishReason is `stop_sequence` */
   stopSequence?: string;
+  /** the calls the answer makes (finishReason `tool_calls`) */
+  toolCalls?: ToolCall[];
   usage: Usage;
   timings: Timings;
 }
@@ -92,6 +127,10 @@ export interface GenerationResult {
 export type GenerationEvent =
   | { type: "start"; promptTokens: number; cachedPromptTokens: number }
   | { type: "delta"; text: string }
+  /** a call begins: its function is known */
+  | { type: "tool_call"; index: number; id: string; name: string }
+  /** a piece of that call's arguments */
+  | { type: "tool_arguments"; index: number; text: string }
   | ({ type: "done" } & GenerationResult);
 
 export interface EmbeddingResult {

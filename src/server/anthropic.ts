@@ -3,32 +3,72 @@
  * /v1/messages/count_tokens. Same core, scheduler and audit path as the OpenAI routes.
  */
 import { randomBytes } from "node:crypto";
-import type { ChatMessage, ChatRequest, GenerationResult } from "../core/types.js";
+import type { ChatMessage, ChatRequest, GenerationResult, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
-import { asObject, invalid, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
+import { asObject, functionOf, invalid, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const KNOWN_BLOCKS = new Set([
-  "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result",
-  "server_tool_use", "web_search_tool_result", "container_upload",
+  "image", "document", "search_result", "server_tool_use", "web_search_tool_result", "container_upload",
 ]);
+
+/** A block mlxs cannot read: named when it is one of Anthropic's, never echoing the client's own text. */
+function unreadable(block: unknown, param: string, allowed: string): HttpProblem {
+  const type = (block as Body | null)?.type;
+  if (typeof type === "string" && KNOWN_BLOCKS.has(type)) return unsupported(param, `${type} blocks are not supported; only ${allowed}`);
+  if (typeof type === "string") return unsupported(param, `only ${allowed} blocks are supported`);
+  return invalid(param, "must be a content block with a type");
+}
+
+function textOf(block: Body, param: string): string {
+  if (typeof block.text !== "string") throw invalid(`${param}.text`, "must be a string");
+  return block.text;
+}
 
 function textOfBlocks(content: unknown, param: string): string {
   if (typeof content === "string") return content;
   if (!Array.isArray(content)) throw invalid(param, "must be a string or a list of content blocks");
   return content.map((block, i) => {
-    const type = (block as Body)?.type;
-    if (type === "text") {
-      const text = (block as Body).text;
-      if (typeof text !== "string") throw invalid(`${param}.${i}.text`, "must be a string");
-      return text;
-    }
-    // name the block type only when it is one of Anthropic's: the client's own text never goes back
-    if (typeof type === "string" && KNOWN_BLOCKS.has(type)) throw unsupported(`${param}.${i}`, `${type} blocks are not supported; only text`);
-    if (typeof type === "string") throw unsupported(`${param}.${i}`, "only text blocks are supported");
-    throw invalid(`${param}.${i}`, "must be a content block with a type");
+    if ((block as Body)?.type === "text") return textOf(block as Body, `${param}.${i}`);
+    throw unreadable(block, `${param}.${i}`, "text");
   }).join("");
+}
+
+/**
+ * One wire message as core messages: an assistant's text and tool_use blocks become one
+ * message with its calls; a user's tool_result blocks become tool messages, then its text
+ * a user message. Thinking blocks of earlier turns are dropped, as Anthropic drops them.
+ */
+function messagesOfTurn(m: Body, param: string, calls: Set<string>): ChatMessage[] {
+  const role = m.role;
+  if (role !== "user" && role !== "assistant") throw invalid(`${param}.role`, "must be user or assistant");
+  if (typeof m.content === "string") return [{ role, content: m.content }];
+  if (!Array.isArray(m.content)) throw invalid(`${param}.content`, "must be a string or a list of content blocks");
+  const text: string[] = [];
+  const toolCalls: ToolCall[] = [];
+  const results: ChatMessage[] = [];
+  m.content.forEach((raw, i) => {
+    const at = `${param}.content.${i}`;
+    const block = raw as Body;
+    const type = block?.type;
+    if (type === "text") text.push(textOf(block, at));
+    else if (role === "assistant" && (type === "thinking" || type === "redacted_thinking")) return;
+    else if (role === "assistant" && type === "tool_use") {
+      if (typeof block.id !== "string" || typeof block.name !== "string") throw invalid(at, "must be {type: tool_use, id, name, input}");
+      const input = block.input ?? {};
+      if (typeof input !== "object" || Array.isArray(input)) throw invalid(`${at}.input`, "must be an object");
+      calls.add(block.id);
+      toolCalls.push({ id: block.id, name: block.name, arguments: JSON.stringify(input) });
+    } else if (role === "user" && type === "tool_result") {
+      if (typeof block.tool_use_id !== "string" || !calls.has(block.tool_use_id)) throw invalid(`${at}.tool_use_id`, "must be the id of a tool_use block in an earlier assistant message");
+      const content = block.content === undefined || block.content === null ? "" : textOfBlocks(block.content, `${at}.content`);
+      // an error the tool reported: the model reads it as one
+      results.push({ role: "tool", toolCallId: block.tool_use_id, content: optionalBoolean(block, "is_error") ? `Error: ${content}` : content });
+    } else throw unreadable(block, at, role === "user" ? "text and tool_result" : "text, tool_use and thinking");
+  });
+  if (role === "assistant") return [{ role, content: text.join(""), ...(toolCalls.length ? { toolCalls } : {}) }];
+  return [...results, ...(text.length || !results.length ? [{ role, content: text.join("") } as ChatMessage] : [])];
 }
 
 /** Consecutive messages of one role are merged into one turn, as Anthropic does. */
@@ -36,25 +76,61 @@ function messagesOf(body: Body): ChatMessage[] {
   const messages = body.messages;
   if (!Array.isArray(messages) || messages.length === 0) throw invalid("messages", "must be a non-empty list of messages");
   const merged: ChatMessage[] = [];
+  const calls = new Set<string>();
   messages.forEach((raw, i) => {
-    const m = raw as Body;
-    if (typeof m !== "object" || m === null) throw invalid(`messages.${i}`, "must be an object");
-    if (m.role !== "user" && m.role !== "assistant") throw invalid(`messages.${i}.role`, "must be user or assistant");
-    const content = textOfBlocks(m.content, `messages.${i}.content`);
-    const last = merged.at(-1);
-    if (last && last.role === m.role) last.content += `\n\n${content}`;
-    else merged.push({ role: m.role, content });
+    if (typeof raw !== "object" || raw === null) throw invalid(`messages.${i}`, "must be an object");
+    for (const message of messagesOfTurn(raw as Body, `messages.${i}`, calls)) {
+      const last = merged.at(-1);
+      if (last && last.role === message.role && message.role !== "tool" && !last.toolCalls && !message.toolCalls) last.content += `\n\n${message.content}`;
+      else merged.push(message);
+    }
   });
   return merged;
+}
+
+/** tools: custom tools with an input_schema; Anthropic's own server tools (bash, web search ...) are refused by type. */
+function toolsOf(body: Body): Pick<ChatRequest, "tools" | "toolChoice" | "parallelToolCalls"> {
+  const list = body.tools;
+  let tools: ToolDefinition[] | undefined;
+  if (list !== undefined && list !== null) {
+    if (!Array.isArray(list)) throw invalid("tools", "must be a list of tools");
+    tools = list.map((tool, i) => {
+      if (typeof tool !== "object" || tool === null) throw invalid(`tools.${i}`, "must be an object");
+      const type = (tool as Body).type;
+      if (type !== undefined && type !== null && type !== "custom") throw unsupported(`tools.${i}.type`, "only custom tools (with an input_schema) are supported");
+      return functionOf(tool as Body, `tools.${i}`);
+    });
+  }
+  const choice = body.tool_choice;
+  if (choice === undefined || choice === null) return { tools };
+  if (typeof choice !== "object" || Array.isArray(choice)) throw invalid("tool_choice", "must be an object with a type");
+  const { type, name } = choice as Body;
+  const parallelToolCalls = optionalBoolean(choice as Body, "disable_parallel_tool_use") === true ? false : undefined;
+  let toolChoice: ToolChoice;
+  if (type === "auto" || type === "none") toolChoice = type;
+  else if (type === "any") toolChoice = "required";
+  else if (type === "tool") {
+    if (typeof name !== "string" || !tools?.some((t) => t.name === name)) throw invalid("tool_choice.name", "must name one of the tools");
+    toolChoice = { name };
+  } else throw invalid("tool_choice.type", "must be auto, any, tool or none");
+  if (toolChoice === "required" && !tools?.length) throw invalid("tool_choice", "any needs tools");
+  return { tools, toolChoice, parallelToolCalls };
+}
+
+/** top_k and top_p of -1: "unset", as older clients send them. */
+function unlessUnset(value: number | undefined): number | undefined {
+  return value === -1 ? undefined : value;
 }
 
 /** The chat request of a /v1/messages body (also what count_tokens counts). */
 function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
   // the model first, on every route: a refused request's record still names it
   const name = servedModelOf(ctx, body);
-  for (const field of ["tools", "tool_choice", "thinking", "mcp_servers", "container"]) {
+  for (const field of ["mcp_servers", "container"]) {
     if (body[field] !== undefined && body[field] !== null) throw unsupported(field, "is not supported");
   }
+  const thinking = body.thinking as Body | undefined | null;
+  if (thinking !== undefined && thinking !== null && thinking.type !== "disabled") throw unsupported("thinking", "extended thinking is not supported; send {\"type\": \"disabled\"} or nothing");
   const messages = messagesOf(body);
   if (body.system !== undefined && body.system !== null) {
     messages.unshift({ role: "system", content: textOfBlocks(body.system, "system") });
@@ -67,14 +143,25 @@ function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
     model: name,
     messages,
     temperature: optionalNumber(body, "temperature"),
-    topP: optionalNumber(body, "top_p"),
-    topK: optionalInteger(body, "top_k"),
+    topP: unlessUnset(optionalNumber(body, "top_p")),
+    topK: unlessUnset(optionalInteger(body, "top_k")),
     stop: (stop as string[] | undefined) ?? undefined,
+    ...toolsOf(body),
   };
 }
 
 const stopReasonOf = (result: GenerationResult) =>
-  result.finishReason === "length" ? "max_tokens" : result.finishReason === "stop_sequence" ? "stop_sequence" : "end_turn";
+  result.finishReason === "tool_calls" ? "tool_use"
+    : result.finishReason === "length" ? "max_tokens" : result.finishReason === "stop_sequence" ? "stop_sequence" : "end_turn";
+
+/** Anthropic's ids for tool calls: toolu_... */
+const toolUseId = (id: string) => id.replace(/^call_/, "toolu_");
+
+function contentOf(result: GenerationResult): Body[] {
+  const blocks: Body[] = result.text || !result.toolCalls?.length ? [{ type: "text", text: result.text }] : [];
+  for (const call of result.toolCalls ?? []) blocks.push({ type: "tool_use", id: toolUseId(call.id), name: call.name, input: JSON.parse(call.arguments) });
+  return blocks;
+}
 
 async function messages(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
@@ -91,7 +178,7 @@ async function messages(ctx: RequestContext): Promise<void> {
     if (!result) return;
     ctx.json(200, {
       id, type: "message", role: "assistant", model,
-      content: [{ type: "text", text: result.text }],
+      content: contentOf(result),
       stop_reason: stopReasonOf(result),
       stop_sequence: result.stopSequence ?? null,
       usage: { input_tokens: result.usage.promptTokens, output_tokens: result.usage.completionTokens },
@@ -101,19 +188,35 @@ async function messages(ctx: RequestContext): Promise<void> {
 
   const sse = ctx.sse();
   const send = (type: string, data: Body) => sse.send(JSON.stringify({ type, ...data }), type);
+  // content blocks open as their content comes: text, then each tool_use; one closes as the
+  // next opens. Anthropic's ping follows the first block's start.
+  let index = -1;
+  let open: "text" | "tool_use" | undefined;
+  const openBlock = async (block: Body) => {
+    if (open) await send("content_block_stop", { index });
+    index += 1;
+    open = block.type as "text" | "tool_use";
+    await send("content_block_start", { index, content_block: block });
+    if (index === 0) await send("ping", {});
+  };
   const result = await relay(ctx, sse, events, {
     // message_start carries the prompt's tokens, as the generation counted them before it began
     start: async (opening) => {
       await send("message_start", {
         message: { id, type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: opening?.promptTokens ?? 0, output_tokens: 0 } },
       });
-      await send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
-      await send("ping", {});
     },
-    delta: (text) => send("content_block_delta", { index: 0, delta: { type: "text_delta", text } }),
+    delta: async (text) => {
+      if (open !== "text") await openBlock({ type: "text", text: "" });
+      await send("content_block_delta", { index, delta: { type: "text_delta", text } });
+    },
+    toolCall: (call) => openBlock({ type: "tool_use", id: toolUseId(call.id), name: call.name, input: {} }),
+    toolArguments: (piece) => send("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: piece.text } }),
   });
   if (!result) return;
-  await send("content_block_stop", { index: 0 });
+  // an empty answer is still one (empty) text block
+  if (!open) await openBlock({ type: "text", text: "" });
+  await send("content_block_stop", { index });
   await send("message_delta", { delta: { stop_reason: stopReasonOf(result), stop_sequence: result.stopSequence ?? null }, usage: { output_tokens: result.usage.completionTokens } });
   await send("message_stop", {});
   sse.end();

@@ -234,8 +234,8 @@ export class MlxsServer {
         res.writeHead(status, { ...headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
         res.end(method === "HEAD" ? undefined : text);
       },
-      chat: (request) => recorded(tracker, this.options.core.chat(request, signal)),
-      complete: (request) => recorded(tracker, this.options.core.complete(request, signal)),
+      chat: (request) => recorded(tracker, request, this.options.core.chat(request, signal)),
+      complete: (request) => recorded(tracker, request, this.options.core.complete(request, signal)),
       embed: async (request) => {
         const result = await this.options.core.embed(request, signal);
         tracker?.tokens(result.usage.promptTokens, 0);

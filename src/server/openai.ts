@@ -3,18 +3,22 @@
  * /v1/embeddings and /v1/models. No inference logic here: validate, translate, write.
  */
 import { randomBytes } from "node:crypto";
-import type { ChatMessage, GenerationEvent, GenerationResult, SamplingOptions } from "../core/types.js";
-import { SAMPLING_FIELDS } from "../core/sampling.js";
+import type { ChatMessage, ChatRequest, GenerationEvent, GenerationResult, ResponseFormat, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
 import {
-  asObject, invalid, servedModelOf, optionalBoolean, optionalInteger, optionalNumber, optionalString, optionalStrings, unsupported, type Body,
+  asObject, functionOf, invalid, samplingOf, servedModelOf, optionalBoolean, optionalInteger, optionalString, unsupported, type Body,
 } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
 const now = () => Math.floor(Date.now() / 1000);
 
-/** Parameters that would change the answer and are not supported yet: refused, never ignored. */
+/**
+ * Parameters that would change the answer and that mlxs cannot honour: refused, naming
+ * them, never ignored. What changes nothing here (user, metadata, service_tier,
+ * reasoning_effort for a model that does not reason, store: false ...) is accepted and
+ * ignored, and never stored (the README lists each decision).
+ */
 function refuseUnsupported(body: Body): void {
   const n = optionalInteger(body, "n");
   if (n !== undefined && n !== 1) throw unsupported("n", "only n = 1 is supported");
@@ -22,28 +26,61 @@ function refuseUnsupported(body: Body): void {
   if (bestOf !== undefined && bestOf !== 1) throw unsupported("best_of", "only best_of = 1 is supported");
   if (body.logprobs !== undefined && body.logprobs !== null && body.logprobs !== false) throw unsupported("logprobs", "log probabilities are not supported");
   if (body.top_logprobs !== undefined && body.top_logprobs !== null) throw unsupported("top_logprobs", "log probabilities are not supported");
-  for (const name of ["tools", "tool_choice", "functions", "function_call", "audio", "prediction", "suffix"]) {
+  for (const name of ["audio", "prediction", "suffix", "web_search_options"]) {
     if (body[name] !== undefined && body[name] !== null) throw unsupported(name, "is not supported");
   }
+  if (body.store === true) throw unsupported("store", "mlxs never keeps conversations (store: true asks it to)");
   if (body.echo === true) throw unsupported("echo", "is not supported");
   if (body.logit_bias && typeof body.logit_bias === "object" && Object.keys(body.logit_bias).length > 0) throw unsupported("logit_bias", "is not supported");
-  const format = body.response_format;
-  if (format !== undefined && format !== null) {
-    if (typeof format !== "object" || (format as Body).type !== "text") throw unsupported("response_format", "only {\"type\": \"text\"} is supported");
-  }
   if (Array.isArray(body.modalities) && body.modalities.some((m) => m !== "text")) throw unsupported("modalities", "only text is supported");
 }
 
-/** The sampling fields of a body, by their wire names (the core's table), range-checked by the core. */
-function samplingOf(body: Body): SamplingOptions {
-  const sampling: SamplingOptions = {};
-  for (const { key, wire, limit } of SAMPLING_FIELDS) {
-    const value = limit.integer ? optionalInteger(body, wire) : optionalNumber(body, wire);
-    if (value !== undefined) sampling[key] = value;
+/** tools (or the older functions), tool_choice (or function_call) and parallel_tool_calls. */
+function toolsOf(body: Body): Pick<ChatRequest, "tools" | "toolChoice" | "parallelToolCalls"> {
+  const legacy = body.tools === undefined && body.functions !== undefined && body.functions !== null;
+  const list = legacy ? (Array.isArray(body.functions) ? body.functions.map((fn) => ({ type: "function", function: fn })) : body.functions) : body.tools;
+  const param = legacy ? "functions" : "tools";
+  let tools: ToolDefinition[] | undefined;
+  if (list !== undefined && list !== null) {
+    if (!Array.isArray(list)) throw invalid(param, "must be a list of tools");
+    tools = list.map((tool, i) => {
+      const at = `${param}[${i}]`;
+      if (typeof tool !== "object" || tool === null) throw invalid(at, "must be an object");
+      if ((tool as Body).type !== "function") throw unsupported(`${at}.type`, "only function tools are supported");
+      const fn = (tool as Body).function;
+      if (typeof fn !== "object" || fn === null) throw invalid(`${at}.function`, "must be an object");
+      return functionOf(fn as Body, legacy ? at : `${at}.function`);
+    });
   }
-  sampling.maxTokens = optionalInteger(body, "max_completion_tokens") ?? sampling.maxTokens;
-  sampling.stop = optionalStrings(body, "stop");
-  return sampling;
+  const choiceParam = legacy ? "function_call" : "tool_choice";
+  const choice = legacy ? body.function_call : body.tool_choice;
+  let toolChoice: ToolChoice | undefined;
+  if (choice === "auto" || choice === "none" || choice === "required") toolChoice = choice;
+  else if (typeof choice === "object" && choice !== null) {
+    const name = ((choice as Body).function as Body | undefined)?.name ?? (choice as Body).name;
+    if (typeof name !== "string") throw invalid(choiceParam, "must be auto, none, required or a function");
+    toolChoice = { name };
+  } else if (choice !== undefined && choice !== null) throw invalid(choiceParam, "must be auto, none, required or a function");
+  if (typeof toolChoice === "object" && !tools?.some((t) => t.name === toolChoice.name)) {
+    throw invalid(choiceParam, "names a function that is not among the tools");
+  }
+  if (toolChoice === "required" && !tools?.length) throw invalid(choiceParam, "required needs tools");
+  return { tools, toolChoice, parallelToolCalls: optionalBoolean(body, "parallel_tool_calls") };
+}
+
+/** response_format: text, json_object, or json_schema (its schema checked by the core, which enforces it). */
+function responseFormatOf(body: Body): ResponseFormat | undefined {
+  const format = body.response_format;
+  if (format === undefined || format === null) return undefined;
+  if (typeof format !== "object" || Array.isArray(format)) throw invalid("response_format", "must be an object with a type");
+  const { type } = format as Body;
+  if (type === "text" || type === "json_object") return { type };
+  if (type !== "json_schema") throw invalid("response_format.type", "must be text, json_object or json_schema");
+  const spec = (format as Body).json_schema;
+  if (typeof spec !== "object" || spec === null || Array.isArray(spec)) throw invalid("response_format.json_schema", "must be an object with a schema");
+  const schema = (spec as Body).schema;
+  if (typeof schema !== "object" || schema === null || Array.isArray(schema)) throw invalid("response_format.json_schema.schema", "must be a JSON schema object");
+  return { type: "json_schema", schema: schema as Record<string, unknown> };
 }
 
 function textOfContent(content: unknown, param: string): string {
@@ -61,17 +98,35 @@ function textOfContent(content: unknown, param: string): string {
 function messagesOf(body: Body): ChatMessage[] {
   const messages = body.messages;
   if (!Array.isArray(messages) || messages.length === 0) throw invalid("messages", "must be a non-empty list of messages");
-  return messages.map((raw, i) => {
+  const calls = new Set<string>();
+  return messages.map((raw, i): ChatMessage => {
     const param = `messages[${i}]`;
     if (typeof raw !== "object" || raw === null) throw invalid(param, "must be an object");
     const m = raw as Body;
-    if (m.tool_calls !== undefined || m.function_call !== undefined) throw unsupported(`${param}.tool_calls`, "tool calls are not supported");
     const role = m.role === "developer" ? "system" : m.role;
-    if (role !== "system" && role !== "user" && role !== "assistant") {
-      if (role === "tool" || role === "function") throw unsupported(`${param}.role`, "tool messages are not supported");
-      throw invalid(`${param}.role`, "must be system, user or assistant");
+    if (role === "tool") {
+      const id = m.tool_call_id;
+      if (typeof id !== "string" || !calls.has(id)) throw invalid(`${param}.tool_call_id`, "must be the id of a tool call in an earlier assistant message");
+      return { role, toolCallId: id, content: textOfContent(m.content, `${param}.content`) };
     }
-    return { role, content: textOfContent(m.content, `${param}.content`) };
+    if (role !== "system" && role !== "user" && role !== "assistant") {
+      if (role === "function") throw unsupported(`${param}.role`, "function messages are not supported; use tool messages");
+      throw invalid(`${param}.role`, "must be system, user, assistant or tool");
+    }
+    const content = textOfContent(m.content, `${param}.content`);
+    if (role !== "assistant" || m.tool_calls === undefined || m.tool_calls === null) return { role, content };
+    if (!Array.isArray(m.tool_calls)) throw invalid(`${param}.tool_calls`, "must be a list of tool calls");
+    const toolCalls = m.tool_calls.map((call, k) => {
+      const at = `${param}.tool_calls[${k}]`;
+      const fn = (call as Body | null)?.function as Body | undefined;
+      const id = (call as Body | null)?.id;
+      if (typeof id !== "string" || typeof fn !== "object" || fn === null || typeof fn.name !== "string" || typeof fn.arguments !== "string") {
+        throw invalid(at, "must be {id, type: function, function: {name, arguments}}");
+      }
+      calls.add(id);
+      return { id, name: fn.name, arguments: fn.arguments };
+    });
+    return { role, content, toolCalls };
   });
 }
 
@@ -87,7 +142,10 @@ function timingsOf(result: GenerationResult) {
   return { queue_ms: r(t.queueMs), ttft_ms: r(t.ttftMs), total_ms: r(t.totalMs), predicted_per_second: r(t.tokensPerSecond) };
 }
 
-const finishReasonOf = (result: GenerationResult) => (result.finishReason === "length" ? "length" : "stop");
+const finishReasonOf = (result: GenerationResult) =>
+  result.finishReason === "tool_calls" ? "tool_calls" : result.finishReason === "length" ? "length" : "stop";
+
+const wireCall = (call: ToolCall) => ({ id: call.id, type: "function", function: { name: call.name, arguments: call.arguments } });
 
 type Shape = {
   object: string;
@@ -95,21 +153,27 @@ type Shape = {
   /** a choice carrying text, whole or as a streamed piece */
   choice: (text: string, finish: string | null, first: boolean) => Body;
   /** the whole answer's choice */
-  whole: (text: string, finish: string) => Body;
+  whole: (result: GenerationResult, finish: string) => Body;
 };
 
 const CHAT: Shape = {
   object: "chat.completion",
   idPrefix: "chatcmpl",
   choice: (text, finish, first) => ({ index: 0, delta: first ? { role: "assistant", content: text } : finish ? {} : { content: text }, logprobs: null, finish_reason: finish }),
-  whole: (text, finish) => ({ index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: finish }),
+  whole: ({ text, toolCalls }, finish) => ({
+    index: 0,
+    // as OpenAI's: content null when the answer is its calls
+    message: { role: "assistant", content: toolCalls && !text ? null : text, refusal: null, ...(toolCalls ? { tool_calls: toolCalls.map(wireCall) } : {}) },
+    logprobs: null,
+    finish_reason: finish,
+  }),
 };
 
 const COMPLETION: Shape = {
   object: "text_completion",
   idPrefix: "cmpl",
   choice: (text, finish) => ({ index: 0, text, logprobs: null, finish_reason: finish }),
-  whole: (text, finish) => ({ index: 0, text, logprobs: null, finish_reason: finish }),
+  whole: ({ text }, finish) => ({ index: 0, text, logprobs: null, finish_reason: finish }),
 };
 
 /**
@@ -126,7 +190,7 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
   if (!stream) {
     const result = await collect(ctx, events);
     if (!result) return;
-    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result.text, finishReasonOf(result))], usage: usageOf(result), timings: timingsOf(result), system_fingerprint: null });
+    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result, finishReasonOf(result))], usage: usageOf(result), timings: timingsOf(result), system_fingerprint: null });
     return;
   }
 
@@ -137,6 +201,9 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
     // the first chunk carries the role, as OpenAI's do
     start: async () => { if (shape === CHAT) await sse.send(chunk([shape.choice("", null, true)])); },
     delta: (text) => sse.send(chunk([shape.choice(text, null, false)])),
+    // a call's name first, then its arguments in pieces, as OpenAI's stream helpers reassemble them
+    toolCall: (call) => sse.send(chunk([{ index: 0, delta: { tool_calls: [{ index: call.index, id: call.id, type: "function", function: { name: call.name, arguments: "" } }] }, logprobs: null, finish_reason: null }])),
+    toolArguments: (piece) => sse.send(chunk([{ index: 0, delta: { tool_calls: [{ index: piece.index, function: { arguments: piece.text } }] }, logprobs: null, finish_reason: null }])),
   });
   if (!result) return;
   await sse.send(chunk([shape.choice("", finishReasonOf(result), false)], { timings: timingsOf(result) }));
@@ -151,7 +218,7 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
   const model = servedModelOf(ctx, body);
   refuseUnsupported(body);
   const messages = messagesOf(body);
-  const events = ctx.chat({ model, messages, ...samplingOf(body) });
+  const events = ctx.chat({ model, messages, ...samplingOf(body), responseFormat: responseFormatOf(body), ...toolsOf(body) });
   await respond(ctx, body, CHAT, model, events);
 }
 
@@ -165,7 +232,7 @@ async function completions(ctx: RequestContext): Promise<void> {
     if (Array.isArray(prompt)) throw unsupported("prompt", "only a string, or a list of one string, is supported");
     throw invalid("prompt", "must be a string");
   }
-  const events = ctx.complete({ model, prompt, ...samplingOf(body) });
+  const events = ctx.complete({ model, prompt, ...samplingOf(body), responseFormat: responseFormatOf(body) });
   await respond(ctx, body, COMPLETION, model, events);
 }
 

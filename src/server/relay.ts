@@ -12,10 +12,16 @@ import type { SseStream } from "./sse.js";
 /** What the generation said of its prompt before its first token. */
 export type Opening = Extract<GenerationEvent, { type: "start" }>;
 
+export type ToolCallEvent = Extract<GenerationEvent, { type: "tool_call" }>;
+export type ToolArgumentsEvent = Extract<GenerationEvent, { type: "tool_arguments" }>;
+
 export interface RelayHooks {
   /** the protocol's opening events */
   start(opening: Opening | undefined): Promise<void>;
   delta(text: string): Promise<unknown>;
+  /** a tool call begins, then its arguments come in pieces */
+  toolCall?(event: ToolCallEvent): Promise<unknown>;
+  toolArguments?(event: ToolArgumentsEvent): Promise<unknown>;
 }
 
 /** The finished generation, for the adapter to close the stream its way; undefined when it is already over. */
@@ -47,7 +53,9 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
       // a client that left aborted the signal: the generation ends within a token
       if (!sse.open && started) continue;
       if (!started) await start();
-      await hooks.delta(event.text);
+      if (event.type === "delta") await hooks.delta(event.text);
+      else if (event.type === "tool_call") await hooks.toolCall?.(event);
+      else await hooks.toolArguments?.(event);
     }
   } catch (error) {
     if (!started) throw error;

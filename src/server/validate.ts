@@ -3,6 +3,8 @@
  * spelled it) and never quotes the value the client sent.
  */
 import type { RequestContext } from "./http.js";
+import type { SamplingOptions, ToolDefinition } from "../core/types.js";
+import { SAMPLING_FIELDS } from "../core/sampling.js";
 import { HttpProblem, modelNotFound } from "./problem.js";
 
 export type Body = Record<string, unknown>;
@@ -54,6 +56,32 @@ export function optionalStrings(body: Body, name: string): string[] | undefined 
   if (typeof value === "string") return [value];
   if (!Array.isArray(value) || value.some((v) => typeof v !== "string")) throw invalid(name, "must be a string or a list of strings");
   return value as string[];
+}
+
+/** The sampling fields of a body, by their wire names (the core's table), range-checked by the core. */
+export function samplingOf(body: Body): SamplingOptions {
+  const sampling: SamplingOptions = {};
+  for (const { key, wire, limit } of SAMPLING_FIELDS) {
+    const value = limit.integer ? optionalInteger(body, wire) : optionalNumber(body, wire);
+    if (value !== undefined) sampling[key] = value;
+  }
+  sampling.maxTokens = optionalInteger(body, "max_completion_tokens") ?? sampling.maxTokens;
+  sampling.stop = optionalStrings(body, "stop");
+  return sampling;
+}
+
+/** OpenAI's rule for function names, which every API here follows: they are written into prompts and grammars. */
+const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/** A function tool's definition: {name, description?, parameters? or input_schema?} (`param` names it in errors). */
+export function functionOf(fn: Body, param: string): ToolDefinition {
+  if (typeof fn.name !== "string" || !FUNCTION_NAME.test(fn.name)) throw invalid(`${param}.name`, "must be 1 to 64 letters, digits, _ or -");
+  const description = optionalString(fn, "description");
+  const parameters = fn.parameters ?? fn.input_schema;
+  if (parameters !== undefined && parameters !== null && (typeof parameters !== "object" || Array.isArray(parameters))) {
+    throw invalid(`${param}.parameters`, "must be a JSON schema object");
+  }
+  return { name: fn.name, description, parameters: (parameters ?? undefined) as Record<string, unknown> | undefined };
 }
 
 /**

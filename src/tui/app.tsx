@@ -7,7 +7,7 @@ import { useEffect, useRef, useState } from "react";
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { ChatBackend } from "../commands/chat-backend.js";
-import type { ChatMessage, SamplingOptions } from "../core/types.js";
+import type { ChatMessage, ResponseFormat, SamplingOptions } from "../core/types.js";
 import { HELP, parseSlash } from "./commands.js";
 import { typeInto } from "./keys.js";
 
@@ -20,6 +20,8 @@ export interface ChatAppProps {
   backend: ChatBackend;
   system?: string;
   sampling: SamplingOptions;
+  /** `--json-schema`: every answer JSON valid against it */
+  responseFormat?: ResponseFormat;
   /** keys typed before the chat was on the screen, Enter as "\r" (see type-ahead.ts) */
   typeAhead?: string;
 }
@@ -30,7 +32,7 @@ interface Status {
   contextSize?: number;
 }
 
-export function ChatApp({ backend, system: initialSystem, sampling: initialSampling, typeAhead }: ChatAppProps) {
+export function ChatApp({ backend, system: initialSystem, sampling: initialSampling, responseFormat, typeAhead }: ChatAppProps) {
   const { exit } = useApp();
   const [entries, setEntries] = useState<Entry[]>([{ role: "notice", text: "Type a message and press Enter. /help lists the commands; Ctrl-D leaves." }]);
   // the input lives in a ref (key handlers read it between renders) mirrored into state (to draw it)
@@ -101,7 +103,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     let answer = "";
     try {
       const messages = await fitted();
-      for await (const event of backend.stream(messages, sampling.current, controller.signal)) {
+      for await (const event of backend.stream(messages, { ...sampling.current, responseFormat }, controller.signal)) {
         if (event.type === "delta") {
           answer += event.text;
           setStreaming(answer);

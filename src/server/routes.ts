@@ -1,0 +1,10 @@
+/**
+ * Every API the server speaks, in one list: a new API is its adapter file and one line
+ * here (the server, and the tests that fuzz every route, take their routes from this).
+ */
+import type { Route } from "./http.js";
+import { openAiRoutes } from "./openai.js";
+import { responsesRoutes } from "./responses.js";
+import { anthropicRoutes } from "./anthropic.js";
+
+export const apiRoutes: Route[] = [...openAiRoutes, ...responsesRoutes, ...anthropicRoutes];
