@@ -60,13 +60,19 @@ const format = (schema) => ({ response_format: { type: "json_schema", json_schem
 const rate = (answer) => (answer.usage.completion_tokens - 1) / ((answer.timings.total_ms - answer.timings.ttft_ms) / 1000);
 
 const samples = { free: [], constrained: [], ttftFree: [], ttftSchema: [], ttftFirstUse: [] };
-await chat({ max_tokens: 8 });
-await chat({ max_tokens: 8, ...format(ARTICLE) });
+// warm-up: the first answers of a fresh runner are slow
+for (let i = 0; i < 3; i++) {
+  await chat({ max_tokens: 64 });
+  await chat({ max_tokens: 64, ...format(ARTICLE) });
+}
 for (let round = 0; round < ROUNDS; round++) {
   process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
   const pair = async (a, b) => { if (round % 2) { await b(); await a(); } else { await a(); await b(); } };
   // the same length both ways: the JSON answer is closed within its budget, so both use all 128 tokens
-  if (wants("tokens")) await pair(async () => samples.free.push(rate(await chat({ max_tokens: 128, seed: round, temperature: 0.8 }))), async () => samples.constrained.push(rate(await chat({ max_tokens: 128, seed: round, temperature: 0.8, ...format(ARTICLE) }))));
+  for (let i = 0; i < 4 && wants("tokens"); i++) {
+    const seed = round * 4 + i;
+    await pair(async () => samples.free.push(rate(await chat({ max_tokens: 128, seed, temperature: 0.8 }))), async () => samples.constrained.push(rate(await chat({ max_tokens: 128, seed, temperature: 0.8, ...format(ARTICLE) }))));
+  }
   if (!wants("ttft")) continue;
   for (let i = 0; i < 10; i++) {
     await pair(async () => samples.ttftFree.push((await chat({ max_tokens: 2 })).timings.ttft_ms), async () => samples.ttftSchema.push((await chat({ max_tokens: 2, ...format(twentyProperties()) })).timings.ttft_ms));
@@ -123,5 +129,5 @@ if (wants("ttft")) {
 if (wants("valid")) {
   rows.push([`valid answers of ${answered} (schemas, forced calls)`, `${valid}`, "", `${((valid / answered) * 100).toFixed(1)}%`, "100%", valid === answered ? "met" : `missed (seeds ${invalid.slice(0, 10).join(", ")})`, reproduce("valid")]);
 }
-console.log(`Constrained answers through mlxs serve, ~100 MB generated model, threads=${threads} (measured), parallel 4, medians of ${ROUNDS} rounds (TTFT: ${samples.ttftFree.length} requests each, server-side)`);
+console.log(`Constrained answers through mlxs serve, ~100 MB generated model, threads=${threads} (measured), parallel 4, medians of ${ROUNDS} rounds (tok/s: ${samples.free.length} answers each; TTFT: ${samples.ttftFree.length} requests each, server-side)`);
 console.log(table(rows));
