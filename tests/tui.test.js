@@ -9,7 +9,8 @@ import { ChatApp } from "../dist/tui/app.js";
 import { LocalBackend, RemoteBackend } from "../dist/commands/chat-backend.js";
 import { InferenceCore } from "../dist/core/index.js";
 import { loadConfig } from "../dist/config.js";
-import { CORE, ROOT, auditRows, runCli, startServer, tempDir, testModel } from "./helpers.js";
+import { writeTinyModel } from "../dist/core/gguf-writer.js";
+import { CORE, ROOT, TEST_MODEL, auditRows, runCli, startServer, tempDir, testModel } from "./helpers.js";
 
 const tick = (ms = 20) => new Promise((r) => setTimeout(r, ms));
 async function waitFor(app, predicate, ms = 10_000) {
@@ -298,7 +299,10 @@ terminal("keys typed before the chat has drawn its first frame are sent as meant
 
 terminal("the terminal hangs up mid-answer (SIGHUP): the answer stops, its record says so, the chat leaves", async () => {
   const home = tempDir();
-  const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, await testModel({ endless: true }), "sighup"], { encoding: "utf8", timeout: 60_000 });
+  // a context the answer cannot fill before the hang-up, however slow the machine
+  const model = join(tempDir(), "endless-long.gguf");
+  await writeTinyModel(model, { ...TEST_MODEL, canEnd: false, contextLength: 65_536 });
+  const result = spawnSync("python3", [join(ROOT, "tests/fixtures/pty-chat.py"), home, model, "sighup", "--ctx-size", "65536"], { encoding: "utf8", timeout: 60_000 });
   assert.is(result.status, 0, result.stderr);
   assert.match(result.stdout, /^EXIT 0\n/);
   const rows = await auditRows(join(home, "audit.db"));
