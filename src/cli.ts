@@ -36,8 +36,12 @@ function buildProgram(): Command {
     .addHelpText("after", `
 Environment:
   MLXS_HOME        put config and data under one directory
-  MLXS_MODEL, MLXS_GPU, MLXS_THREADS, MLXS_CTX_SIZE, MLXS_PARALLEL, MLXS_QUEUE
+  MLXS_MODEL, MLXS_GPU, MLXS_THREADS, MLXS_CTX_SIZE, MLXS_PARALLEL, MLXS_QUEUE,
+  MLXS_MODELS_DIR, MLXS_KEEP_ALIVE, MLXS_MAX_KEEP_ALIVE, MLXS_MAX_LOADED,
+  MLXS_MEMORY_BUDGET, MLXS_LOAD_WAIT, MLXS_PIN (comma-separated)
                    defaults for the flags of the same name
+  MLXS_API_KEYS    API keys for mlxs serve, comma-separated
+  MLXS_DEBUG       1: stack traces and llama.cpp's own log on stderr
   MLXS_AUDIT_DB    the audit database (default: <data dir>/audit.db)
   MLXS_AUDIT_RETENTION_DAYS
                    how long audit records are kept (default: 30, 0 = forever)
@@ -82,8 +86,43 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .addOption(new Option("--header-timeout <seconds>", "close connections that have not sent their headers by then").default(10).argParser(secondsIn("--header-timeout", 0.1, 3600)))
     .addOption(new Option("--drain-timeout <seconds>", "on SIGTERM, how long running requests may finish").default(30).argParser(integerIn("--drain-timeout", 0, 3600)))
     .addOption(new Option("--stall-timeout <seconds>", "end a streamed answer or export whose reader takes nothing for this long").default(30).argParser(secondsIn("--stall-timeout", 0.1, 3600)))
-    .addOption(new Option("--retention-days <n>", "prune audit records older than this at start and daily; 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")));
+    .addOption(new Option("--retention-days <n>", "prune audit records older than this at start and daily; 0 keeps everything (default: 30)").argParser(parseFlag("auditRetentionDays", "--retention-days")))
+    .addOption(new Option("--keep-alive <duration>", "how long an idle model stays loaded: 30s, 5m, 1h; 0 unloads it after each request, -1 never (default: 5m)").argParser(parseFlag("keepAlive", "--keep-alive")))
+    .addOption(new Option("--max-keep-alive <duration>", "the longest keep-alive a request may ask for (keep_alive); -1 asks for this (default: no cap)").argParser(parseFlag("maxKeepAlive", "--max-keep-alive")))
+    .addOption(new Option("--max-loaded <n>", "models loaded at once; idle ones are evicted for a new one, least recently used first; 0: no limit but memory (default: 3)").argParser(parseFlag("maxLoaded", "--max-loaded")))
+    .addOption(new Option("--memory-budget <size>", "memory the loaded models may take, by node-llama-cpp's estimates: 8gb, 512mb, or a share of RAM such as 60% (default: 80%)").argParser(parseFlag("memoryBudget", "--memory-budget")))
+    .addOption(new Option("--load-wait <duration>", "how long a request waits for room to load its model before 503 (default: 30s)").argParser(parseFlag("loadWait", "--load-wait")))
+    .addOption(new Option("--pin <name>", "keep this model loaded: loaded at start, never evicted or expired (repeatable)").argParser((raw: string, previous: string[] = []) => [...previous, raw]));
   addAuditDbOption(addCoreOptions(serve, { multipleModels: true })).action(lazy("./commands/serve.js"));
+
+  const models = program.command("models")
+    .description("the models on this machine: list, pull ahead of time, remove");
+  const modelsDir = () => new Option("--models-dir <dir>", "the models directory (default: <data dir>/models)").argParser(parseFlag("modelsDir", "--models-dir"));
+  models.command("list")
+    .description("the config file's models and every .gguf in the models directory, from their GGUF metadata, without loading any")
+    .addOption(modelsDir())
+    .option("--json", "one JSON object")
+    .action(lazy("./commands/models-list.js"));
+  models.command("pull")
+    .description("download a model into the models directory: progress on stderr, resumed if it breaks off, SHA-256 checked when the server gives one")
+    .argument("<spec>", "an https:// URL of a .gguf file, or hf:user/repo[:quant]")
+    .addOption(modelsDir())
+    .option("--name <name>", "the name to keep it under (default: the URL's file name)")
+    .option("--json", "one JSON object: name, path, size, sha256")
+    .action(lazy("./commands/models-pull.js"));
+  models.command("rm")
+    .description("delete a model from the models directory")
+    .argument("<name>", "its name, as models list shows it")
+    .addOption(modelsDir())
+    .action(lazy("./commands/models-rm.js"));
+
+  program.command("ps")
+    .description("what a running mlxs serve has loaded: memory, context, requests, when each unloads")
+    .option("--url <url>", "the daemon (default: http://127.0.0.1:10242)")
+    .option("--api-key <key>", "API key for the daemon")
+    .option("-f, --follow", "then print each load, unload and eviction as it happens, until Ctrl-C")
+    .option("--json", "JSON (with -f: one object per line)")
+    .action(lazy("./commands/ps.js"));
 
   const audit = program.command("audit")
     .description("read and maintain the audit log: one record per request, metadata only, never content");

@@ -4,11 +4,12 @@
  * came from, and the message names where it came from.
  */
 import { readFileSync } from "node:fs";
-import { homedir } from "node:os";
+import { homedir, totalmem } from "node:os";
 import { join } from "node:path";
 import { GPU_CHOICES, type GpuChoice } from "./core/types.js";
-
+import { parseDuration } from "./core/durations.js";
 import { UsageError } from "./errors.js";
+import { MODEL_NAME } from "./core/registry.js";
 
 
 interface Setting<T> {
@@ -30,6 +31,26 @@ export function integer(min: number, max: number): Setting<number>["parse"] {
 
 const nonEmptyString = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);
 
+/** Bytes ("8gb", "512mb", a number) or a share of this machine's RAM ("80%"). */
+export function memorySize(value: unknown): number | undefined {
+  if (typeof value === "number") return Number.isFinite(value) && value > 0 ? Math.floor(value) : undefined;
+  if (typeof value !== "string") return undefined;
+  const share = /^(\d+(?:\.\d+)?)\s*%$/.exec(value.trim());
+  if (share) return Number(share[1]) > 0 && Number(share[1]) <= 100 ? Math.floor((totalmem() * Number(share[1])) / 100) : undefined;
+  const match = /^(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g|tb|t)?$/i.exec(value.trim());
+  if (!match) return undefined;
+  const unit = { b: 1, k: 2 ** 10, kb: 2 ** 10, m: 2 ** 20, mb: 2 ** 20, g: 2 ** 30, gb: 2 ** 30, t: 2 ** 40, tb: 2 ** 40 }[(match[2] ?? "b").toLowerCase() as "b"];
+  const bytes = Math.floor(Number(match[1]) * unit);
+  return bytes > 0 ? bytes : undefined;
+}
+
+/** A comma-separated list (the environment's way) or a JSON list of strings (the config file's). */
+const stringList = (v: unknown) => {
+  const list = typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v;
+  return Array.isArray(list) && list.every((s) => typeof s === "string" && s !== "") ? (list as string[]) : undefined;
+};
+const flag = (v: unknown) => (v === true || v === "1" || v === "true" ? true : v === false || v === "0" || v === "false" || v === "" ? false : undefined);
+
 const SETTINGS = {
   model: { env: "MLXS_MODEL", expects: "a model path, hf: URI, URL or name", parse: nonEmptyString },
   gpu: {
@@ -42,6 +63,15 @@ const SETTINGS = {
   queue: { env: "MLXS_QUEUE", numeric: true, expects: "an integer from 0 to 100000", parse: integer(0, 100_000) },
   auditDb: { env: "MLXS_AUDIT_DB", expects: "a file path", parse: nonEmptyString },
   auditRetentionDays: { env: "MLXS_AUDIT_RETENTION_DAYS", numeric: true, expects: "an integer from 0 (keep everything) to 36500", parse: integer(0, 36_500) },
+  modelsDir: { env: "MLXS_MODELS_DIR", expects: "a directory path", parse: nonEmptyString },
+  keepAlive: { env: "MLXS_KEEP_ALIVE", expects: "a duration such as 30s, 5m or 1h (0 unloads at once, -1 never)", parse: parseDuration },
+  maxKeepAlive: { env: "MLXS_MAX_KEEP_ALIVE", expects: "a duration such as 30m or 1h", parse: (v: unknown) => { const ms = parseDuration(v); return ms !== undefined && ms >= 0 ? ms : undefined; } },
+  maxLoaded: { env: "MLXS_MAX_LOADED", numeric: true, expects: "an integer from 0 (no limit but memory) to 1000", parse: integer(0, 1000) },
+  memoryBudget: { env: "MLXS_MEMORY_BUDGET", expects: "a size such as 8gb or 512mb, or a share of RAM such as 80%", parse: memorySize },
+  loadWait: { env: "MLXS_LOAD_WAIT", expects: "a duration such as 30s", parse: (v: unknown) => { const ms = parseDuration(v); return ms !== undefined && ms > 0 ? ms : undefined; } },
+  pin: { env: "MLXS_PIN", expects: "model names, comma-separated", parse: stringList },
+  apiKeys: { env: "MLXS_API_KEYS", expects: "API keys, comma-separated", parse: stringList },
+  debug: { env: "MLXS_DEBUG", expects: "1 or 0", parse: flag },
 } satisfies Record<string, Setting<unknown>>;
 
 type SettingName = keyof typeof SETTINGS;
@@ -50,7 +80,7 @@ type SettingValues = { [K in SettingName]: NonNullable<ReturnType<(typeof SETTIN
 /** Flags as commander hands them over: already parsed by `parseFlag`, absent when not given. */
 export type ConfigFlags = Partial<SettingValues> & { config?: string };
 
-export interface Config extends Omit<SettingValues, "model" | "threads"> {
+export interface Config extends Omit<SettingValues, "model" | "threads" | "maxKeepAlive" | "pin" | "apiKeys" | "debug"> {
   model?: string;
   /** llama.cpp threads; absent: measured for each model when it loads (core/threads.ts) */
   threads?: number;
@@ -58,6 +88,13 @@ export interface Config extends Omit<SettingValues, "model" | "threads"> {
   auditDb: string;
   /** the config file's `models` map: name -> spec */
   models: Record<string, string>;
+  /** models never evicted: --pin, MLXS_PIN, and the config file's models with "pin": true */
+  pin: string[];
+  /** the longest keep-alive a request may ask for, ms; absent: no cap */
+  maxKeepAlive?: number;
+  /** API keys from MLXS_API_KEYS or the config file's "apiKeys" (serve adds --api-key and --api-keys-file) */
+  apiKeys: string[];
+  debug: boolean;
   configFile: string;
   configDir: string;
   dataDir: string;
@@ -73,6 +110,12 @@ export const DEFAULTS = {
   parallel: 4,
   queue: 64,
   auditRetentionDays: 30,
+  // Ollama's default: an idle model stays five minutes
+  keepAlive: 5 * 60_000,
+  // Ollama's default on a CPU (three per GPU there); memory is the stricter limit
+  maxLoaded: 3,
+  memoryBudget: "80%",
+  loadWait: 30_000,
 };
 
 /** A commander argument parser for a setting: the same rules as the environment and file. */
@@ -88,7 +131,7 @@ export function directories(env: NodeJS.ProcessEnv = process.env) {
   const home = env.MLXS_HOME || undefined;
   const configDir = home ?? join(env.XDG_CONFIG_HOME || join(homedir(), ".config"), "mlxs");
   const dataDir = home ?? join(env.XDG_DATA_HOME || join(homedir(), ".local", "share"), "mlxs");
-  return { configDir, dataDir, modelsDir: join(dataDir, "models") };
+  return { configDir, dataDir, defaultModelsDir: join(dataDir, "models") };
 }
 
 export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
@@ -106,11 +149,21 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     }
     return file[name] as SettingValues[K] | undefined;
   };
+  const { defaultModelsDir, ...paths } = dirs;
   return {
-    ...dirs,
+    ...paths,
     configFile,
     model: pick("model"),
     models: file.models ?? {},
+    modelsDir: pick("modelsDir") ?? defaultModelsDir,
+    keepAlive: pick("keepAlive") ?? DEFAULTS.keepAlive,
+    maxKeepAlive: pick("maxKeepAlive"),
+    maxLoaded: pick("maxLoaded") ?? DEFAULTS.maxLoaded,
+    memoryBudget: pick("memoryBudget") ?? memorySize(DEFAULTS.memoryBudget)!,
+    loadWait: pick("loadWait") ?? DEFAULTS.loadWait,
+    pin: [...new Set([...(pick("pin") ?? []), ...(file.pinned ?? [])])],
+    apiKeys: pick("apiKeys") ?? [],
+    debug: pick("debug") ?? false,
     gpu: pick("gpu") ?? DEFAULTS.gpu,
     threads: pick("threads"),
     ctxSize: pick("ctxSize") ?? DEFAULTS.ctxSize,
@@ -121,7 +174,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   };
 }
 
-type FileValues = Partial<SettingValues> & { models?: Record<string, string> };
+type FileValues = Partial<SettingValues> & { models?: Record<string, string>; pinned?: string[] };
 
 function readConfigFile(path: string): FileValues {
   let text: string;
@@ -143,7 +196,7 @@ function readConfigFile(path: string): FileValues {
   const values: FileValues = {};
   for (const [key, value] of Object.entries(json)) {
     if (key === "models") {
-      values.models = parseModelsMap(path, value);
+      ({ specs: values.models, pinned: values.pinned } = parseModelsMap(path, value));
       continue;
     }
     if (!(key in SETTINGS)) {
@@ -157,17 +210,27 @@ function readConfigFile(path: string): FileValues {
   return values;
 }
 
-function parseModelsMap(path: string, value: unknown): Record<string, string> {
+/** "models": {"name": "spec"} or {"name": {"model": "spec", "pin": true}}. */
+function parseModelsMap(path: string, value: unknown): { specs: Record<string, string>; pinned: string[] } {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new UsageError(`config file ${path}: "models" must be an object of name: model spec`);
   }
-  for (const [name, spec] of Object.entries(value)) {
-    if (typeof spec !== "string" || spec === "") {
-      throw new UsageError(`config file ${path}: "models.${name}" must be a model path, hf: URI or URL`);
-    }
-    if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(name)) {
+  const specs: Record<string, string> = {};
+  const pinned: string[] = [];
+  for (const [name, entry] of Object.entries(value)) {
+    if (!MODEL_NAME.test(name)) {
       throw new UsageError(`config file ${path}: model name "models.${name}" may hold only letters, digits and . _ : -`);
     }
+    const object = typeof entry === "object" && entry !== null && !Array.isArray(entry) ? (entry as Record<string, unknown>) : undefined;
+    const spec = object ? object.model : entry;
+    if (typeof spec !== "string" || spec === "") {
+      throw new UsageError(`config file ${path}: "models.${name}" must be a model path, hf: URI or URL, or {"model": ..., "pin": true}`);
+    }
+    if (object && (Object.keys(object).some((k) => k !== "model" && k !== "pin") || (object.pin !== undefined && typeof object.pin !== "boolean"))) {
+      throw new UsageError(`config file ${path}: "models.${name}" takes only "model" and "pin" (true or false)`);
+    }
+    specs[name] = spec;
+    if (object?.pin === true) pinned.push(name);
   }
-  return value as Record<string, string>;
+  return { specs, pinned };
 }

@@ -82,9 +82,14 @@ audit("the database moved away, then deleted, while serving: nothing lost, a new
     });
   };
   try {
-    // the follower and the stream are following once a first record reaches both
-    assert.is((await embed(server.url, "warm-0")).status, 200);
-    await shown(["warm-0"]);
+    // the follower and the stream are following once a record reaches both; one written
+    // before the follower has started (a slow start under load) never does: write more
+    let warm = 0;
+    await waitFor(async () => {
+      if (/"warm-\d+"/.test(followed) && /"warm-\d+"/.test(streamed)) return true;
+      assert.is((await embed(server.url, `warm-${warm++}`)).status, 200);
+      return false;
+    }, { what: "the follower and the stream to follow", intervalMs: 250, describe: () => `follower: ${followerErr}` });
     for (let i = 0; i < 2; i++) assert.is((await embed(server.url, `first-${i}`)).status, 200);
     await shown(["first-0", "first-1"]);
     // a log rotation by hand: the -wal and -shm files stay behind under the old name
@@ -95,9 +100,12 @@ audit("the database moved away, then deleted, while serving: nothing lost, a new
     for (let i = 0; i < 2; i++) assert.is((await embed(server.url, `third-${i}`)).status, 200);
     await shown(["third-0", "third-1"]);
     assert.equal((await call(`${server.url}/v1/audit/logs?order=asc&endpoint=/v1/embeddings`)).body.data.map((r) => r.request_id), ["third-0", "third-1"]);
+    const closed = new Promise((r) => follower.on("close", r));
     follower.kill("SIGINT");
-    assert.is(await new Promise((r) => follower.on("close", r)), 0);
+    assert.is(await closed, 0);
   } finally {
+    // a failure above must not leave the follower running (the file would never end)
+    if (follower.exitCode === null) follower.kill("SIGKILL");
     stream.body.destroy();
     assert.is(await server.stop(), 0);
   }

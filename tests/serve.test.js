@@ -23,10 +23,10 @@ api.before(async (ctx) => {
 api.after(async (ctx) => { assert.is(await ctx.server.stop(), 0); });
 
 api("health, models, one model, and the ready line", async ({ server }) => {
-  assert.match(server.stderr(), /mlxs listening on http:\/\/127\.0\.0\.1:\d+ \(models: tiny, backend: llama\.cpp\/cpu, threads: 1\)/);
+  assert.match(server.stderr(), /mlxs listening on http:\/\/127\.0\.0\.1:\d+ \(models: tiny, backend: llama\.cpp\/cpu, threads: 1, keep-alive: 5m\)/);
   const health = await call(server, "/health");
   assert.is(health.status, 200);
-  assert.equal(health.body, { status: "ok", models: [{ name: "tiny", loaded: true, busy: 0, waiting: 0 }] });
+  assert.equal(health.body, { status: "ok", models: [{ name: "tiny", loaded: true, busy: 0, waiting: 0 }], queue: 0 });
   const models = await call(server, "/v1/models");
   assert.is(models.body.object, "list");
   assert.equal(models.body.data.map((m) => m.id), ["tiny"]);

@@ -37,6 +37,8 @@ export const MIGRATIONS: readonly string[] = [
   // 2: what an agent's answer was, as counts and kinds: never a function name, argument or schema
   `ALTER TABLE audit_logs ADD COLUMN tool_calls INTEGER;
    ALTER TABLE audit_logs ADD COLUMN response_format TEXT CHECK (response_format IN ('text', 'json_object', 'json_schema'));`,
+  // 3: how long the request waited for its model to load (ttft_ms no longer counts it)
+  `ALTER TABLE audit_logs ADD COLUMN load_ms REAL;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -45,7 +47,7 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 export const COLUMNS = [
   "id", "request_id", "timestamp", "model", "backend_type", "endpoint", "duration_ms", "ttft_ms",
   "status", "status_code", "prompt_tokens", "completion_tokens", "total_tokens", "error_type",
-  "error_message", "stream", "client", "tool_calls", "response_format",
+  "error_message", "stream", "client", "tool_calls", "response_format", "load_ms",
 ] as const;
 
 export type AuditStatus = "success" | "error" | "timeout" | "cancelled";
@@ -76,6 +78,8 @@ export interface AuditRecord {
   tool_calls: number | null;
   /** the shape asked of a generated answer; never the schema */
   response_format: ResponseFormatType | null;
+  /** how long the request waited for its model to load; null where no model was asked for */
+  load_ms: number | null;
 }
 
 export type ResponseFormatType = "text" | "json_object" | "json_schema";

@@ -46,6 +46,8 @@ export class Tracker {
   /** set by a generation: the shape asked of its answer, and the calls the answer made */
   responseFormat: ResponseFormatType | null = null;
   toolCalls: number | null = null;
+  /** set by a door once its model is ready: the time to first token then leaves the load out */
+  loadMs: number | null = null;
 
   constructor(private readonly start: TrackStart, private readonly sink: (record: AuditRecord) => void) {
     this.requestId = start.requestId ?? newRequestId();
@@ -77,7 +79,7 @@ export class Tracker {
       backend_type: this.backendType,
       endpoint: this.endpoint,
       duration_ms: round(performance.now() - this.startedHr),
-      ttft_ms: this.firstTokenHr === undefined ? null : round(this.firstTokenHr - this.startedHr),
+      ttft_ms: this.firstTokenHr === undefined ? null : round(this.firstTokenHr - this.startedHr - (this.loadMs ?? 0)),
       status: outcome.status,
       status_code: outcome.statusCode ?? null,
       prompt_tokens: this.promptTokens,
@@ -89,6 +91,7 @@ export class Tracker {
       client: this.start.client ?? null,
       tool_calls: this.toolCalls,
       response_format: this.responseFormat,
+      load_ms: this.loadMs === null ? null : round(this.loadMs),
     };
     this.sink(record);
     return record;

@@ -60,11 +60,3 @@ export async function openExisting(config: Config, quiet = false): Promise<Audit
 }
 
 
-/** Colour only on a terminal that wants it: NO_COLOR wins, FORCE_COLOR forces, pipes get none. */
-export function colours(stream: NodeJS.WriteStream = process.stdout, env: NodeJS.ProcessEnv = process.env) {
-  const on = env.NO_COLOR ? false
-    : env.FORCE_COLOR && env.FORCE_COLOR !== "0" ? true
-      : Boolean(stream.isTTY && stream.hasColors?.());
-  const paint = (code: number) => (text: string) => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
-  return { on, red: paint(31), green: paint(32), yellow: paint(33), dim: paint(2), bold: paint(1) };
-}

@@ -2,9 +2,9 @@
 import type { Command } from "commander";
 import { loadConfig } from "../config.js";
 import type { AuditStats } from "../audit/store.js";
-import { colours, filterFrom, openExisting } from "./audit-options.js";
+import { filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
-import { writeOut } from "./io.js";
+import { colours, writeOut } from "./io.js";
 
 const EMPTY: AuditStats = {
   total: 0, byStatus: {}, byModel: {}, byEndpoint: {}, durationMs: { p50: null, p95: null, p99: null },

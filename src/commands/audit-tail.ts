@@ -6,9 +6,10 @@ import type { AuditRow } from "../audit/schema.js";
 import type { AuditLogFilter } from "../audit/filter.js";
 import { CommandFailure } from "../errors.js";
 import { readSse } from "./sse-reader.js";
-import { colours, filterFrom, openExisting } from "./audit-options.js";
+import { daemonGet } from "./daemon.js";
+import { filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
-import { stopSignal, writeOut } from "./io.js";
+import { colours, stopSignal, writeOut } from "./io.js";
 
 const POLL_MS = 250;
 
@@ -68,30 +69,14 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
  * --follow) each new one from the /v1/audit/stream event stream.
  */
 async function followRemote(base: string, opts: Record<string, unknown>, filter: AuditLogFilter, lines: number, print: (rows: AuditRow[]) => void): Promise<void> {
-  const { request } = await import("undici");
   const query = new URLSearchParams();
   for (const field of ["model", "backend_type", "endpoint", "status", "request_id"] as const) {
     if (filter[field] !== undefined) query.set(field, String(filter[field]));
   }
   for (const field of ["since", "until"] as const) if (filter[field] !== undefined) query.set(field, new Date(filter[field]!).toISOString());
   if (filter.min_duration_ms !== undefined) query.set("min_duration_ms", String(filter.min_duration_ms));
-  const headers: Record<string, string> = opts.apiKey ? { authorization: `Bearer ${String(opts.apiKey)}` } : {};
   const stop = stopSignal();
-  const get = async (path: string, params: URLSearchParams) => {
-    let response;
-    try {
-      response = await request(new URL(`${path}?${params}`, base), { headers, signal: stop.signal });
-    } catch (error) {
-      if (stop.signal.aborted) return undefined;
-      const code = (error as { code?: string }).code;
-      throw new CommandFailure(`cannot reach ${base}: ${code ?? (error as Error).message}`);
-    }
-    if (response.statusCode !== 200) {
-      const body = (await response.body.json().catch(() => ({}))) as { detail?: string };
-      throw new CommandFailure(`${base} answered ${response.statusCode}${body.detail ? `: ${body.detail}` : ""}`);
-    }
-    return response;
-  };
+  const get = (path: string, params: URLSearchParams) => daemonGet(base, path, { apiKey: opts.apiKey as string | undefined, signal: stop.signal, query: params });
   try {
     if (lines > 0) {
       const recent = new URLSearchParams(query);

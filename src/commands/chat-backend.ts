@@ -34,7 +34,7 @@ export class LocalBackend implements ChatBackend {
   private readonly writer: AuditWriter;
 
   constructor(private readonly core: InferenceCore, readonly label: string, config: Config) {
-    this.model = core.models()[0]!.name;
+    this.model = core.defaultModel;
     this.writer = AuditWriter.forFile(config.auditDb);
   }
 

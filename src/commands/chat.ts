@@ -63,7 +63,7 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   await audited(config, { endpoint: "cli:chat", stream: !json, model: modelLabel(opts.model, config) }, async (tracker) => {
     const core = await openCore(config, opts.model as string | undefined);
     try {
-      tracker.model = core.models()[0]!.name;
+      tracker.model = core.defaultModel;
       tracker.backendType = await core.backend();
       const result = await interruptible((signal) => printAnswer(recorded(tracker, { responseFormat }, core.chat({ ...sampling, messages, responseFormat }, signal)), json));
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");

@@ -21,10 +21,11 @@ export async function run(texts: string[], _opts: unknown, command: Command): Pr
   await audited(config, { endpoint: "cli:embed", stream: false, model: modelLabel(opts.model, config) }, async (tracker) => {
     const core = await openCore(config, opts.model as string | undefined);
     try {
-      tracker.model = core.models()[0]!.name;
+      tracker.model = core.defaultModel;
       tracker.backendType = await core.backend();
       const result = await interruptible((signal) => core.embed({ input }, signal));
       tracker.tokens(result.usage.promptTokens, 0);
+      tracker.loadMs = result.loadMs ?? 0;
       if (opts.format === "jsonl") {
         result.vectors.forEach((embedding, index) => writeOut(JSON.stringify({ index, embedding, tokens: result.tokens[index] }) + "\n"));
       } else {

@@ -1,7 +1,9 @@
 /** Turns the resolved Config and --model specs into a running InferenceCore. */
+import { existsSync } from "node:fs";
 import { type Config } from "../config.js";
 import { UsageError } from "../errors.js";
-import { InferenceCore, type ModelSource } from "../core/index.js";
+import { CoreError, InferenceCore, ModelRegistry, type LifecycleOptions, type ModelSource } from "../core/index.js";
+import { ggufFiles } from "../core/registry.js";
 import { DEMO_MODEL_NAME, ensureDemoModel } from "../core/demo-model.js";
 import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/models.js";
 import { downloadProgress } from "./progress.js";
@@ -17,6 +19,12 @@ export async function resolveModels(config: Config, specs: string[]): Promise<Mo
   }
   const sources: ModelSource[] = [];
   for (const spec of specs) {
+    // a name of the models directory, as `mlxs models list` shows it
+    const local = config.models[spec] === undefined && !isRemoteSpec(spec) && !existsSync(spec) ? ggufFiles(config.modelsDir).find((f) => f.name === spec) : undefined;
+    if (local) {
+      sources.push({ name: local.name, path: local.path });
+      continue;
+    }
     const progress = downloadProgress();
     const source = await resolveModelSpec(spec, { modelsDir: config.modelsDir, named: config.models, onDownloadProgress: progress.update });
     progress.finish(source.path);
@@ -32,9 +40,34 @@ export function modelSpecs(flag: string | string[] | undefined, config: Config):
   return config.model ? [config.model] : [];
 }
 
-export async function openCore(config: Config, flag: string | string[] | undefined): Promise<InferenceCore> {
-  const sources = await resolveModels(config, modelSpecs(flag, config));
-  return new InferenceCore(sources, config);
+/**
+ * The core over the models given (the first is the default; loaded when asked), the
+ * config file's and the models directory's. `lifecycle`: the daemon's keep-alive and
+ * limits; a command that runs once keeps its model until it exits.
+ */
+export async function openCore(config: Config, flag: string | string[] | undefined, lifecycle: Partial<LifecycleOptions> = { keepAliveMs: -1, maxLoaded: 0 }): Promise<InferenceCore> {
+  const started = await resolveModels(config, modelSpecs(flag, config));
+  let registry: ModelRegistry;
+  try {
+    registry = new ModelRegistry({
+      started,
+      configured: Object.fromEntries(Object.entries(config.models).map(([name, spec]) => [name, { spec, pin: config.pin.includes(name) }])),
+      modelsDir: config.modelsDir,
+      pins: config.pin,
+    });
+  } catch (error) {
+    if (error instanceof CoreError) throw new UsageError(error.message);
+    throw error;
+  }
+  return new InferenceCore(registry, { gpu: config.gpu, threads: config.threads, ctxSize: config.ctxSize, parallel: config.parallel, queue: config.queue, debug: config.debug }, {
+    keepAliveMs: config.keepAlive,
+    maxKeepAliveMs: config.maxKeepAlive,
+    maxLoaded: config.maxLoaded,
+    memoryBudgetBytes: config.memoryBudget,
+    loadWaitMs: config.loadWait,
+    modelsDir: config.modelsDir,
+    ...lifecycle,
+  });
 }
 
 /** What the audit log calls the model of a run, before (or without) loading it. */

@@ -15,7 +15,8 @@ export function addCoreOptions(command: Command, { multipleModels = false } = {}
     .addOption(new Option("-t, --threads <n>", "llama.cpp threads (default: measured for each model as it loads: the fastest of all cores, one fewer, half)").argParser(parseFlag("threads", "--threads")))
     .addOption(new Option("-c, --ctx-size <n>", "context size in tokens, per sequence (default: 4096, or less if the model was trained on less)").argParser(parseFlag("ctxSize", "--ctx-size")))
     .addOption(new Option("--parallel <n>", "generations running at once per model (default: 4)").argParser(parseFlag("parallel", "--parallel")))
-    .addOption(new Option("--queue <n>", "requests that may wait for a free sequence; more are refused (default: 64)").argParser(parseFlag("queue", "--queue")));
+    .addOption(new Option("--queue <n>", "requests that may wait for a free sequence; more are refused (default: 64)").argParser(parseFlag("queue", "--queue")))
+    .addOption(new Option("--models-dir <dir>", "where models are kept: every .gguf in it can be served by name (default: <data dir>/models)").argParser(parseFlag("modelsDir", "--models-dir")));
 }
 
 /** What each sampling flag does, for --help; names and ranges come from the core's table. */
@@ -58,8 +59,9 @@ export function samplingFrom(opts: Record<string, unknown>): SamplingOptions {
 }
 
 export function configFlagsFrom(opts: Record<string, unknown>): ConfigFlags {
-  const { config, gpu, threads, ctxSize, parallel, queue, db, retentionDays } = opts as ConfigFlags & { db?: string; retentionDays?: number };
-  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, auditRetentionDays: retentionDays };
+  const { config, gpu, threads, ctxSize, parallel, queue, db, retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin } =
+    opts as ConfigFlags & { db?: string; retentionDays?: number };
+  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, auditRetentionDays: retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin };
 }
 
 /** --db, for every command that writes or reads the audit log. */

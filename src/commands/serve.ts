@@ -15,6 +15,7 @@ import { describeFatalContext, flushBeforeFatalExit } from "./last-resort.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
 import type { ModelInfo } from "../core/types.js";
+import { formatDuration } from "../core/durations.js";
 
 const DAY_MS = 86_400_000;
 /** past --drain-timeout, what the rest of a stop (the last audit flush, freeing the models) may take */
@@ -24,12 +25,12 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
   const config = loadConfig(configFlagsFrom(opts));
   const host = String(opts.host);
-  const apiKeys = apiKeysFrom(opts);
+  const apiKeys = apiKeysFrom(opts, config.apiKeys);
   if (!isLoopback(host) && apiKeys.length === 0 && !opts.allowUnauthenticated) {
     throw new UsageError(`refusing to listen on ${host} without an API key: give --api-key KEY (or MLXS_API_KEYS), or --allow-unauthenticated`);
   }
 
-  const core = await openCore(config, opts.model as string[] | undefined);
+  const core = await openCore(config, opts.model as string[] | undefined, { spareRunner: true });
   const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb);
   // a bug that escapes every request's boundary ends the process, but not before the
   // records it holds are written, and its one line names the request it struck
@@ -52,13 +53,13 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   // the backend is known once llama.cpp starts, before any model is loaded
   const backend = await core.backend();
   const server: MlxsServer = new MlxsServer({
-    core, backend, writer, apiKeys,
+    core, backend, writer, apiKeys, debug: config.debug,
     corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
     headersTimeoutMs: (opts.headerTimeout as number) * 1000,
     stallTimeoutMs: (opts.stallTimeout as number) * 1000,
-  }, [...adminRoutes(openReader, () => server.state), ...apiRoutes, ...await testRoutes()]);
+  }, [...adminRoutes(openReader, () => server.state), ...apiRoutes(() => server.state), ...await testRoutes()]);
 
   let address;
   try {
@@ -69,10 +70,11 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   }
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   // serve /health (503 "loading") while the models load
-  process.stderr.write(`mlxs: loading ${core.models().length} model(s); http://${shownHost}:${address.port}/health answers 503 until they are ready\n`);
-  for (const model of core.models()) await core.load(model.name);
+  process.stderr.write(`mlxs: loading the models it was started with; http://${shownHost}:${address.port}/health answers 503 until they are ready\n`);
+  const preloaded = await core.preload(config.maxLoaded);
   server.state = "ready";
-  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${core.models().map((m) => m.name).join(", ")}, backend: ${backend}, ${threadsNote(core.models(), config.threads)})\n`);
+  const onDemand = core.models().length - preloaded.length;
+  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${preloaded.join(", ")}${onDemand > 0 ? ` and ${onDemand} more on demand` : ""}, backend: ${backend}, ${threadsNote(core.models().filter((m) => m.loaded), config.threads)}, keep-alive: ${formatDuration(config.keepAlive)})\n`);
 
   const retentionMs = config.auditRetentionDays * DAY_MS;
   const prune = async () => {
@@ -159,12 +161,11 @@ function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 }
 
-/** --api-key (repeatable), MLXS_API_KEYS (comma-separated), --api-keys-file (LABEL KEY per line). */
-function apiKeysFrom(opts: Record<string, unknown>): ApiKey[] {
+/** --api-key (repeatable), the Config's keys (MLXS_API_KEYS, comma-separated, or the config file's "apiKeys"), --api-keys-file (LABEL KEY per line). */
+function apiKeysFrom(opts: Record<string, unknown>, configured: string[]): ApiKey[] {
   const keys: ApiKey[] = [];
   ((opts.apiKey as string[] | undefined) ?? []).forEach((key, i) => keys.push({ label: `key-${i + 1}`, key }));
-  (process.env.MLXS_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean)
-    .forEach((key, i) => keys.push({ label: `env-${i + 1}`, key }));
+  configured.forEach((key, i) => keys.push({ label: `env-${i + 1}`, key }));
   if (opts.apiKeysFile) {
     const file = String(opts.apiKeysFile);
     let text: string;

@@ -10,7 +10,7 @@ export class Engine {
   private llama?: Promise<Llama>;
 
   /** `threads`: undefined lets each model measure its own (threads.ts), up to all cores */
-  constructor(private readonly gpu: GpuChoice, private readonly threads: number | undefined) {}
+  constructor(private readonly gpu: GpuChoice, private readonly threads: number | undefined, private readonly debug = false) {}
 
   get(): Promise<Llama> {
     this.llama ??= this.create();
@@ -19,7 +19,7 @@ export class Engine {
 
   private async create(): Promise<Llama> {
     const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
-    const debug = Boolean(process.env.MLXS_DEBUG);
+    const { debug } = this;
     try {
       return await getLlama({
         gpu: this.gpu === "cpu" ? false : this.gpu,

@@ -8,7 +8,7 @@ import type { ChatWrapper, LlamaContext, LlamaContextSequence, LlamaEmbeddingCon
 import { Batcher } from "./batcher.js";
 import { Engine, firstLine } from "./engine.js";
 import { Grammars } from "./grammars.js";
-import { SlotPool } from "./scheduler.js";
+import { SlotPool } from "./slot-pool.js";
 import { chooseThreads, threadCandidates } from "./threads.js";
 import { CoreError, type CoreOptions, type ModelSource } from "./types.js";
 
@@ -48,20 +48,26 @@ export class LoadedModel {
     try {
       model = await llama.loadModel({ modelPath: source.path, gpuLayers: options.gpu === "cpu" ? 0 : "auto" });
     } catch (error) {
-      throw new CoreError("internal", `cannot load model ${source.path}: ${firstLine(error)}`, { cause: error });
+      // named, not by its path: the message may reach clients
+      throw new CoreError("unavailable", `cannot load model ${source.name}: ${firstLine(error).replaceAll(source.path, source.name)}`, { cause: error });
     }
     const contextSize = Math.min(options.ctxSize, model.trainContextSize);
     const { parallel, queue } = options;
     // unless given, the most threads that may be chosen; the measurement below caps them
     const threads = options.threads ?? Math.max(...threadCandidates());
-    const context = await model.createContext({ contextSize, sequences: parallel, threads }).catch(async (error: unknown) => {
+    const contextMade = model.createContext({ contextSize, sequences: parallel, threads }).catch(async (error: unknown) => {
       await model.dispose();
-      throw new CoreError("internal", `cannot create a context of ${contextSize} tokens x ${parallel} sequences: ${firstLine(error)}`, { cause: error });
+      throw new CoreError("unavailable", `cannot create a context of ${contextSize} tokens x ${parallel} sequences for model ${source.name}: ${firstLine(error)}`, { cause: error });
     });
+    // while llama.cpp makes the context on its own thread: finding the chat template takes
+    // this thread a few hundred milliseconds (node-llama-cpp renders the model's Jinja
+    // template against each known format), half a cold start (bench/lifecycle.js)
+    const chatWrapper = resolveChatWrapper(model);
+    const context = await contextMade;
     const sequenceList = Array.from({ length: parallel }, () => context.getSequence());
     const chosen = options.threads ?? await chooseThreads(llama, sequenceList[0]!, calibrationPrompt(model));
     const sequences = new SlotPool(sequenceList, queue, onBusy);
-    return new LoadedModel(source.name, model, context, contextSize, sequences, resolveChatWrapper(model), chosen, new Grammars(llama), options, sequenceList);
+    return new LoadedModel(source.name, model, context, contextSize, sequences, chatWrapper, chosen, new Grammars(llama), options, sequenceList);
   }
 
   /** Marks a sequence as just used (sequences are reused least recently used first). */

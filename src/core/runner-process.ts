@@ -7,7 +7,8 @@ import { chat, complete, countChatTokens } from "./generate.js";
 import { embed } from "./embed.js";
 import { Engine } from "./engine.js";
 import { LoadedModel } from "./loaded-model.js";
-import { serializeError, type FromRunner, type LoadResult, type ToRunner } from "./runner-protocol.js";
+import { estimate } from "./estimate.js";
+import { serializeError, type Estimate, type FromRunner, type LoadResult, type ToRunner } from "./runner-protocol.js";
 import type { CoreOptions, EmbeddingResult, GenerationEvent, ModelSource } from "./types.js";
 
 let source: ModelSource;
@@ -45,11 +46,12 @@ async function stream(id: number, events: (m: LoadedModel, signal: AbortSignal) 
   }
 }
 
-async function answer(id: number, work: (m: LoadedModel, signal: AbortSignal) => Promise<number | EmbeddingResult | LoadResult>): Promise<void> {
+/** `needsModel` false: work that does not load the model (an estimate, a ping). */
+async function answer(id: number, work: (m: LoadedModel, signal: AbortSignal) => Promise<number | EmbeddingResult | LoadResult | Estimate>, needsModel = true): Promise<void> {
   const controller = new AbortController();
   running.set(id, controller);
   try {
-    post({ t: "result", id, value: await work(await model(), controller.signal) });
+    post({ t: "result", id, value: await work(needsModel ? await model() : (undefined as never), controller.signal) });
   } catch (error) {
     post({ t: "error", id, error: serializeError(error) });
   } finally {
@@ -57,9 +59,10 @@ async function answer(id: number, work: (m: LoadedModel, signal: AbortSignal) =>
   }
 }
 
+/** llama.cpp is started before any model is known: a spare runner waits like this. */
 async function init(message: Extract<ToRunner, { t: "init" }>): Promise<void> {
-  ({ source, options } = message);
-  engine = new Engine(options.gpu, options.threads);
+  ({ options } = message);
+  engine = new Engine(options.gpu, options.threads, options.debug);
   try {
     post({ t: "ready", backend: await engine.backend() });
   } catch (error) {
@@ -70,7 +73,14 @@ async function init(message: Extract<ToRunner, { t: "init" }>): Promise<void> {
 process.on("message", (message: ToRunner) => {
   switch (message.t) {
     case "init": return void init(message);
-    case "load": return void answer(message.id, async (m) => ({ contextSize: m.contextSize, threads: m.threads }));
+    case "model":
+      source = message.source;
+      return;
+    case "estimate": return void answer(message.id, async () => estimate(await engine.get(), source, options), false);
+    case "load":
+      if (message.threads !== undefined) options = { ...options, threads: message.threads };
+      return void answer(message.id, async (m) => ({ contextSize: m.contextSize, threads: m.threads }));
+    case "ping": return void answer(message.id, async () => 0, false);
     case "chat": return void stream(message.id, (m, signal) => chat(m, message.request, signal));
     case "complete": return void stream(message.id, (m, signal) => complete(m, message.request, signal));
     case "count": return void answer(message.id, async (m) => countChatTokens(m, message.request));

@@ -4,8 +4,11 @@ import { CoreError } from "./types.js";
 
 /** From the owner to the runner. */
 export type ToRunner =
-  | { t: "init"; source: ModelSource; options: CoreOptions }
-  | { t: "load"; id: number }
+  | { t: "init"; options: CoreOptions }
+  | { t: "model"; source: ModelSource }
+  | { t: "estimate"; id: number }
+  | { t: "load"; id: number; threads?: number }
+  | { t: "ping"; id: number }
   | { t: "chat"; id: number; request: ChatRequest }
   | { t: "complete"; id: number; request: CompletionRequest }
   | { t: "count"; id: number; request: ChatRequest }
@@ -18,7 +21,7 @@ export type FromRunner =
   | { t: "ready"; backend: string }
   | { t: "busy"; busy: number; waiting: number }
   | { t: "event"; id: number; event: GenerationEvent }
-  | { t: "result"; id: number; value: number | EmbeddingResult | LoadResult }
+  | { t: "result"; id: number; value: number | EmbeddingResult | LoadResult | Estimate }
   | { t: "error"; id: number; error: SerializedError }
   | { t: "batch"; messages: FromRunner[] };
 
@@ -28,18 +31,28 @@ export interface LoadResult {
   threads: number;
 }
 
+/** node-llama-cpp's estimate of what loading the model takes, before loading it. */
+export interface Estimate {
+  /** RAM, bytes: the weights and a context of every sequence */
+  ramBytes: number;
+  /** VRAM, bytes, on a GPU */
+  vramBytes: number;
+  contextSize: number;
+}
+
 export interface SerializedError {
   kind: ErrorKind;
   message: string;
   param?: string;
+  retryAfterS?: number;
 }
 
 /** Errors cross as their kind and message: anything else was a bug, and says only that. */
 export function serializeError(error: unknown): SerializedError {
-  if (error instanceof CoreError) return { kind: error.kind, message: error.message, param: error.param };
+  if (error instanceof CoreError) return { kind: error.kind, message: error.message, param: error.param, retryAfterS: error.retryAfterS };
   return { kind: "internal", message: "generation failed" };
 }
 
 export function deserializeError(error: SerializedError): CoreError {
-  return new CoreError(error.kind, error.message, { param: error.param });
+  return new CoreError(error.kind, error.message, { param: error.param, retryAfterS: error.retryAfterS });
 }

@@ -14,10 +14,10 @@
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { deserializeError, type FromRunner, type LoadResult, type ToRunner } from "./runner-protocol.js";
+import { deserializeError, type Estimate, type FromRunner, type LoadResult, type ToRunner } from "./runner-protocol.js";
 import {
   CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type CoreOptions, type EmbeddingRequest, type EmbeddingResult,
-  type GenerationEvent, type ModelInfo, type ModelSource,
+  type GenerationEvent, type ModelSource,
 } from "./types.js";
 
 const RUNNER = fileURLToPath(new URL("./runner-process.js", import.meta.url));
@@ -81,15 +81,20 @@ export class RunnerModel {
   private readonly streams = new Map<number, EventStream>();
   private busy = 0;
   private waiting = 0;
-  private closing = false;
+  /** the error that what is still running gets when close() stops the runner */
+  private closing?: CoreError;
 
-  constructor(readonly source: ModelSource, private readonly options: CoreOptions) {}
+  /**
+   * `onStop`: the runner ended, by close() or by a crash (its model is no longer loaded).
+   * `spare`: a runner already started (SpareRunner) to take, rather than starting one.
+   */
+  constructor(readonly source: ModelSource, private readonly options: CoreOptions, private readonly onStop?: () => void, private spare?: StartedRunner) {}
 
   get name(): string { return this.source.name; }
 
-  info(): ModelInfo {
-    const { loaded } = this;
-    return { name: this.source.name, path: this.source.path, loaded: loaded !== undefined, ...(loaded ? { busy: this.busy, waiting: this.waiting, threads: loaded.threads } : {}) };
+  /** Its sequences generating now, and the requests waiting for one (as the runner last said). */
+  queue(): { busy: number; waiting: number } {
+    return { busy: this.busy, waiting: this.waiting };
   }
 
   /** The backend llama.cpp runs on (`llama.cpp/cpu` ...), starting the runner if need be. */
@@ -97,10 +102,30 @@ export class RunnerModel {
     return this.start();
   }
 
-  /** Loads the model now rather than at its first request. */
-  load(): Promise<LoadResult> {
+  /** The process id of the runner, while it runs (for its memory). */
+  get pid(): number | undefined { return this.child?.pid; }
+
+  /** What loading the model will take in memory, asked of the runner before it loads. */
+  async estimate(): Promise<Estimate> {
+    await this.start();
+    return this.call<Estimate>({ t: "estimate", id: this.nextId++ });
+  }
+
+  /** Resolves when the runner answers; rejects past `timeoutMs` (a stuck runner). */
+  async ping(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new CoreError("timeout", "the runner did not answer")), timeoutMs); });
+    try {
+      await Promise.race([this.call<number>({ t: "ping", id: this.nextId++ }), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Loads the model now rather than at its first request; `threads` as measured at an earlier load. */
+  load(threads?: number): Promise<LoadResult> {
     if (!this.loading) {
-      this.loading = this.start().then(() => this.call<LoadResult>({ t: "load", id: this.nextId++ }));
+      this.loading = this.start().then(() => this.call<LoadResult>({ t: "load", id: this.nextId++, threads }));
       this.loading.then((result) => { this.loaded = result; }, () => { this.loading = undefined; });
     }
     return this.loading;
@@ -131,11 +156,17 @@ export class RunnerModel {
     }
   }
 
-  /** Frees the model: the runner disposes of it and exits (or is killed if it will not). */
-  async close(): Promise<void> {
+  /**
+   * Frees the model: the runner disposes of it and exits (or is killed if it will not).
+   * What is still running ends with `reason` (by default, that the model was unloaded).
+   */
+  async close(reason = new CoreError("unloaded", "the model was unloaded while the request ran")): Promise<void> {
     const child = this.child;
     if (!child) return;
-    this.closing = true;
+    this.closing = reason;
+    // what runs ends now, with the reason, not with the runner's own orderly cancel
+    for (const stream of this.streams.values()) stream.fail(reason);
+    for (const [id, call] of this.calls) if (id !== 0) call.reject(reason);
     const exited = new Promise((resolve) => child.once("exit", resolve));
     if (!this.send({ t: "close" })) child.kill("SIGKILL");
     const timer = setTimeout(() => child.kill("SIGKILL"), CLOSE_TIMEOUT_MS);
@@ -167,29 +198,25 @@ export class RunnerModel {
   }
 
   private start(): Promise<string> {
-    this.started ??= new Promise<string>((resolve, reject) => {
-      const child = fork(RUNNER, [], {
-        // one libuv thread: every decode on the same thread (see above)
-        env: { ...process.env, UV_THREADPOOL_SIZE: "1" },
-        execArgv: [],
-        serialization: "advanced",
-        // stdout is the owner's (results); the runner never writes there
-        stdio: ["ignore", "ignore", "inherit", "ipc"],
-      });
+    if (!this.started) {
+      const { child, ready } = this.spare ?? startRunner(this.options);
+      this.spare = undefined;
       this.child = child;
-      this.calls.set(0, { resolve: resolve as (value: never) => void, reject });
+      child.ref();
+      child.channel?.ref();
       child.on("message", (message: FromRunner) => this.receive(message));
       child.on("exit", (code, signal) => this.exited(child, code, signal));
-      child.on("error", () => undefined);
-      this.send({ t: "init", source: this.source, options: this.options });
-    });
+      this.started = ready;
+      this.send({ t: "model", source: this.source });
+    }
     return this.started;
   }
 
   private receive(message: FromRunner): void {
     switch (message.t) {
       case "batch": return message.messages.forEach((m) => this.receive(m));
-      case "ready": return this.settle(0, message.backend);
+      // startRunner() hears that one
+      case "ready": return;
       case "busy":
         this.busy = message.busy;
         this.waiting = message.waiting;
@@ -221,17 +248,16 @@ export class RunnerModel {
     this.loading = undefined;
     this.loaded = undefined;
     this.busy = this.waiting = 0;
-    if (this.closing) {
-      this.closing = false;
-      return;
-    }
+    const closing = this.closing;
+    this.closing = undefined;
     const how = signal ?? `exit status ${code}`;
-    process.stderr.write(`mlxs: the runner of model ${this.name} stopped (${how}); it starts again at the next request\n`);
-    const error = new CoreError("internal", `the model's runner stopped (${how})`);
+    if (!closing) process.stderr.write(`mlxs: the runner of model ${this.name} stopped (${how}); it starts again at the next request\n`);
+    const error = closing ?? new CoreError("internal", `the model's runner stopped (${how})`);
     for (const call of this.calls.values()) call.reject(error);
     this.calls.clear();
     for (const stream of this.streams.values()) stream.fail(error);
     this.streams.clear();
+    this.onStop?.();
   }
 
   private call<T>(message: ToRunner & { id: number }): Promise<T> {
@@ -249,5 +275,103 @@ export class RunnerModel {
     if (!this.child?.connected) return false;
     this.child.send(message);
     return true;
+  }
+}
+
+/** A runner process with llama.cpp started in it and no model yet. */
+export interface StartedRunner {
+  child: ChildProcess;
+  /** the backend (`llama.cpp/cpu` ...), once llama.cpp is up in it */
+  ready: Promise<string>;
+}
+
+/** Forks a runner and starts llama.cpp in it; the model comes later (RunnerModel). */
+export function startRunner(options: CoreOptions): StartedRunner {
+  const child = fork(RUNNER, [], {
+    // one libuv thread: every decode on the same thread (see above)
+    env: { ...process.env, UV_THREADPOOL_SIZE: "1" },
+    execArgv: [],
+    serialization: "advanced",
+    // stdout is the owner's (results); the runner never writes there
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  child.on("error", () => undefined);
+  const ready = new Promise<string>((resolve, reject) => {
+    const hear = (message: FromRunner): void => {
+      if (message.t === "batch") return message.messages.forEach(hear);
+      if (message.t === "ready") done(() => resolve(message.backend));
+      else if (message.t === "error" && message.id === 0) done(() => reject(deserializeError(message.error)));
+    };
+    const exited = (code: number | null, signal: NodeJS.Signals | null) => done(() => reject(new CoreError("internal", `the model's runner stopped (${signal ?? `exit status ${code}`})`)));
+    const done = (settle: () => void) => {
+      child.off("message", hear);
+      child.off("exit", exited);
+      settle();
+    };
+    child.on("message", hear);
+    child.on("exit", exited);
+  });
+  ready.catch(() => undefined);
+  child.send({ t: "init", options } satisfies ToRunner);
+  return { child, ready };
+}
+
+/** how often a wanted spare checks whether it may start (no load under way) */
+const SPARE_CHECK_MS = 250;
+
+/**
+ * One runner kept started, with no model, so that the next load skips starting a process
+ * and llama.cpp in it (about a second on a 2-core machine; bench/lifecycle.js). Wanted from
+ * the first unload on (the daemon's models come and go: more loads will come), and started
+ * only when no model is loading or unloading, so that it never slows a load. It costs one
+ * idle process (about 80 MB resident, most of it llama.cpp's shared libraries) while it waits.
+ */
+export class SpareRunner {
+  private spare?: StartedRunner;
+  private timer?: NodeJS.Timeout;
+  private wanted = false;
+  private closed = false;
+
+  /** `quiet`: whether it may start now */
+  constructor(private readonly options: CoreOptions, private readonly quiet: () => boolean) {}
+
+  /** The spare, if one is up (or starting). */
+  take(): StartedRunner | undefined {
+    const spare = this.spare;
+    this.spare = undefined;
+    return spare?.child.connected ? spare : undefined;
+  }
+
+  /** From now on, keep a spare. */
+  want(): void {
+    this.wanted = true;
+    this.refill();
+  }
+
+  /** If a spare is wanted and none is up, start one: now if it may, else at the next quiet moment. */
+  refill(): void {
+    if (!this.wanted || this.closed || this.spare) return;
+    if (this.quiet()) return this.start();
+    this.timer ??= setInterval(() => { if (this.quiet()) this.start(); }, SPARE_CHECK_MS);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.timer);
+    // a runner leaves when its owner disconnects
+    if (this.spare?.child.connected) this.spare.child.disconnect();
+    this.spare = undefined;
+  }
+
+  private start(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    const spare = startRunner(this.options);
+    // while it waits it holds nothing open: the daemon may exit without it
+    spare.child.unref();
+    spare.child.channel?.unref();
+    spare.child.once("exit", () => { if (this.spare === spare) this.spare = undefined; });
+    this.spare = spare;
   }
 }

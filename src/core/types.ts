@@ -1,6 +1,7 @@
 /** The protocol-neutral requests, results and errors of the inference core. */
 
-export type ErrorKind = "invalid_request" | "not_found" | "overloaded" | "timeout" | "cancelled" | "internal";
+/** `unloaded`: the model was unloaded (by force) under a running request, which is cancelled */
+export type ErrorKind = "invalid_request" | "not_found" | "overloaded" | "unavailable" | "unloaded" | "timeout" | "cancelled" | "internal";
 
 /**
  * An error as a value with a kind; each door maps the kind to its own shape. The message
@@ -10,12 +11,15 @@ export class CoreError extends Error {
   readonly kind: ErrorKind;
   /** the request field at fault, in the core's camelCase (`maxTokens`) */
   readonly param?: string;
+  /** `unavailable`: when trying again may succeed, in seconds (absent: it will not) */
+  readonly retryAfterS?: number;
 
-  constructor(kind: ErrorKind, message: string, options: { param?: string; cause?: unknown } = {}) {
+  constructor(kind: ErrorKind, message: string, options: { param?: string; cause?: unknown; retryAfterS?: number } = {}) {
     super(message, { cause: options.cause });
     this.name = "CoreError";
     this.kind = kind;
     this.param = options.param;
+    this.retryAfterS = options.retryAfterS;
   }
 }
 
@@ -67,7 +71,12 @@ export interface ToolCall {
  */
 export type ResponseFormat = { type: "text" } | { type: "json_object" } | { type: "json_schema"; schema: Record<string, unknown> };
 
-export interface ChatRequest extends SamplingOptions {
+/** How long the model stays loaded once idle after this request (Ollama's keep_alive): 0 unloads it, -1 keeps it. */
+export interface KeepAlive {
+  keepAliveMs?: number;
+}
+
+export interface ChatRequest extends SamplingOptions, KeepAlive {
   /** a served model's name; the first served model when absent */
   model?: string;
   messages: ChatMessage[];
@@ -78,13 +87,13 @@ export interface ChatRequest extends SamplingOptions {
   parallelToolCalls?: boolean;
 }
 
-export interface CompletionRequest extends SamplingOptions {
+export interface CompletionRequest extends SamplingOptions, KeepAlive {
   model?: string;
   prompt: string;
   responseFormat?: ResponseFormat;
 }
 
-export interface EmbeddingRequest {
+export interface EmbeddingRequest extends KeepAlive {
   model?: string;
   input: string[];
 }
@@ -99,9 +108,11 @@ export interface Usage {
 }
 
 export interface Timings {
-  /** waiting for a free sequence */
+  /** waiting for the model to load (its share of queueMs; 0 when it was loaded) */
+  loadMs?: number;
+  /** waiting for the model and for a free sequence */
   queueMs: number;
-  /** from the request's arrival to its first generated token */
+  /** from the request's arrival at the loaded model to its first generated token (the load is loadMs) */
   ttftMs: number;
   totalMs: number;
   /** generated tokens per second after the first one */
@@ -125,7 +136,7 @@ export interface GenerationResult {
  * evaluated), then the answer's text in deltas, then `done`.
  */
 export type GenerationEvent =
-  | { type: "start"; promptTokens: number; cachedPromptTokens: number }
+  | { type: "start"; promptTokens: number; cachedPromptTokens: number; loadMs?: number }
   | { type: "delta"; text: string }
   /** a call begins: its function is known */
   | { type: "tool_call"; index: number; id: string; name: string }
@@ -135,6 +146,8 @@ export type GenerationEvent =
 
 export interface EmbeddingResult {
   model: string;
+  /** how long the request waited for the model to load */
+  loadMs?: number;
   vectors: number[][];
   /** tokens of each input, in order */
   tokens: number[];
@@ -154,6 +167,8 @@ export interface CoreOptions {
   parallel: number;
   /** requests that may wait for a sequence, per model */
   queue: number;
+  /** llama.cpp's own diagnostics on stderr */
+  debug?: boolean;
 }
 
 /** A model the core may load: its public name and its local file. */
@@ -162,12 +177,20 @@ export interface ModelSource {
   path: string;
 }
 
+/** A model the core can serve, by name (never its path: names are what clients see). */
 export interface ModelInfo {
   name: string;
-  path: string;
   /** loaded and ready (false while its load is still running) */
   loaded: boolean;
-  /** when loaded: sequences generating now, and requests waiting for one */
+  /** bytes on disk, when known (a configured remote model before its download is not) */
+  sizeBytes?: number;
+  /** never evicted, never expires */
+  pinned: boolean;
+  /** when loaded: tokens per sequence */
+  contextSize?: number;
+  /** when loaded: milliseconds since its last request ended (0 while one runs) */
+  idleMs?: number;
+  /** when loaded: requests generating now, and requests waiting (for a sequence or the load) */
   busy?: number;
   waiting?: number;
   /** when loaded: llama.cpp threads, as given or as measured */

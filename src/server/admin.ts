@@ -6,6 +6,8 @@ import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
 
 const HEARTBEAT_MS = 15_000;
+/** how long the scheduler and each runner have to answer /health */
+const HEALTH_DEADLINE_MS = 2_000;
 const POLL_MS = 250;
 
 /** The server's reading connection to the audit database, opened on first use. */
@@ -27,10 +29,20 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
     {
       method: "GET", path: "/health", open: true, audited: false,
       handler: async (ctx) => {
+        const { core } = ctx.options;
         const now = state();
-        // what a load balancer needs to pick a daemon: is it up, and how busy is each model
-        const models = ctx.options.core.models().map(({ name, loaded, busy, waiting }) => ({ name, loaded, busy: busy ?? 0, waiting: waiting ?? 0 }));
-        ctx.json(now === "ready" ? 200 : 503, { status: now === "ready" ? "ok" : now, models });
+        // the truth, not a liveness ping: the scheduler's queue and every loaded model's
+        // runner must answer in time, or the daemon is not ok, whatever else it says
+        const unresponsive = now === "ready" ? await core.check(HEALTH_DEADLINE_MS) : [];
+        const ok = now === "ready" && unresponsive.length === 0;
+        // what a load balancer needs to pick a daemon: is it up, and how busy is each loaded model
+        const models = core.loadedModels().map(({ name, state: modelState, running, queued }) => ({ name, loaded: modelState === "loaded", busy: running, waiting: queued }));
+        ctx.json(ok ? 200 : 503, {
+          status: ok ? "ok" : now === "ready" ? "unresponsive" : now,
+          models,
+          queue: models.reduce((sum, m) => sum + m.waiting, 0),
+          ...(unresponsive.length ? { unresponsive } : {}),
+        });
       },
     },
     {

@@ -7,7 +7,7 @@ import type { ChatMessage, ChatRequest, GenerationResult, ToolCall, ToolChoice, 
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
-import { asObject, functionOf, invalid, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
+import { asObject, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const KNOWN_BLOCKS = new Set([
   "image", "document", "search_result", "server_tool_use", "web_search_tool_result", "container_upload",
@@ -147,6 +147,7 @@ function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
     topK: unlessUnset(optionalInteger(body, "top_k")),
     stop: (stop as string[] | undefined) ?? undefined,
     ...toolsOf(body),
+    ...keepAliveOf(body),
   };
 }
 

@@ -17,7 +17,7 @@ import type { InferenceCore } from "../core/index.js";
 import type { ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult, GenerationEvent } from "../core/types.js";
 import { newRequestId, track, type Outcome, type Tracker } from "../audit/track.js";
 import type { AuditWriter } from "../audit/writer.js";
-import { HttpProblem, problemBody, titleOf, toProblem } from "./problem.js";
+import { HttpProblem, cancelledBy, problemBody, titleOf, toProblem } from "./problem.js";
 import { recorded } from "./recorded.js";
 import { BodyWriter, DEFAULT_STALL_TIMEOUT_MS, SseStream } from "./sse.js";
 
@@ -38,6 +38,8 @@ export interface ServerOptions {
   headersTimeoutMs?: number;
   /** a streamed response whose reader takes nothing for this long is ended */
   stallTimeoutMs?: number;
+  /** a 500's stack on stderr (MLXS_DEBUG) */
+  debug?: boolean;
 }
 
 export interface RequestContext {
@@ -239,6 +241,7 @@ export class MlxsServer {
       embed: async (request) => {
         const result = await this.options.core.embed(request, signal);
         tracker?.tokens(result.usage.promptTokens, 0);
+        if (tracker) tracker.loadMs = result.loadMs ?? 0;
         return result;
       },
       countTokens: async (request) => {
@@ -307,7 +310,7 @@ export class MlxsServer {
   /** The answer to a request that failed, and what its record will say. Never throws. */
   private fail(ctx: RequestContext, error: unknown): void {
     const problem = toProblem(error);
-    if (problem.status === 500 && process.env.MLXS_DEBUG) process.stderr.write(`mlxs: ${(error as Error)?.stack ?? String(error)}\n`);
+    if (problem.status === 500 && this.options.debug) process.stderr.write(`mlxs: ${(error as Error)?.stack ?? String(error)}\n`);
     ctx.problem = problem;
     const { res } = ctx;
     try {
@@ -470,5 +473,6 @@ function outcomeOf(res: ServerResponse, gone: boolean, problem?: HttpProblem): O
   const status = res.statusCode;
   if (status < 400) return { status: "success", statusCode: status };
   if (status === 504) return { status: "timeout", statusCode: status, errorType: "timeout", errorMessage: problem?.message };
+  if (problem && cancelledBy(problem)) return { status: "cancelled", statusCode: status, errorType: problem.code, errorMessage: problem.message };
   return { status: "error", statusCode: status, errorType: problem?.code ?? "http_error", errorMessage: problem?.message };
 }

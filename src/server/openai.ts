@@ -7,7 +7,7 @@ import type { ChatMessage, ChatRequest, GenerationEvent, GenerationResult, Respo
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
 import {
-  asObject, functionOf, invalid, samplingOf, servedModelOf, optionalBoolean, optionalInteger, optionalString, unsupported, type Body,
+  asObject, functionOf, invalid, keepAliveOf, samplingOf, servedModelOf, optionalBoolean, optionalInteger, optionalString, unsupported, type Body,
 } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
@@ -139,7 +139,7 @@ function usageOf(result: GenerationResult) {
 function timingsOf(result: GenerationResult) {
   const r = (n: number) => Math.round(n * 100) / 100;
   const t = result.timings;
-  return { queue_ms: r(t.queueMs), ttft_ms: r(t.ttftMs), total_ms: r(t.totalMs), predicted_per_second: r(t.tokensPerSecond) };
+  return { load_ms: r(t.loadMs ?? 0), queue_ms: r(t.queueMs), ttft_ms: r(t.ttftMs), total_ms: r(t.totalMs), predicted_per_second: r(t.tokensPerSecond) };
 }
 
 const finishReasonOf = (result: GenerationResult) =>
@@ -218,7 +218,7 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
   const model = servedModelOf(ctx, body);
   refuseUnsupported(body);
   const messages = messagesOf(body);
-  const events = ctx.chat({ model, messages, ...samplingOf(body), responseFormat: responseFormatOf(body), ...toolsOf(body) });
+  const events = ctx.chat({ model, messages, ...samplingOf(body), responseFormat: responseFormatOf(body), ...toolsOf(body), ...keepAliveOf(body) });
   await respond(ctx, body, CHAT, model, events);
 }
 
@@ -232,7 +232,7 @@ async function completions(ctx: RequestContext): Promise<void> {
     if (Array.isArray(prompt)) throw unsupported("prompt", "only a string, or a list of one string, is supported");
     throw invalid("prompt", "must be a string");
   }
-  const events = ctx.complete({ model, prompt, ...samplingOf(body), responseFormat: responseFormatOf(body) });
+  const events = ctx.complete({ model, prompt, ...samplingOf(body), responseFormat: responseFormatOf(body), ...keepAliveOf(body) });
   await respond(ctx, body, COMPLETION, model, events);
 }
 
@@ -246,7 +246,7 @@ async function embeddings(ctx: RequestContext): Promise<void> {
   const format = optionalString(body, "encoding_format") ?? "float";
   if (format !== "float" && format !== "base64") throw invalid("encoding_format", "must be float or base64");
   if (body.dimensions !== undefined && body.dimensions !== null) throw unsupported("dimensions", "is not supported");
-  const result = await ctx.embed({ model, input: input as string[] });
+  const result = await ctx.embed({ model, input: input as string[], ...keepAliveOf(body) });
   ctx.json(200, {
     object: "list",
     model,
@@ -259,20 +259,7 @@ async function embeddings(ctx: RequestContext): Promise<void> {
   });
 }
 
-const STARTED = now();
-const modelObject = (id: string) => ({ id, object: "model", created: STARTED, owned_by: "mlxs" });
-
-async function listModels(ctx: RequestContext): Promise<void> {
-  ctx.json(200, { object: "list", data: ctx.options.core.models().map((m) => modelObject(m.name)) });
-}
-
-async function getModel(ctx: RequestContext): Promise<void> {
-  ctx.json(200, modelObject(servedModelOf(ctx, { model: ctx.params.id })));
-}
-
 export const openAiRoutes: Route[] = [
-  { method: "GET", path: "/v1/models", handler: listModels },
-  { method: "GET", path: "/v1/models/{id}", handler: getModel },
   { method: "POST", path: "/v1/chat/completions", handler: chatCompletions, body: true },
   { method: "POST", path: "/v1/completions", handler: completions, body: true },
   { method: "POST", path: "/v1/embeddings", handler: embeddings, body: true },

@@ -41,6 +41,8 @@ const KIND_STATUS: Record<ErrorKind, [number, string]> = {
   invalid_request: [400, "invalid_request"],
   not_found: [404, "not_found"],
   overloaded: [429, "overloaded"],
+  unavailable: [503, "model_unavailable"],
+  unloaded: [503, "model_unloaded"],
   timeout: [504, "timeout"],
   cancelled: [499, "cancelled"],
   internal: [500, "internal_error"],
@@ -63,7 +65,7 @@ export function toProblem(error: unknown): HttpProblem {
   if (error instanceof CoreError) {
     const [status, code] = KIND_STATUS[error.kind];
     if (error.kind === "not_found" && error.param === "model") return modelNotFound();
-    const headers = error.kind === "overloaded" ? { "Retry-After": "1" } : undefined;
+    const headers = error.kind === "overloaded" ? { "Retry-After": "1" } : error.kind === "unavailable" && error.retryAfterS ? { "Retry-After": String(error.retryAfterS) } : undefined;
     const param = error.param ? wireName(error.param) : undefined;
     // the core names fields in camelCase; the wire in snake_case
     const message = error.kind === "internal" ? "The server could not complete the request."
@@ -85,4 +87,9 @@ export function problemBody(problem: HttpProblem, requestId: string) {
     code,
     error: { message, type: problem.options.type ?? openAiType(status), code, param: problem.options.param ?? null },
   };
+}
+
+/** A request ended by the server's operator (its model unloaded by force): recorded as cancelled, not as an error. */
+export function cancelledBy(problem: HttpProblem): boolean {
+  return problem.code === "model_unloaded";
 }

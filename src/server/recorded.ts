@@ -1,7 +1,7 @@
 /**
  * A generation's events, as they pass, into its audit record: the shape asked of the
- * answer, the prompt's size when it is known, the first token, the final counts and the
- * number of calls the answer made. Every door that generates records through this (the
+ * answer, the prompt's size and the model's load time when they are known, the first
+ * token, the final counts and the number of calls the answer made. Every door that generates records through this (the
  * server's request context, the CLI's chat), so none can forget a figure.
  */
 import type { Tracker } from "../audit/track.js";
@@ -10,7 +10,10 @@ import type { GenerationEvent, ResponseFormat } from "../core/types.js";
 export async function* recorded(tracker: Tracker | undefined, request: { responseFormat?: ResponseFormat }, events: AsyncGenerator<GenerationEvent>): AsyncGenerator<GenerationEvent> {
   if (tracker) tracker.responseFormat = request.responseFormat?.type ?? "text";
   for await (const event of events) {
-    if (event.type === "start") tracker?.tokens(event.promptTokens, 0);
+    if (event.type === "start") {
+      tracker?.tokens(event.promptTokens, 0);
+      if (tracker) tracker.loadMs = event.loadMs ?? 0;
+    }
     else if (event.type === "done") {
       tracker?.tokens(event.usage.promptTokens, event.usage.completionTokens);
       if (tracker) tracker.toolCalls = event.toolCalls?.length ?? 0;

@@ -6,7 +6,7 @@
  */
 import type { GenerationEvent, GenerationResult } from "../core/types.js";
 import type { RequestContext } from "./http.js";
-import { problemBody, timeoutProblem, toProblem, type HttpProblem } from "./problem.js";
+import { cancelledBy, problemBody, timeoutProblem, toProblem, type HttpProblem } from "./problem.js";
 import type { SseStream } from "./sse.js";
 
 /** What the generation said of its prompt before its first token. */
@@ -33,7 +33,7 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
     sse.start();
     await hooks.start(opening);
   };
-  const fail = async (problem: HttpProblem, status: "error" | "timeout", statusCode: number) => {
+  const fail = async (problem: HttpProblem, status: "error" | "timeout" | "cancelled", statusCode: number) => {
     ctx.outcome = { status, statusCode, errorType: problem.code, errorMessage: problem.message };
     // the route's own error body: OpenAI's or Anthropic's
     await sse.send(JSON.stringify((ctx.route?.errorBody ?? problemBody)(problem, ctx.requestId)), "error");
@@ -59,7 +59,8 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
     }
   } catch (error) {
     if (!started) throw error;
-    await fail(toProblem(error), "error", 200);
+    const problem = toProblem(error);
+    await fail(problem, cancelledBy(problem) ? "cancelled" : "error", 200);
     return undefined;
   }
   if (!result || ctx.clientGone()) return undefined;

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import type { ChatMessage, ChatRequest, GenerationResult, ResponseFormat, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
-import { asObject, functionOf, invalid, optionalBoolean, optionalInteger, optionalString, samplingOf, servedModelOf, unsupported, type Body } from "./validate.js";
+import { asObject, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalString, samplingOf, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString("hex")}`;
 
@@ -149,7 +149,7 @@ async function responses(ctx: RequestContext): Promise<void> {
   const instructions = optionalString(body, "instructions");
   if (instructions !== undefined) messages.unshift({ role: "system", content: instructions });
   const responseFormat = formatOf(body);
-  const request: ChatRequest = { model, messages, ...samplingOf(body), maxTokens: optionalInteger(body, "max_output_tokens"), responseFormat, ...toolsOf(body) };
+  const request: ChatRequest = { model, messages, ...samplingOf(body), maxTokens: optionalInteger(body, "max_output_tokens"), responseFormat, ...toolsOf(body), ...keepAliveOf(body) };
   const events = ctx.chat(request);
   const id = newId("resp");
   const createdAt = Math.floor(Date.now() / 1000);

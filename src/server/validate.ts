@@ -3,7 +3,8 @@
  * spelled it) and never quotes the value the client sent.
  */
 import type { RequestContext } from "./http.js";
-import type { SamplingOptions, ToolDefinition } from "../core/types.js";
+import type { KeepAlive, SamplingOptions, ToolDefinition } from "../core/types.js";
+import { parseDuration } from "../core/durations.js";
 import { SAMPLING_FIELDS } from "../core/sampling.js";
 import { HttpProblem, modelNotFound } from "./problem.js";
 
@@ -89,9 +90,18 @@ export function functionOf(fn: Body, param: string): ToolDefinition {
  * (the core opens nothing by name). Also names the model in the audit record.
  */
 export function servedModelOf(ctx: RequestContext, body: Body): string {
-  const served = ctx.options.core.models();
-  const name = optionalString(body, "model") ?? served[0]!.name;
-  if (!served.some((m) => m.name === name)) throw modelNotFound();
+  const { core } = ctx.options;
+  const name = optionalString(body, "model") ?? core.defaultModel;
+  if (!core.has(name)) throw modelNotFound();
   if (ctx.tracker) ctx.tracker.model = name;
   return name;
+}
+
+/** Ollama's `keep_alive` (seconds, or "5m", "1h"; negative: keep it loaded), for clients that send it. */
+export function keepAliveOf(body: Body, name = "keep_alive"): KeepAlive {
+  const value = body[name];
+  if (value === undefined || value === null) return {};
+  const ms = parseDuration(value);
+  if (ms === undefined) throw invalid(name, "must be a duration: seconds, or text such as 30s, 5m or 1h (negative keeps the model loaded)");
+  return { keepAliveMs: ms };
 }

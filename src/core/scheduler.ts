@@ -1,0 +1,484 @@
+/**
+ * Which models are in memory: the one module that loads, keeps, evicts and unloads them
+ * (as Ollama's sched.go). A request leases its model: the first request for a model that
+ * is not loaded starts its one load, and every request that comes meanwhile shares it; a
+ * model is unloaded when it has been idle (no request running or waiting) for its
+ * keep-alive, when room is needed for another (idle ones only, least recently used first),
+ * or when asked. Pinned models are never evicted and never expire.
+ *
+ * What goes wrong elsewhere, and why it cannot here:
+ * - two loads of one model: a model has one state and at most one load in flight;
+ * - an expiry racing a new request: a lease clears the timer before anything awaits, and
+ *   an unload under way is waited for, then the model is loaded again;
+ * - a model evicted under a request: only models that no request holds or waits for are
+ *   evicted, and only to make room that a load needs now;
+ * - memory running out: a load is admitted only once its estimate fits the budget (and the
+ *   count fits --max-loaded); past --load-wait the request is answered 503, never crashed;
+ *   a model that could never fit is told so at once;
+ * - a stuck scheduler behind a health check that says ok: every decision goes through one
+ *   queue, and /health asks that queue (and every loaded runner) for an answer in time.
+ */
+import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
+import type { ModelEntry, ModelRegistry } from "./registry.js";
+import type { Estimate } from "./runner-protocol.js";
+import { RunnerModel, SpareRunner } from "./runner.js";
+import { resolveModelSpec } from "./models.js";
+import { CoreError, type CoreOptions, type ModelSource } from "./types.js";
+
+export interface LifecycleOptions {
+  /** how long an idle model stays loaded: 0 unloads it at once, -1 never */
+  keepAliveMs: number;
+  /** the longest keep-alive a request may ask for (-1 asks for "never"); undefined: no cap */
+  maxKeepAliveMs?: number;
+  /** models loaded at once; 0: no limit but memory */
+  maxLoaded: number;
+  /** RAM that loaded models may take, by node-llama-cpp's estimates */
+  memoryBudgetBytes: number;
+  /** how long a request waits for room (idle models to evict) before 503 */
+  loadWaitMs: number;
+  /** where a configured remote model is downloaded to */
+  modelsDir: string;
+  /** keep a runner started ahead of the next load (SpareRunner): for a daemon, whose models come and go */
+  spareRunner?: boolean;
+}
+
+type State = "unloaded" | "loading" | "loaded" | "unloading";
+
+export type LifecycleEvent =
+  | { type: "load"; model: string; load_ms: number }
+  | { type: "load_failed"; model: string; error: string }
+  | { type: "unload"; model: string; reason: "keep_alive" | "request" | "forced" | "shutdown" | "stopped" }
+  | { type: "evict"; model: string; for: string };
+
+/** One model's place in the scheduler. */
+class Slot {
+  state: State = "unloaded";
+  runner?: RunnerModel;
+  /** leases handed out and not given back: requests running on the model */
+  active = 0;
+  /** requests waiting for the model to load */
+  waiting = 0;
+  lastUsed = 0;
+  keepAliveMs: number;
+  expiry?: NodeJS.Timeout;
+  expiresAt?: number;
+  estimate?: Estimate;
+  /** its memory counts against the budget: from admission until it is unloaded */
+  admitted = false;
+  /** the one load in flight */
+  ready?: Promise<RunnerModel>;
+  /** the one unload in flight */
+  gone?: Promise<void>;
+  loadedAt?: number;
+  loadMs?: number;
+  contextSize?: number;
+  /** measured at the first load, given to the next ones */
+  threads?: number;
+
+  constructor(public entry: ModelEntry, keepAliveMs: number) {
+    this.keepAliveMs = keepAliveMs;
+  }
+
+  get name(): string { return this.entry.name; }
+  get idle(): boolean { return this.active === 0 && this.waiting === 0; }
+}
+
+/** A model held for one request; release() once the request is over (twice is harmless). */
+export interface ModelLease {
+  runner: RunnerModel;
+  /** how long this request waited for the model to load (0 when it was loaded) */
+  loadMs: number;
+  release(): void;
+}
+
+/** What `mlxs ps` shows of a loaded model. */
+export interface LoadedModelInfo {
+  name: string;
+  state: State;
+  /** the budget's share: node-llama-cpp's estimate */
+  memoryBytes: number;
+  /** the runner's resident memory now (Linux), when known */
+  rssBytes?: number;
+  /** the runner's process id, for top and ps */
+  pid?: number;
+  contextSize?: number;
+  threads?: number;
+  running: number;
+  queued: number;
+  pinned: boolean;
+  /** when it will be unloaded if it stays idle: epoch ms; null: never, or not idle */
+  expiresAt: number | null;
+  loadedAt?: number;
+  loadMs?: number;
+}
+
+export class Scheduler {
+  private readonly slots = new Map<string, Slot>();
+  /** lifecycle events, for `mlxs ps -f` */
+  readonly events = new EventEmitter();
+  /** the one queue of decisions (see above) */
+  private decisions: Promise<unknown> = Promise.resolve();
+  /** wakes loads that wait for room whenever a model is released or unloaded */
+  private roomChanged?: { promise: Promise<void>; resolve: () => void };
+  private closed = false;
+  private readonly spare?: SpareRunner;
+
+  constructor(private readonly registry: ModelRegistry, private readonly core: CoreOptions, private readonly options: LifecycleOptions) {
+    this.events.setMaxListeners(0);
+    if (options.spareRunner) this.spare = new SpareRunner(core, () => [...this.slots.values()].every((s) => s.state === "loaded" || s.state === "unloaded"));
+  }
+
+  /**
+   * The model, loaded (loading it, or waiting for its load, if need be), held until
+   * release(). `keepAliveMs`: the request's own keep-alive for the model (Ollama's field).
+   */
+  async acquire(name: string, { keepAliveMs, signal }: { keepAliveMs?: number; signal?: AbortSignal } = {}): Promise<ModelLease> {
+    const slot = this.slot(name);
+    // held before anything awaits: no expiry or eviction can take it from here on
+    this.clearExpiry(slot);
+    if (keepAliveMs !== undefined) slot.keepAliveMs = this.capped(keepAliveMs);
+    if (slot.state === "loaded" && slot.runner && !slot.gone) {
+      slot.active++;
+      return this.lease(slot, slot.runner, 0);
+    }
+    slot.waiting++;
+    const started = performance.now();
+    let runner: RunnerModel;
+    try {
+      runner = await abortable(this.ready(slot), signal);
+    } catch (error) {
+      slot.waiting--;
+      this.released(slot);
+      throw error;
+    }
+    slot.waiting--;
+    slot.active++;
+    return this.lease(slot, runner, performance.now() - started);
+  }
+
+  /** Loads a model now (POST /v1/models/{id}/load); it then idles as after a request. */
+  async load(name: string, keepAliveMs?: number): Promise<{ loadMs: number }> {
+    const lease = await this.acquire(name, { keepAliveMs });
+    lease.release();
+    return { loadMs: lease.loadMs };
+  }
+
+  /**
+   * Unloads a model. It waits for the requests running on it, unless `force`, which
+   * cancels them. Requests that come meanwhile wait, and load it again.
+   */
+  async unload(name: string, { force = false } = {}): Promise<boolean> {
+    const slot = this.slot(name);
+    if (slot.state === "unloaded" && !slot.ready) return false;
+    await this.unloadSlot(slot, force ? "forced" : "request", force);
+    return true;
+  }
+
+  /** The models in memory (or on their way in or out). */
+  loadedModels(): LoadedModelInfo[] {
+    return [...this.slots.values()].filter((s) => s.state !== "unloaded").map((s) => ({
+      name: s.name,
+      state: s.state,
+      memoryBytes: s.estimate?.ramBytes ?? 0,
+      rssBytes: rssOf(s.runner?.pid),
+      pid: s.runner?.pid,
+      contextSize: s.contextSize,
+      threads: s.threads,
+      // leases out: generating, or waiting in the runner for a sequence
+      running: s.active - (s.runner?.queue().waiting ?? 0),
+      queued: s.waiting + (s.runner?.queue().waiting ?? 0),
+      pinned: s.entry.pinned,
+      expiresAt: s.expiresAt ?? null,
+      loadedAt: s.loadedAt,
+      loadMs: s.loadMs,
+    }));
+  }
+
+  /** Milliseconds since the model's last request ended. */
+  idleMs(name: string): number {
+    const slot = this.slots.get(name);
+    return slot ? Math.round(performance.now() - slot.lastUsed) : 0;
+  }
+
+  /**
+   * Health: the decision queue answers, and so does every loaded model's runner, each
+   * within `timeoutMs`. Resolves with the names that did not answer ("scheduler" for the queue).
+   */
+  async check(timeoutMs: number): Promise<string[]> {
+    const late = (what: string, work: Promise<unknown>) => withDeadline(work, timeoutMs).then(() => undefined, () => what);
+    const checks = [late("scheduler", this.decide(() => true))];
+    for (const slot of this.slots.values()) if (slot.state === "loaded" && slot.runner) checks.push(late(slot.name, slot.runner.ping(timeoutMs)));
+    return (await Promise.all(checks)).filter((name): name is string => name !== undefined);
+  }
+
+  /**
+   * Puts a decision on the queue; resolves with its result. Decisions are short: one that
+   * must wait returns what to wait for, wrapped, and the queue goes on meanwhile. A
+   * decision that never ends is a stuck scheduler: what /health finds.
+   */
+  decide<T>(decision: () => T | Promise<T>): Promise<T> {
+    const result = this.decisions.then(decision);
+    this.decisions = result.catch(() => undefined);
+    return result;
+  }
+
+  /** The backend, from the default model's runner (started, not loaded). */
+  backend(): Promise<string> {
+    const slot = this.slot(this.registry.defaultName);
+    slot.runner ??= this.runnerFor(slot, slot.entry as ModelSource);
+    return slot.runner.backend();
+  }
+
+  /** Unloads everything; what is still running is cancelled. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.spare?.close();
+    await Promise.all([...this.slots.values()].map(async (slot) => {
+      this.clearExpiry(slot);
+      await slot.ready?.catch(() => undefined);
+      await this.unloadSlot(slot, "shutdown", true);
+      await slot.runner?.close();
+    }));
+  }
+
+  /** The slot's model, loaded: its one load, shared by every request that waits for it. */
+  private ready(slot: Slot): Promise<RunnerModel> {
+    return slot.ready ??= this.loadSlot(slot).finally(() => {
+      slot.ready = undefined;
+      // the load took the spare runner, if there was one: the next load gets a new one
+      this.spare?.refill();
+    });
+  }
+
+  private slot(name: string): Slot {
+    let slot = this.slots.get(name);
+    const entry = this.registry.get(name);
+    if (!entry) throw new CoreError("not_found", "the model is not served here", { param: "model" });
+    if (!slot) {
+      slot = new Slot(entry, entry.pinned ? -1 : this.options.keepAliveMs);
+      this.slots.set(name, slot);
+    }
+    slot.entry = entry;
+    return slot;
+  }
+
+  private lease(slot: Slot, runner: RunnerModel, loadMs: number): ModelLease {
+    let held = true;
+    return {
+      runner, loadMs,
+      release: () => {
+        if (!held) return;
+        held = false;
+        slot.active--;
+        this.released(slot);
+      },
+    };
+  }
+
+  /** A request is over (or gave up waiting): the model may now be idle, and room may have come. */
+  private released(slot: Slot): void {
+    slot.lastUsed = performance.now();
+    if (slot.idle && slot.state === "loaded") this.expireLater(slot);
+    this.wakeRoomWaiters();
+  }
+
+  private expireLater(slot: Slot): void {
+    this.clearExpiry(slot);
+    const ms = slot.entry.pinned ? -1 : slot.keepAliveMs;
+    if (ms < 0 || this.closed) return;
+    if (ms === 0) {
+      void this.unloadSlot(slot, "keep_alive");
+      return;
+    }
+    slot.expiresAt = Date.now() + ms;
+    slot.expiry = setTimeout(() => {
+      slot.expiry = slot.expiresAt = undefined;
+      if (slot.idle && slot.state === "loaded") void this.unloadSlot(slot, "keep_alive");
+    }, Math.min(ms, 2 ** 31 - 1));
+    slot.expiry.unref();
+  }
+
+  private clearExpiry(slot: Slot): void {
+    if (slot.expiry) clearTimeout(slot.expiry);
+    slot.expiry = slot.expiresAt = undefined;
+  }
+
+  /** The one load of a slot: an unload under way first, then room, then the runner's load. */
+  private async loadSlot(slot: Slot): Promise<RunnerModel> {
+    while (slot.gone) await slot.gone;
+    if (slot.state === "loaded" && slot.runner) return slot.runner;
+    if (this.closed) throw new CoreError("unavailable", "the server is shutting down");
+    slot.state = "loading";
+    const started = performance.now();
+    try {
+      const source = await this.sourceOf(slot);
+      slot.runner ??= this.runnerFor(slot, source);
+      slot.estimate ??= await slot.runner.estimate();
+      await this.admit(slot);
+      const result = await slot.runner.load(slot.threads ?? this.core.threads);
+      slot.threads = result.threads;
+      slot.contextSize = result.contextSize;
+      slot.state = "loaded";
+      slot.loadedAt = Date.now();
+      slot.lastUsed = performance.now();
+      slot.loadMs = slot.lastUsed - started;
+      this.emit({ type: "load", model: slot.name, load_ms: round(slot.loadMs) });
+      return slot.runner;
+    } catch (error) {
+      slot.state = "unloaded";
+      slot.admitted = false;
+      const runner = slot.runner;
+      slot.runner = undefined;
+      await runner?.close();
+      const failure = error instanceof CoreError ? error : new CoreError("unavailable", `cannot load model ${slot.name}`, { cause: error });
+      this.emit({ type: "load_failed", model: slot.name, error: failure.message });
+      this.wakeRoomWaiters();
+      throw failure.kind === "internal" ? new CoreError("unavailable", `cannot load model ${slot.name}: ${failure.message}`) : failure;
+    }
+  }
+
+  /** Waits until the slot's estimate fits the budget and the count, evicting idle models (least recently used first) to make room. */
+  private async admit(slot: Slot): Promise<void> {
+    const need = slot.estimate!.ramBytes;
+    if (need > this.options.memoryBudgetBytes) {
+      throw new CoreError("unavailable", `model ${slot.name} needs about ${mib(need)} of memory; the budget is ${mib(this.options.memoryBudgetBytes)} (--memory-budget)`);
+    }
+    const deadline = performance.now() + this.options.loadWaitMs;
+    for (;;) {
+      const next = await this.decide((): { wait: Promise<void> } | undefined => {
+        const admitted = [...this.slots.values()].filter((s) => s.admitted && s !== slot);
+        const used = admitted.reduce((sum, s) => sum + (s.estimate?.ramBytes ?? 0), 0);
+        const countFits = this.options.maxLoaded <= 0 || admitted.length < this.options.maxLoaded;
+        if (countFits && used + need <= this.options.memoryBudgetBytes) {
+          slot.admitted = true;
+          return undefined;
+        }
+        const victim = admitted
+          .filter((s) => s.state === "loaded" && s.idle && !s.entry.pinned && !s.gone)
+          .sort((a, b) => a.lastUsed - b.lastUsed)[0];
+        if (victim) {
+          this.emit({ type: "evict", model: victim.name, for: slot.name });
+          return { wait: this.unloadSlot(victim, undefined) };
+        }
+        return { wait: this.roomWaiter() };
+      });
+      if (next === undefined) return;
+      const left = deadline - performance.now();
+      if (left <= 0 || !(await withDeadline(next.wait, left).then(() => true, () => false))) {
+        throw new CoreError("unavailable", `no room to load model ${slot.name}: the loaded models are busy (--max-loaded ${this.options.maxLoaded || "unlimited"}, --memory-budget ${mib(this.options.memoryBudgetBytes)})`, { retryAfterS: 5 });
+      }
+    }
+  }
+
+  /** Unloads a slot: after its load, after the requests running on it (unless `force`). `reason` undefined: an eviction (its event is already out). */
+  private unloadSlot(slot: Slot, reason: Extract<LifecycleEvent, { type: "unload" }>["reason"] | undefined, force = false): Promise<void> {
+    if (slot.gone) return slot.gone;
+    if (slot.state === "unloaded") return Promise.resolve();
+    this.clearExpiry(slot);
+    slot.gone = (async () => {
+      await slot.ready?.catch(() => undefined);
+      if (slot.state !== "loaded") return;
+      slot.state = "unloading";
+      if (!force) while (slot.active > 0) await this.roomWaiter();
+      const runner = slot.runner;
+      slot.runner = undefined;
+      await runner?.close();
+      this.markUnloaded(slot);
+      if (reason) this.emit({ type: "unload", model: slot.name, reason });
+    })().finally(() => {
+      slot.gone = undefined;
+      this.wakeRoomWaiters();
+      // models come and go here: the next load should find a runner ready
+      this.spare?.want();
+    });
+    return slot.gone;
+  }
+
+  private markUnloaded(slot: Slot): void {
+    slot.state = "unloaded";
+    slot.admitted = false;
+    slot.loadedAt = slot.loadMs = undefined;
+    this.clearExpiry(slot);
+  }
+
+  private runnerFor(slot: Slot, source: ModelSource): RunnerModel {
+    const runner: RunnerModel = new RunnerModel(source, this.core, () => {
+      // a runner that stopped by itself (a crash): its model is no longer loaded
+      if (slot.runner !== runner || slot.gone) return;
+      slot.runner = undefined;
+      if (slot.state === "loaded") {
+        this.markUnloaded(slot);
+        this.emit({ type: "unload", model: slot.name, reason: "stopped" });
+        this.wakeRoomWaiters();
+      }
+    }, this.spare?.take());
+    return runner;
+  }
+
+  /** The model's file: a configured remote model is downloaded on its first load. */
+  private async sourceOf(slot: Slot): Promise<ModelSource> {
+    const { entry } = slot;
+    if (entry.path) return { name: entry.name, path: entry.path };
+    const source = await resolveModelSpec(entry.spec!, { modelsDir: this.options.modelsDir }).catch((error: unknown) => {
+      throw new CoreError("unavailable", `cannot get model ${entry.name}: ${(error as Error).message}`);
+    });
+    this.registry.resolved(entry.name, source.path);
+    return { name: entry.name, path: source.path };
+  }
+
+  private capped(keepAliveMs: number): number {
+    const max = this.options.maxKeepAliveMs;
+    if (max === undefined) return keepAliveMs;
+    return keepAliveMs < 0 ? max : Math.min(keepAliveMs, max);
+  }
+
+  private roomWaiter(): Promise<void> {
+    if (!this.roomChanged) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => { resolve = r; });
+      this.roomChanged = { promise, resolve };
+    }
+    return this.roomChanged.promise;
+  }
+
+  private wakeRoomWaiters(): void {
+    const waiters = this.roomChanged;
+    this.roomChanged = undefined;
+    waiters?.resolve();
+  }
+
+  private emit(event: LifecycleEvent): void {
+    this.events.emit("event", { ...event, at: new Date().toISOString() });
+  }
+}
+
+/** The promise, or a rejection when the signal aborts first. */
+function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new CoreError("cancelled", "the request was cancelled"));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new CoreError("cancelled", "the request was cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error("deadline")), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+function rssOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kb === undefined ? undefined : Number(kb) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
+const round = (ms: number) => Math.round(ms * 100) / 100;
