@@ -14,6 +14,7 @@ const BENCHES = [
   ["mlxs serve vs llama.cpp's own llama-server (issue 12)", "bench/vs-llama-server.js", ["--rounds", "5"]],
   ["Constrained answers: JSON schemas and tool calls (issue 13)", "bench/agents.js", ["--rounds", "5"]],
   ["Models on demand: churn, cold starts, loads beside a busy model (issue 14)", "bench/lifecycle.js", ["--rounds", "5"]],
+  ["Prometheus metrics (issue 15)", "bench/metrics.js", ["--rounds", "7"]],
   ["CLI start-up (issues 2 and 3)", "bench/startup.js", []],
   ["Soak, 10 minutes (issue 7)", "bench/soak.js", ["--seconds", "600"]],
 ];

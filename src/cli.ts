@@ -81,6 +81,8 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .option("--allow-unauthenticated", "listen on a non-loopback address without API keys")
     .option("--no-audit", "keep no audit log (the log is on by default)")
     .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable)").argParser(collect))
+    .option("--metrics", "serve Prometheus metrics at GET /metrics (OpenTelemetry GenAI names; behind the API key when keys are set)")
+    .option("--metrics-public", "with --metrics: /metrics answers without an API key (for a scraper on a private network)")
     .addOption(new Option("--max-body <size>", "largest request body, e.g. 10mb, 512kb").default(10 * 1024 * 1024, "10mb").argParser(byteSize))
     .addOption(new Option("--request-timeout <seconds>", "longest a request may take, in seconds (fractions allowed)").default(600).argParser(secondsIn("--request-timeout", 0.01, 86_400)))
     .addOption(new Option("--header-timeout <seconds>", "close connections that have not sent their headers by then").default(10).argParser(secondsIn("--header-timeout", 0.1, 3600)))

@@ -38,6 +38,8 @@ export class AuditWriter {
   private closed = false;
   /** trouble is going on: the next good write says so */
   private failing = false;
+  /** told the seconds each batch took to write (the daemon's /metrics) */
+  onWrite?: (seconds: number) => void;
   /** this trouble has already said that records are being dropped */
   private droppingSaid = false;
   private readonly counts = { recorded: 0, written: 0, dropped: 0 };
@@ -100,7 +102,9 @@ export class AuditWriter {
       this.buffer = [];
       try {
         const store = await this.currentStore();
+        const started = performance.now();
         await store.insert(batch);
+        this.onWrite?.((performance.now() - started) / 1000);
         this.counts.written += batch.length;
         if (this.failing) {
           this.failing = false;

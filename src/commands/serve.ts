@@ -9,6 +9,7 @@ import { AuditWriter } from "../audit/writer.js";
 import { MlxsServer, currentRequestId, type ApiKey, type Route } from "../server/http.js";
 import { apiRoutes } from "../server/routes.js";
 import { adminRoutes } from "../server/admin.js";
+import { ServerMetrics, metricsRoute } from "../server/metrics.js";
 import { CommandFailure, UsageError } from "../errors.js";
 import { STOP_SIGNALS, onOutputClosed } from "./io.js";
 import { describeFatalContext, flushBeforeFatalExit } from "./last-resort.js";
@@ -52,14 +53,19 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   };
   // the backend is known once llama.cpp starts, before any model is loaded
   const backend = await core.backend();
+  if (opts.metricsPublic && !opts.metrics) throw new UsageError("--metrics-public goes with --metrics");
+  const metrics = opts.metrics ? new ServerMetrics(core, writer) : undefined;
   const server: MlxsServer = new MlxsServer({
-    core, backend, writer, apiKeys, debug: config.debug,
+    core, backend, writer, apiKeys, debug: config.debug, metrics,
     corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
     headersTimeoutMs: (opts.headerTimeout as number) * 1000,
     stallTimeoutMs: (opts.stallTimeout as number) * 1000,
-  }, [...adminRoutes(openReader, () => server.state), ...apiRoutes(() => server.state), ...await testRoutes()]);
+  }, [
+    ...adminRoutes(openReader, () => server.state), ...apiRoutes(() => server.state),
+    ...(metrics ? [metricsRoute(metrics, opts.metricsPublic === true)] : []), ...await testRoutes(),
+  ]);
 
   let address;
   try {

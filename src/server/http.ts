@@ -17,6 +17,8 @@ import type { InferenceCore } from "../core/index.js";
 import type { ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult, GenerationEvent } from "../core/types.js";
 import { newRequestId, track, type Outcome, type Tracker } from "../audit/track.js";
 import type { AuditWriter } from "../audit/writer.js";
+import type { AuditRecord } from "../audit/schema.js";
+import type { ServerMetrics } from "./metrics.js";
 import { HttpProblem, cancelledBy, problemBody, titleOf, toProblem } from "./problem.js";
 import { recorded } from "./recorded.js";
 import { BodyWriter, DEFAULT_STALL_TIMEOUT_MS, SseStream } from "./sse.js";
@@ -40,6 +42,8 @@ export interface ServerOptions {
   stallTimeoutMs?: number;
   /** a 500's stack on stderr (MLXS_DEBUG) */
   debug?: boolean;
+  /** --metrics: every request's record is counted there too */
+  metrics?: ServerMetrics;
 }
 
 export interface RequestContext {
@@ -220,10 +224,9 @@ export class MlxsServer {
     const signal = AbortSignal.any([clientGone.signal, timeout.signal]);
     this.running.add(clientGone);
     const auth = this.authenticate(req);
-    const writer = this.options.writer;
     // the endpoint as the audit log names it: the route's template, never the raw path
-    const tracker = writer
-      ? track({ endpoint: UNKNOWN_ENDPOINT, requestId, client: auth.label, backendType: this.options.backend }, (record) => writer.record(record))
+    const tracker = this.recording()
+      ? track({ endpoint: UNKNOWN_ENDPOINT, requestId, client: auth.label, backendType: this.options.backend }, this.sink)
       : undefined;
     const stallTimeoutMs = this.options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
 
@@ -376,11 +379,21 @@ export class MlxsServer {
 
   /** The record of a request that never reached a route. */
   private recordRefusal(requestId: string, statusCode: number, errorType: string, errorMessage: string): void {
-    const writer = this.options.writer;
-    if (!writer) return;
-    track({ endpoint: UNKNOWN_ENDPOINT, requestId, backendType: this.options.backend }, (record) => writer.record(record))
+    if (!this.recording()) return;
+    track({ endpoint: UNKNOWN_ENDPOINT, requestId, backendType: this.options.backend }, this.sink)
       .end({ status: "error", statusCode, errorType, errorMessage });
   }
+
+  /** Whether requests are tracked at all: for the audit log, the metrics, or both. */
+  private recording(): boolean {
+    return this.options.writer !== undefined || this.options.metrics !== undefined;
+  }
+
+  /** Where each request's record goes once it ends. */
+  private readonly sink = (record: AuditRecord): void => {
+    this.options.writer?.record(record);
+    this.options.metrics?.observe(record);
+  };
 
   private authenticate(req: IncomingMessage): { ok: boolean; label: string | null } {
     if (this.keys.length === 0) return { ok: true, label: null };
