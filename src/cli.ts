@@ -76,11 +76,12 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .description("serve the OpenAI and Anthropic APIs over HTTP, auditing every request")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .addOption(new Option("-p, --port <port>", "port to listen on, 0 for any free one").default(10242).argParser(integerIn("--port", 0, 65535)))
-    .addOption(new Option("--api-key <key>", "require this API key (repeatable; also MLXS_API_KEYS, comma-separated)").argParser(collect))
-    .option("--api-keys-file <file>", "API keys with labels, one \"LABEL KEY\" per line")
+    .addOption(new Option("--api-key <key>", "require this API key, with every right (repeatable; also MLXS_API_KEYS, comma-separated)").argParser(collect))
+    .option("--api-keys-file <file>", "API keys with labels, one \"LABEL KEY [scope=inference|audit|admin] [rpm=N] [concurrency=N] [tpm=N]\" per line")
     .option("--allow-unauthenticated", "listen on a non-loopback address without API keys")
     .option("--no-audit", "keep no audit log (the log is on by default)")
-    .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable)").argParser(collect))
+    .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable); requests from any other web page get 403").argParser(collect))
+    .addOption(new Option("--allowed-host <name>", "answer requests for this Host name too (repeatable); on loopback only loopback names are answered otherwise, elsewhere any (DNS-rebinding protection)").argParser(collect))
     .option("--metrics", "serve Prometheus metrics at GET /metrics (OpenTelemetry GenAI names; behind the API key when keys are set)")
     .option("--metrics-public", "with --metrics: /metrics answers without an API key (for a scraper on a private network)")
     .addOption(new Option("--max-body <size>", "largest request body, e.g. 10mb, 512kb").default(10 * 1024 * 1024, "10mb").argParser(byteSize))
@@ -152,6 +153,7 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .action(lazy("./commands/audit-export.js"));
   addFilterOptions(audit.command("stats")
     .description("counts by status, model and endpoint; duration percentiles; tokens; error rate")
+    .addOption(new Option("--by <group>", "usage per group instead: requests, errors, tokens, p50/p95 duration per API key, model, endpoint or UTC day").choices(["client", "model", "endpoint", "day"]))
     .option("--json", "one JSON object"), { paging: false })
     .action(lazy("./commands/audit-stats.js"));
 

@@ -15,6 +15,8 @@ export interface AuditLogFilter {
   /** UTC milliseconds, exclusive */
   until?: number;
   request_id?: string;
+  /** the API key's label */
+  client?: string;
   min_duration_ms?: number;
   /** undefined: no limit (exports) */
   limit?: number;
@@ -24,7 +26,7 @@ export interface AuditLogFilter {
 
 export type FilterField = keyof AuditLogFilter;
 export const FILTER_FIELDS: readonly FilterField[] = [
-  "model", "backend_type", "endpoint", "status", "since", "until", "request_id", "min_duration_ms", "limit", "offset", "order",
+  "model", "backend_type", "endpoint", "status", "since", "until", "request_id", "client", "min_duration_ms", "limit", "offset", "order",
 ];
 
 export const DEFAULT_LIMIT = 100;
@@ -87,7 +89,7 @@ export function parseFilter(
   for (const [field, raw] of Object.entries(input)) {
     if (raw === undefined) continue;
     switch (field) {
-      case "model": case "backend_type": case "endpoint": case "request_id":
+      case "model": case "backend_type": case "endpoint": case "request_id": case "client":
         filter[field] = parseText(field, raw);
         break;
       case "status":

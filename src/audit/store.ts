@@ -36,6 +36,28 @@ const INSERT_SQL = `INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
   SELECT ${INSERT_COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")} FROM jsonb_each(?)
   WHERE true ON CONFLICT (request_id) DO NOTHING`;
 
+/** What `stats --by` groups records by. */
+export const STATS_GROUPS = ["client", "model", "endpoint", "day"] as const;
+export type StatsGroup = (typeof STATS_GROUPS)[number];
+
+/** One group of `stats --by`: its key ("(none)" where the record has none), counts, tokens, durations. */
+export interface GroupStats {
+  key: string;
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+}
+
+const GROUP_SQL: Record<StatsGroup, string> = {
+  client: "client",
+  model: "model",
+  endpoint: "endpoint",
+  day: "strftime('%Y-%m-%d', timestamp / 1000, 'unixepoch')",
+};
+
 export const BUSY_TIMEOUT_MS = 5000;
 
 // Exports are rendered by SQLite itself, a page at a time into one string: building a
@@ -235,6 +257,27 @@ export class AuditStore {
     };
   }
 
+  /**
+   * Usage per group (an API key, a model, an endpoint, a UTC day): requests, errors, tokens,
+   * and the p50 and p95 durations (the nearest-rank percentile, as stats() takes them), most
+   * requests first.
+   */
+  async statsBy(filter: AuditLogFilter, by: StatsGroup): Promise<GroupStats[]> {
+    const { where, params } = whereOf(filter);
+    const key = GROUP_SQL[by];
+    return this.db.all<GroupStats[]>(
+      `WITH g AS (
+         SELECT ${key} AS k, duration_ms AS d, status, prompt_tokens, completion_tokens,
+                row_number() OVER (PARTITION BY ${key} ORDER BY duration_ms) AS rn, count(*) OVER (PARTITION BY ${key}) AS n
+           FROM audit_logs ${where})
+       SELECT coalesce(k, '(none)') AS key, count(*) AS requests, sum(status = 'error') AS errors,
+              coalesce(sum(prompt_tokens), 0) AS prompt_tokens, coalesce(sum(completion_tokens), 0) AS completion_tokens,
+              min(CASE WHEN rn * 100 >= 50 * n THEN d END) AS p50_ms, min(CASE WHEN rn * 100 >= 95 * n THEN d END) AS p95_ms
+         FROM g GROUP BY k ORDER BY requests DESC, key`,
+      ...params,
+    );
+  }
+
   async countOlderThan(before: number): Promise<number> {
     return (await this.db.get<{ n: number }>("SELECT count(*) AS n FROM audit_logs WHERE timestamp < ?", before))!.n;
   }
@@ -293,6 +336,7 @@ function whereOf(filter: AuditLogFilter, extra: [string, unknown][] = []) {
   if (filter.since !== undefined) conditions.push(["timestamp >= ?", filter.since]);
   if (filter.until !== undefined) conditions.push(["timestamp < ?", filter.until]);
   if (filter.request_id !== undefined) conditions.push(["request_id = ?", filter.request_id]);
+  if (filter.client !== undefined) conditions.push(["client = ?", filter.client]);
   if (filter.min_duration_ms !== undefined) conditions.push(["duration_ms >= ?", filter.min_duration_ms]);
   return {
     where: conditions.length ? `WHERE ${conditions.map(([sql]) => sql).join(" AND ")}` : "",

@@ -16,6 +16,7 @@ const FILTER_FLAGS: [string, string, string, string][] = [
   ["since", "since", "--since <time>", "from this time: ISO-8601, or a duration ago (15m, 24h, 7d)"],
   ["until", "until", "--until <time>", "before this time: ISO-8601, or a duration ago"],
   ["requestId", "request_id", "--request-id <id>", "only this request"],
+  ["client", "client", "--client <label>", "only this API key's requests (by its label)"],
   ["minDuration", "min_duration_ms", "--min-duration <ms>", "only requests that took at least this long"],
 ];
 

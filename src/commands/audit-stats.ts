@@ -1,7 +1,7 @@
 /** `mlxs audit stats`: counts, latency percentiles, tokens and error rate. */
 import type { Command } from "commander";
 import { loadConfig } from "../config.js";
-import type { AuditStats } from "../audit/store.js";
+import type { AuditStats, GroupStats, StatsGroup } from "../audit/store.js";
 import { filterFrom, openExisting } from "./audit-options.js";
 import { configFlagsFrom } from "./options.js";
 import { colours, writeOut } from "./io.js";
@@ -17,11 +17,15 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const filter = filterFrom(opts, { limit: null, order: "desc" });
   const store = await openExisting(config);
   let stats = EMPTY;
+  let groups: GroupStats[] = [];
+  const by = opts.by as StatsGroup | undefined;
   try {
-    if (store) stats = await store.stats(filter);
+    if (store && by) groups = await store.statsBy(filter, by);
+    else if (store) stats = await store.stats(filter);
   } finally {
     await store?.close();
   }
+  if (by) return printGroups(by, groups, opts.json === true);
   const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
   if (opts.json) {
     writeOut(JSON.stringify({ ...stats, first: iso(stats.first), last: iso(stats.last) }) + "\n");
@@ -41,4 +45,21 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     ["by endpoint", list(stats.byEndpoint)],
   ];
   for (const [label, value] of lines) writeOut(`${c.bold(label.padEnd(12))} ${value}\n`);
+}
+
+/** `--by`: one row per group (a table, or with --json one object). */
+function printGroups(by: StatsGroup, groups: GroupStats[], json: boolean): void {
+  if (json) {
+    writeOut(`${JSON.stringify({ by, data: groups })}\n`);
+    return;
+  }
+  const c = colours();
+  const num = (n: number | null) => (n === null ? "-" : String(Math.round(n)));
+  const rows = [[by, "requests", "errors", "tokens in", "tokens out", "p50 ms", "p95 ms"],
+    ...groups.map((g) => [g.key, String(g.requests), String(g.errors), String(g.prompt_tokens), String(g.completion_tokens), num(g.p50_ms), num(g.p95_ms)])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  rows.forEach((row, i) => {
+    const line = row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join("  ");
+    writeOut(`${i === 0 ? c.bold(line) : line}\n`);
+  });
 }

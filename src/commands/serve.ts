@@ -6,7 +6,7 @@ import { pathToFileURL } from "node:url";
 import { loadConfig } from "../config.js";
 import { AuditStore } from "../audit/store.js";
 import { AuditWriter } from "../audit/writer.js";
-import { MlxsServer, currentRequestId, type ApiKey, type Route } from "../server/http.js";
+import { KEY_SCOPES, MlxsServer, currentRequestId, hostnameOf, type ApiKey, type KeyScope, type Route } from "../server/http.js";
 import { apiRoutes } from "../server/routes.js";
 import { adminRoutes } from "../server/admin.js";
 import { ServerMetrics, metricsRoute } from "../server/metrics.js";
@@ -57,6 +57,8 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const metrics = opts.metrics ? new ServerMetrics(core, writer) : undefined;
   const server: MlxsServer = new MlxsServer({
     core, backend, writer, apiKeys, debug: config.debug, metrics,
+    loopback: isLoopback(host),
+    allowedHosts: ((opts.allowedHost as string[] | undefined) ?? []).map((name) => hostnameOf(name)),
     corsOrigins: (opts.corsOrigin as string[] | undefined) ?? [],
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
@@ -167,11 +169,16 @@ function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
 }
 
-/** --api-key (repeatable), the Config's keys (MLXS_API_KEYS, comma-separated, or the config file's "apiKeys"), --api-keys-file (LABEL KEY per line). */
+/**
+ * --api-key (repeatable) and the Config's keys (MLXS_API_KEYS, comma-separated, or the
+ * config file's "apiKeys"): the operator's, admin; --api-keys-file: `LABEL KEY [OPTION...]`
+ * per line, options `scope=inference|audit|admin` (default inference), `rpm=N`,
+ * `concurrency=N`, `tpm=N`.
+ */
 function apiKeysFrom(opts: Record<string, unknown>, configured: string[]): ApiKey[] {
   const keys: ApiKey[] = [];
-  ((opts.apiKey as string[] | undefined) ?? []).forEach((key, i) => keys.push({ label: `key-${i + 1}`, key }));
-  configured.forEach((key, i) => keys.push({ label: `env-${i + 1}`, key }));
+  ((opts.apiKey as string[] | undefined) ?? []).forEach((key, i) => keys.push({ label: `key-${i + 1}`, key, scope: "admin" }));
+  configured.forEach((key, i) => keys.push({ label: `env-${i + 1}`, key, scope: "admin" }));
   if (opts.apiKeysFile) {
     const file = String(opts.apiKeysFile);
     let text: string;
@@ -183,9 +190,25 @@ function apiKeysFrom(opts: Record<string, unknown>, configured: string[]): ApiKe
     text.split(/\r?\n/).forEach((line, i) => {
       const trimmed = line.trim();
       if (trimmed === "" || trimmed.startsWith("#")) return;
-      const match = /^(\S+)\s+(\S+)$/.exec(trimmed);
-      if (!match) throw new UsageError(`${file}:${i + 1}: expected "LABEL KEY"`);
-      keys.push({ label: match[1]!, key: match[2]! });
+      const [label, key, ...options] = trimmed.split(/\s+/);
+      // never the line itself in the message: it holds a key
+      const where = `${file}:${i + 1}`;
+      if (!label || !key || key.includes("=")) throw new UsageError(`${where}: expected "LABEL KEY [scope=...] [rpm=N] [concurrency=N] [tpm=N]"`);
+      const entry: ApiKey = { label, key, scope: "inference" };
+      for (const option of options) {
+        const [name, value = ""] = option.split("=", 2) as [string, string?];
+        if (name === "scope") {
+          if (!(KEY_SCOPES as readonly string[]).includes(value)) throw new UsageError(`${where}: scope must be one of ${KEY_SCOPES.join(", ")}`);
+          entry.scope = value as KeyScope;
+        } else if (name === "rpm" || name === "concurrency" || name === "tpm") {
+          if (!/^[1-9]\d{0,8}$/.test(value)) throw new UsageError(`${where}: ${name} must be a whole number from 1`);
+          entry[name] = Number(value);
+        } else {
+          throw new UsageError(`${where}: unknown option (the options are scope, rpm, concurrency and tpm)`);
+        }
+      }
+      if (keys.some((k) => k.label === label)) throw new UsageError(`${where}: the label ${label} is used twice`);
+      keys.push(entry);
     });
   }
   if (keys.some((k) => k.key.length < 8)) throw new UsageError("an API key must be at least 8 characters");

@@ -1,7 +1,7 @@
 /** /health and the audit log over HTTP: /v1/audit/logs, stats, export and a live stream. */
 import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
 import { EXPORT_FORMATS, exportRows, presentRow, type ExportFormat } from "../audit/export.js";
-import type { AuditStore } from "../audit/store.js";
+import { STATS_GROUPS, type AuditStore, type StatsGroup } from "../audit/store.js";
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
 
@@ -13,9 +13,19 @@ const POLL_MS = 250;
 /** The server's reading connection to the audit database, opened on first use. */
 export type AuditReader = () => Promise<AuditStore>;
 
+/**
+ * The filter a request's query string asks for. `?mine=true` narrows it to the caller's own
+ * records (the only way an inference key reads the audit log): whatever `client` it asked.
+ */
 function filterOf(ctx: RequestContext, defaults: { defaultLimit: number | null }, extra: string[] = []): AuditLogFilter {
   const input: Record<string, string> = {};
-  for (const [key, value] of ctx.url.searchParams) if (!extra.includes(key)) input[key] = value;
+  for (const [key, value] of ctx.url.searchParams) if (!extra.includes(key) && key !== "mine") input[key] = value;
+  const mine = ctx.url.searchParams.get("mine");
+  if (mine !== null && mine !== "true" && mine !== "false") throw new HttpProblem(400, "invalid_parameter", "mine: true or false", { param: "mine" });
+  if (mine === "true") {
+    if (!ctx.caller) throw new HttpProblem(400, "invalid_parameter", "mine=true needs an API key: the records are those of its label", { param: "mine" });
+    input.client = ctx.caller.label;
+  }
   try {
     return parseFilter(input, defaults);
   } catch (error) {
@@ -46,7 +56,7 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
       },
     },
     {
-      method: "GET", path: "/v1/audit/logs",
+      method: "GET", path: "/v1/audit/logs", scope: "audit", mine: true,
       handler: async (ctx) => {
         const filter = filterOf(ctx, { defaultLimit: 100 });
         const rows = await (await reader()).query({ ...filter, limit: filter.limit! + 1 });
@@ -54,15 +64,21 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
       },
     },
     {
-      method: "GET", path: "/v1/audit/stats",
+      method: "GET", path: "/v1/audit/stats", scope: "audit", mine: true,
       handler: async (ctx) => {
+        const by = ctx.url.searchParams.get("by");
+        if (by !== null) {
+          if (!(STATS_GROUPS as readonly string[]).includes(by)) throw new HttpProblem(400, "invalid_parameter", `by: one of ${STATS_GROUPS.join(", ")}`, { param: "by" });
+          const groups = await (await reader()).statsBy(filterOf(ctx, { defaultLimit: null }, ["by"]), by as StatsGroup);
+          return ctx.json(200, { by, data: groups });
+        }
         const stats = await (await reader()).stats(filterOf(ctx, { defaultLimit: null }));
         const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
         ctx.json(200, { ...stats, first: iso(stats.first), last: iso(stats.last) });
       },
     },
     {
-      method: "GET", path: "/v1/audit/export",
+      method: "GET", path: "/v1/audit/export", scope: "audit", mine: true,
       handler: async (ctx) => {
         const format = (ctx.url.searchParams.get("format") ?? "jsonl") as ExportFormat;
         if (!EXPORT_FORMATS.includes(format)) throw new HttpProblem(400, "invalid_parameter", `format: expected one of ${EXPORT_FORMATS.join(", ")}`, { param: "format" });
@@ -80,7 +96,7 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
       },
     },
     {
-      method: "GET", path: "/v1/audit/stream", longLived: true,
+      method: "GET", path: "/v1/audit/stream", longLived: true, scope: "audit", mine: true,
       handler: async (ctx) => {
         const filter = { ...filterOf(ctx, { defaultLimit: null }), limit: undefined, offset: 0 };
         let store = await reader();

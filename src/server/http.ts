@@ -19,13 +19,32 @@ import { newRequestId, track, type Outcome, type Tracker } from "../audit/track.
 import type { AuditWriter } from "../audit/writer.js";
 import type { AuditRecord } from "../audit/schema.js";
 import type { ServerMetrics } from "./metrics.js";
+import { KeyLimits } from "./key-limits.js";
 import { HttpProblem, cancelledBy, problemBody, titleOf, toProblem } from "./problem.js";
 import { recorded } from "./recorded.js";
 import { BodyWriter, DEFAULT_STALL_TIMEOUT_MS, SseStream } from "./sse.js";
 
+/** What a key may do: use the models, read the audit log, or everything (model control too). */
+export type KeyScope = "inference" | "audit" | "admin";
+export const KEY_SCOPES: readonly KeyScope[] = ["inference", "audit", "admin"];
+
 export interface ApiKey {
   label: string;
   key: string;
+  /** default: inference */
+  scope?: KeyScope;
+  /** requests per minute (a sliding window) */
+  rpm?: number;
+  /** requests running or queued at once */
+  concurrency?: number;
+  /** prompt and completion tokens per minute, counted as answers end */
+  tpm?: number;
+}
+
+/** The key a request came with, as the routes see it: never the key itself. */
+export interface Caller {
+  label: string;
+  scope: KeyScope;
 }
 
 export interface ServerOptions {
@@ -34,6 +53,14 @@ export interface ServerOptions {
   writer?: AuditWriter;
   apiKeys: ApiKey[];
   corsOrigins: string[];
+  /**
+   * The Host names answered (besides loopback ones when `loopback`): a request for any
+   * other gets 403 before routing, so a page that rebinds its own domain to this address
+   * (DNS rebinding) reaches nothing. Empty and not `loopback`: any Host (behind a proxy).
+   */
+  allowedHosts?: string[];
+  /** listening on a loopback address: only loopback Host names (and allowedHosts) are answered */
+  loopback?: boolean;
   maxBodyBytes: number;
   requestTimeoutMs: number;
   /** a client must send its headers within this (slow or half-open connections are closed) */
@@ -57,6 +84,8 @@ export interface RequestContext {
   readonly signal: AbortSignal;
   readonly timedOut: () => boolean;
   readonly clientGone: () => boolean;
+  /** the API key's label and scope; null when no keys are configured */
+  readonly caller: Caller | null;
   /** the audit record in the making (absent with --no-audit) */
   readonly tracker?: Tracker;
   /** a handler that answered 200 but failed later (mid-stream) says so here */
@@ -92,6 +121,10 @@ export interface Route {
   body?: boolean;
   /** open without an API key (/health) */
   open?: boolean;
+  /** the scope a key needs (default: inference); an admin key may do everything */
+  scope?: KeyScope;
+  /** an audit route an inference key may read with `?mine=true`: its own records only */
+  mine?: boolean;
   /** false: no audit record (health checks, which load balancers send every few seconds) */
   audited?: boolean;
   /** not bound by --request-timeout (a live stream that lasts as long as its reader) */
@@ -120,7 +153,8 @@ export class MlxsServer {
   /** requests not yet answered and closed: their cancel switches */
   private readonly running = new Set<AbortController>();
   private whenIdle?: () => void;
-  private readonly keys: { label: string; digest: Buffer }[];
+  private readonly keys: { label: string; scope: KeyScope; digest: Buffer }[];
+  private readonly limits: KeyLimits;
 
   constructor(readonly options: ServerOptions, routes: Route[]) {
     this.compiled = routes.map((route) => {
@@ -133,7 +167,8 @@ export class MlxsServer {
       }).join("/");
       return { route, pattern: new RegExp(`^${source}$`), names };
     });
-    this.keys = options.apiKeys.map(({ label, key }) => ({ label, digest: digest(key) }));
+    this.keys = options.apiKeys.map(({ label, key, scope = "inference" }) => ({ label, scope, digest: digest(key) }));
+    this.limits = new KeyLimits(options.apiKeys);
     const headersTimeout = options.headersTimeoutMs ?? 10_000;
     this.server = createServer({
       // slow or idle clients: headers within 10 s, the whole request within 60 s, checked
@@ -232,6 +267,7 @@ export class MlxsServer {
 
     const ctx: RequestContext = {
       req, res, requestId, url: new URL("http://mlxs.invalid/"), params: {}, options: this.options, signal, tracker,
+      caller: auth.ok && auth.label !== null ? { label: auth.label, scope: auth.scope! } : null,
       timedOut: () => timeout.signal.aborted,
       clientGone: () => clientGone.signal.aborted,
       json: (status, body, headers = {}) => {
@@ -258,6 +294,8 @@ export class MlxsServer {
       },
       bodyWriter: () => new BodyWriter(res, { signal, stallTimeoutMs }),
     };
+    /** the key's place under its limits, given back when the handler is done */
+    let release: (() => void) | undefined;
     let handled!: () => void;
     const handlerDone = new Promise<void>((resolve) => { handled = resolve; });
     res.once("close", () => {
@@ -272,6 +310,8 @@ export class MlxsServer {
     });
 
     try {
+      // a browser must never read an answer as anything but what it says it is
+      res.setHeader("X-Content-Type-Options", "nosniff");
       res.setHeader("X-Request-ID", requestId);
       // Anthropic's clients read it from here
       res.setHeader("Request-Id", requestId);
@@ -284,6 +324,14 @@ export class MlxsServer {
       // HTTP/1.1 requires a Host (Node's own refusal of its absence would not be a problem+json)
       if (req.httpVersion === "1.1" && req.headers.host === undefined) throw new HttpProblem(400, "missing_host", "An HTTP/1.1 request must carry a Host header.");
       if (unmetExpectation) throw new HttpProblem(417, "expectation_failed", "The only Expect this server meets is 100-continue.");
+      // before any route, /health included: a page that rebinds its domain to this address
+      // sends its own name as the Host, and a page in a browser always sends its Origin
+      if (!this.hostAllowed(req.headers.host)) throw new HttpProblem(403, "host_not_allowed", "This server does not answer for that Host name; an operator can allow it with --allowed-host.");
+      const origin = req.headers.origin;
+      if (origin !== undefined && method !== "OPTIONS" && !this.options.corsOrigins.includes(origin)) {
+        throw new HttpProblem(403, "origin_not_allowed", "Requests from web pages of that origin are refused; an operator can allow it with --cors-origin.");
+      }
+      if (route?.path.startsWith("/v1/audit/")) res.setHeader("Cache-Control", "no-store");
       if (route?.longLived) clearTimeout(timer);
       this.cors(req, res);
       if (method === "OPTIONS") {
@@ -301,11 +349,18 @@ export class MlxsServer {
       if (!route.open && !auth.ok) {
         throw new HttpProblem(401, "invalid_api_key", "A valid API key is required: send Authorization: Bearer KEY or x-api-key: KEY.");
       }
+      if (!route.open && ctx.caller && !permits(ctx.caller, route, ctx.url)) {
+        throw new HttpProblem(403, "insufficient_scope", route.mine
+          ? `This key's scope is ${ctx.caller.scope}: it may read its own records only, with ?mine=true.`
+          : `This key's scope is ${ctx.caller.scope}; this route needs ${route.scope ?? "inference"} (or admin).`);
+      }
+      if (!route.open && ctx.caller) release = this.limits.admit(ctx.caller.label);
       if (route.body) ctx.body = await this.readJson(req);
       await route.handler(ctx);
     } catch (error) {
       this.fail(ctx, error);
     } finally {
+      release?.();
       handled();
     }
   }
@@ -333,6 +388,7 @@ export class MlxsServer {
         ...problem.options.headers,
         "Content-Type": "application/problem+json",
         "Content-Length": Buffer.byteLength(text),
+        "Cache-Control": "no-store",
       });
       res.end(text);
       // an unread body (short of a too large one, which is not read on) is drained so the
@@ -362,7 +418,7 @@ export class MlxsServer {
           : [400, "bad_request", "The request is not valid HTTP."];
     const requestId = newRequestId();
     const text = JSON.stringify(problemBody(new HttpProblem(status, code, message), requestId));
-    socket.end(`HTTP/1.1 ${status} ${titleOf(status)}\r\nContent-Type: application/problem+json\r\n` +
+    socket.end(`HTTP/1.1 ${status} ${titleOf(status)}\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(text)}\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`);
     // a connection that sent nothing in time is not a request; a malformed one is
     if (status !== 408) this.recordRefusal(requestId, status, code, message);
@@ -372,7 +428,7 @@ export class MlxsServer {
     const requestId = newRequestId();
     const text = JSON.stringify(problemBody(new HttpProblem(405, "method_not_allowed", "This server is not a proxy: use GET or POST."), requestId));
     socket.on("error", () => socket.destroy());
-    socket.end(`HTTP/1.1 405 ${titleOf(405)}\r\nAllow: GET, POST\r\nContent-Type: application/problem+json\r\n` +
+    socket.end(`HTTP/1.1 405 ${titleOf(405)}\r\nAllow: GET, POST\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(text)}\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`);
     this.recordRefusal(requestId, 405, "method_not_allowed", "This server is not a proxy: use GET or POST.");
   }
@@ -386,26 +442,37 @@ export class MlxsServer {
 
   /** Whether requests are tracked at all: for the audit log, the metrics, or both. */
   private recording(): boolean {
-    return this.options.writer !== undefined || this.options.metrics !== undefined;
+    return this.options.writer !== undefined || this.options.metrics !== undefined || this.limits.countsTokens;
   }
 
   /** Where each request's record goes once it ends. */
   private readonly sink = (record: AuditRecord): void => {
     this.options.writer?.record(record);
     this.options.metrics?.observe(record);
+    this.limits.used(record.client, (record.prompt_tokens ?? 0) + (record.completion_tokens ?? 0));
   };
 
-  private authenticate(req: IncomingMessage): { ok: boolean; label: string | null } {
+  /** Whether the Host header names this server (see ServerOptions.allowedHosts). */
+  private hostAllowed(header: string | undefined): boolean {
+    // HTTP/1.0 may leave it out; no browser does
+    if (header === undefined) return true;
+    const name = hostnameOf(header);
+    const allowed = this.options.allowedHosts ?? [];
+    if (allowed.includes(name)) return true;
+    return this.options.loopback ? isLoopbackName(name) : allowed.length === 0;
+  }
+
+  private authenticate(req: IncomingMessage): { ok: boolean; label: string | null; scope?: KeyScope } {
     if (this.keys.length === 0) return { ok: true, label: null };
     const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1];
     const header = req.headers["x-api-key"];
     const offered = bearer ?? (typeof header === "string" ? header : undefined);
     if (!offered) return { ok: false, label: null };
     const offeredDigest = digest(offered.trim());
-    let found: string | null = null;
+    let found: { label: string; scope: KeyScope } | undefined;
     // compare with every key, in constant time each, so timing tells nothing
-    for (const key of this.keys) if (timingSafeEqual(key.digest, offeredDigest)) found = key.label;
-    return { ok: found !== null, label: found };
+    for (const key of this.keys) if (timingSafeEqual(key.digest, offeredDigest)) found = key;
+    return { ok: found !== undefined, label: found?.label ?? null, scope: found?.scope };
   }
 
   private cors(req: IncomingMessage, res: ServerResponse): void {
@@ -488,4 +555,24 @@ function outcomeOf(res: ServerResponse, gone: boolean, problem?: HttpProblem): O
   if (status === 504) return { status: "timeout", statusCode: status, errorType: "timeout", errorMessage: problem?.message };
   if (problem && cancelledBy(problem)) return { status: "cancelled", statusCode: status, errorType: problem.code, errorMessage: problem.message };
   return { status: "error", statusCode: status, errorType: problem?.code ?? "http_error", errorMessage: problem?.message };
+}
+
+/** The host name of a Host header, lower-cased, without its port or a final dot: `[::1]:80` is `::1`. */
+export function hostnameOf(header: string): string {
+  const host = header.trim().toLowerCase();
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(host);
+  if (bracketed) return bracketed[1]!;
+  return host.replace(/:\d*$/, "").replace(/\.$/, "");
+}
+
+/** localhost, 127.0.0.0/8 and ::1: the names a page on another domain cannot claim. */
+function isLoopbackName(name: string): boolean {
+  return name === "localhost" || name === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+}
+
+/** Whether a key of `caller`'s scope may use `route` (an inference key reads audit routes with ?mine=true only). */
+function permits(caller: Caller, route: Route, url: URL): boolean {
+  const needed = route.scope ?? "inference";
+  if (caller.scope === "admin" || caller.scope === needed) return true;
+  return route.mine === true && caller.scope === "inference" && url.searchParams.get("mine") === "true";
 }

@@ -97,7 +97,7 @@ export class ServerMetrics {
 /** GET /metrics: behind the API key when keys are set, unless `open` (--metrics-public). */
 export function metricsRoute(metrics: ServerMetrics, open: boolean): Route {
   return {
-    method: "GET", path: "/metrics", open, audited: false,
+    method: "GET", path: "/metrics", open, audited: false, scope: "audit",
     handler: async (ctx) => {
       const text = await metrics.registry.metrics();
       ctx.res.writeHead(200, { "Content-Type": metrics.registry.contentType, "Content-Length": Buffer.byteLength(text) });

@@ -59,7 +59,7 @@ export function modelRoutes(state: () => string): Route[] {
     },
     {
       // `?keep_alive=10m`: how long it stays once idle (default: the daemon's keep-alive)
-      method: "POST", path: "/v1/models/{id}/load",
+      method: "POST", path: "/v1/models/{id}/load", scope: "admin",
       handler: async (ctx) => {
         const name = namedModel(ctx);
         const { keepAliveMs } = keepAliveOf(Object.fromEntries(ctx.url.searchParams));
@@ -70,7 +70,7 @@ export function modelRoutes(state: () => string): Route[] {
     },
     {
       // `?force=true` cancels the requests running on it instead of waiting for them
-      method: "POST", path: "/v1/models/{id}/unload",
+      method: "POST", path: "/v1/models/{id}/unload", scope: "admin",
       handler: async (ctx) => {
         const name = namedModel(ctx);
         const force = ctx.url.searchParams.get("force");

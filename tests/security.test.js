@@ -1,0 +1,256 @@
+// Many users, one daemon: Host and Origin checks (DNS rebinding), scoped keys, limits per
+// key, usage per key, and the headers every answer carries.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { request as httpRequest } from "node:http";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitForRows } from "./helpers.js";
+
+/** A GET (or POST with `body`) with exactly these headers, Host included: what a rebinding page's browser sends. */
+function raw(url, path, headers, { method = "GET", body } = {}) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: hostname, port, path, method, headers: { ...headers, ...(body ? { "content-type": "application/json" } : {}) }, setHost: false }, (res) => {
+      let text = "";
+      res.on("data", (c) => { text += c; });
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, text }));
+    });
+    req.on("error", reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+}
+
+const ask = { messages: [{ role: "user", content: "hello" }], max_tokens: 3, temperature: 0 };
+
+const browsers = suite("browser attacks");
+
+browsers("bound to loopback: a foreign Host gets 403 on every route, /health included, recorded without the name; loopback names and --allowed-host pass", async () => {
+  const server = await startServer(["--model", await testModel(), "--allowed-host", "mlxs.internal"]);
+  try {
+    const { port } = new URL(server.url);
+    for (const [method, path, body] of [["GET", "/health"], ["GET", "/v1/models"], ["GET", "/v1/audit/logs"], ["GET", "/v1/audit/export"], ["POST", "/v1/chat/completions", ask]]) {
+      const res = await raw(server.url, path, { Host: `attacker.example:${port}` }, { method, body });
+      assert.is(res.status, 403, `${method} ${path}`);
+      assert.match(res.headers["content-type"], /application\/problem\+json/);
+      assert.match(res.text, /host_not_allowed/);
+      assert.not.match(res.text, /attacker/);
+    }
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, "localhost", `mlxs.internal:${port}`, "MLXS.internal"]) {
+      assert.is((await raw(server.url, "/v1/models", { Host: host })).status, 200, host);
+    }
+    const rows = await waitForRows(server.db, (r) => r.filter((x) => x.error_type === "host_not_allowed").length === 4);
+    assert.ok(rows.filter((x) => x.error_type === "host_not_allowed").every((x) => x.status_code === 403 && x.status === "error"));
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+  assertNoMarker(server.home, "attacker");
+});
+
+browsers("an Origin not in --cors-origin gets 403 on every route but the preflight; an allowed one gets its CORS headers", async () => {
+  const server = await startServer(["--model", await testModel(), "--cors-origin", "https://app.example"]);
+  try {
+    const evil = await raw(server.url, "/v1/models", { Host: new URL(server.url).host, Origin: "https://evil.example" });
+    assert.is(evil.status, 403);
+    assert.match(evil.text, /origin_not_allowed/);
+    const posted = await raw(server.url, "/v1/chat/completions", { Host: new URL(server.url).host, Origin: "null" }, { method: "POST", body: ask });
+    assert.is(posted.status, 403);
+    const preflight = await raw(server.url, "/v1/chat/completions", { Host: new URL(server.url).host, Origin: "https://evil.example", "Access-Control-Request-Method": "POST" }, { method: "OPTIONS" });
+    assert.is(preflight.status, 204);
+    assert.is(preflight.headers["access-control-allow-origin"], undefined, "a browser then refuses to send it");
+    const good = await raw(server.url, "/v1/models", { Host: new URL(server.url).host, Origin: "https://app.example" });
+    assert.is(good.status, 200);
+    assert.is(good.headers["access-control-allow-origin"], "https://app.example");
+    // clients outside a browser send no Origin
+    assert.is((await httpCall(`${server.url}/v1/models`)).status, 200);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+browsers("bound beyond loopback: any Host (load balancers), unless --allowed-host names the ones to answer", async () => {
+  const model = await testModel();
+  const open = await startServer(["--model", model, "--host", "0.0.0.0", "--api-key", "operator-key-1"]);
+  try {
+    assert.is((await raw(open.url.replace("0.0.0.0", "127.0.0.1"), "/health", { Host: "lb.example" })).status, 200);
+  } finally {
+    assert.is(await open.stop(), 0);
+  }
+  const named = await startServer(["--model", model, "--host", "0.0.0.0", "--api-key", "operator-key-1", "--allowed-host", "mlxs.example"]);
+  try {
+    const url = named.url.replace("0.0.0.0", "127.0.0.1");
+    assert.is((await raw(url, "/health", { Host: "lb.example" })).status, 403);
+    assert.is((await raw(url, "/health", { Host: "mlxs.example" })).status, 200);
+  } finally {
+    assert.is(await named.stop(), 0);
+  }
+});
+
+browsers("headers: nosniff everywhere, no-store on the audit routes and on errors, no Server banner", async () => {
+  const server = await startServer(["--model", await testModel()]);
+  try {
+    const ok = await httpCall(`${server.url}/v1/models`);
+    assert.is(ok.headers["x-content-type-options"], "nosniff");
+    assert.is(ok.headers.server, undefined);
+    const audit = await httpCall(`${server.url}/v1/audit/logs`);
+    assert.is(audit.headers["cache-control"], "no-store");
+    assert.is(audit.headers["x-content-type-options"], "nosniff");
+    const error = await httpCall(`${server.url}/v1/nothing`);
+    assert.is(error.status, 404);
+    assert.is(error.headers["cache-control"], "no-store");
+    assert.is(error.headers["x-content-type-options"], "nosniff");
+    assert.is(error.headers.server, undefined);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+browsers.run();
+
+const keys = suite("scoped keys, limits and usage per key");
+
+const KEYS = {
+  alice: "alice-secret-key-0001",
+  bob: "bob-secret-key-0002",
+  auditor: "auditor-secret-key-0003",
+  root: "root-secret-key-0004",
+  slow: "slow-secret-key-0005",
+  one: "one-at-a-time-key-0006",
+  tokens: "token-budget-key-0007",
+};
+const bearer = (key) => ({ authorization: `Bearer ${key}` });
+
+function keysFile() {
+  const file = join(tempDir(), "keys");
+  writeFileSync(file, [
+    "# label key options",
+    `alice ${KEYS.alice}`,
+    `bob ${KEYS.bob} scope=inference`,
+    `auditor ${KEYS.auditor} scope=audit`,
+    `root ${KEYS.root} scope=admin`,
+    `slow ${KEYS.slow} rpm=2`,
+    `one ${KEYS.one} concurrency=1`,
+    `tokens ${KEYS.tokens} tpm=10`,
+    "",
+  ].join("\n"));
+  return file;
+}
+
+keys("scopes: inference keys use the models and read only their own records (?mine=true); audit keys read the log; admin keys do everything; --api-key is admin", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-keys-file", keysFile(), "--api-key", "command-line-key-9"]);
+  try {
+    const chat = (key, id) => httpCall(`${server.url}/v1/chat/completions`, jsonRequest(ask, { ...bearer(key), "x-request-id": id }));
+    assert.is((await chat(KEYS.alice, "alice-1")).status, 200);
+    assert.is((await chat(KEYS.alice, "alice-2")).status, 200);
+    assert.is((await chat(KEYS.bob, "bob-1")).status, 200);
+    const denied = await chat(KEYS.auditor, "auditor-1");
+    assert.is(denied.status, 403);
+    assert.match(denied.text, /insufficient_scope/);
+    await waitForRows(server.db, (r) => ["alice-1", "alice-2", "bob-1"].every((id) => r.some((x) => x.request_id === id)));
+
+    const logs = (key, query = "") => httpCall(`${server.url}/v1/audit/logs${query}`, { headers: bearer(key) });
+    assert.is((await logs(KEYS.alice)).status, 403, "an inference key does not read everyone's records");
+    const mine = await logs(KEYS.alice, "?mine=true&limit=1000&endpoint=/v1/chat/completions");
+    assert.is(mine.status, 200);
+    assert.equal(mine.body.data.map((r) => r.request_id).sort(), ["alice-1", "alice-2"]);
+    // asking for another's records does not widen mine
+    assert.equal((await logs(KEYS.alice, "?mine=true&client=bob&endpoint=/v1/chat/completions")).body.data.map((r) => r.request_id).sort(), ["alice-1", "alice-2"]);
+    for (const path of ["/v1/audit/stats", "/v1/audit/export"]) {
+      assert.is((await httpCall(`${server.url}${path}`, { headers: bearer(KEYS.bob) })).status, 403, path);
+      assert.is((await httpCall(`${server.url}${path}?mine=true`, { headers: bearer(KEYS.bob) })).status, 200, path);
+    }
+    const all = await logs(KEYS.auditor, "?limit=1000&endpoint=/v1/chat/completions");
+    assert.is(all.status, 200);
+    assert.ok(["alice-1", "bob-1", "auditor-1"].every((id) => all.body.data.some((r) => r.request_id === id)));
+
+    const name = (await httpCall(`${server.url}/v1/models`, { headers: bearer(KEYS.alice) })).body.data[0].id;
+    const load = (key) => httpCall(`${server.url}/v1/models/${name}/load`, { method: "POST", headers: bearer(key) });
+    assert.is((await load(KEYS.alice)).status, 403);
+    assert.is((await load(KEYS.auditor)).status, 403);
+    assert.is((await load(KEYS.root)).status, 200);
+    assert.is((await load("command-line-key-9")).status, 200);
+    assert.is((await logs("command-line-key-9")).status, 200);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+  // labels only: no key is anywhere in the data directory
+  for (const key of Object.values(KEYS)) assertNoMarker(server.home, key);
+  assertNoMarker(server.home, "command-line-key-9");
+});
+
+keys("limits: rpm, concurrency and tpm answer 429 with Retry-After, in each API's envelope", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--api-keys-file", keysFile()]);
+  try {
+    const chat = (key, extra = {}) => httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ ...ask, ...extra }, bearer(key)));
+    assert.is((await chat(KEYS.slow)).status, 200);
+    assert.is((await chat(KEYS.slow)).status, 200);
+    const third = await chat(KEYS.slow);
+    assert.is(third.status, 429);
+    assert.ok(Number(third.headers["retry-after"]) >= 1 && Number(third.headers["retry-after"]) <= 60);
+    assert.is(third.body.error.type, "rate_limit_error");
+    const anthropic = await httpCall(`${server.url}/v1/messages`, jsonRequest({ model: "endless", max_tokens: 3, messages: [{ role: "user", content: "hi" }] }, bearer(KEYS.slow)));
+    assert.is(anthropic.status, 429);
+    assert.is(anthropic.body.type, "error");
+    assert.is(anthropic.body.error.type, "rate_limit_error");
+    // other keys are not touched by one key's limit
+    assert.is((await chat(KEYS.alice)).status, 200);
+
+    // concurrency 1: a second request while one runs
+    const { request } = await import("undici");
+    const running = await request(`${server.url}/v1/chat/completions`, jsonRequest({ ...ask, max_tokens: 100_000, stream: true }, bearer(KEYS.one)));
+    const reading = running.body.text().catch(() => undefined);
+    const second = await chat(KEYS.one);
+    assert.is(second.status, 429);
+    assert.is(second.headers["retry-after"], "1");
+    running.body.destroy();
+    await reading;
+
+    // tpm 10: the first answer uses more; the next is refused until the minute has passed
+    assert.is((await chat(KEYS.tokens)).status, 200);
+    const over = await chat(KEYS.tokens);
+    assert.is(over.status, 429);
+    assert.match(over.body.error.message, /tokens a minute/);
+    const rows = await waitForRows(server.db, (r) => r.filter((x) => x.status_code === 429).length >= 4);
+    assert.ok(rows.filter((x) => x.status_code === 429).every((x) => x.error_type === "rate_limit_exceeded"));
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+keys("usage per key: audit stats --by client|model|endpoint|day, and /v1/audit/stats?by=", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-keys-file", keysFile()]);
+  try {
+    for (const [key, n] of [[KEYS.alice, 3], [KEYS.bob, 1]]) {
+      for (let i = 0; i < n; i++) assert.is((await httpCall(`${server.url}/v1/chat/completions`, jsonRequest(ask, bearer(key)))).status, 200);
+    }
+    await httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ messages: "bad" }, bearer(KEYS.bob)));
+    await waitForRows(server.db, (r) => r.filter((x) => x.endpoint === "/v1/chat/completions").length === 5);
+    const byClient = await httpCall(`${server.url}/v1/audit/stats?by=client&endpoint=/v1/chat/completions`, { headers: bearer(KEYS.auditor) });
+    assert.is(byClient.status, 200);
+    const groups = Object.fromEntries(byClient.body.data.map((g) => [g.key, g]));
+    assert.is(groups.alice.requests, 3);
+    assert.is(groups.alice.errors, 0);
+    assert.ok(groups.alice.prompt_tokens > 0 && groups.alice.completion_tokens > 0);
+    assert.ok(groups.alice.p50_ms > 0 && groups.alice.p95_ms >= groups.alice.p50_ms);
+    assert.is(groups.bob.requests, 2);
+    assert.is(groups.bob.errors, 1);
+    assert.is((await httpCall(`${server.url}/v1/audit/stats?by=colour`, { headers: bearer(KEYS.auditor) })).status, 400);
+    // an inference key sees its own group only
+    const own = await httpCall(`${server.url}/v1/audit/stats?by=client&mine=true`, { headers: bearer(KEYS.bob) });
+    assert.equal(own.body.data.map((g) => g.key), ["bob"]);
+
+    const cli = await runCli(["audit", "stats", "--by", "client", "--endpoint", "/v1/chat/completions", "--json"], { env: { MLXS_HOME: server.home } });
+    assert.is(cli.code, 0, cli.stderr);
+    assert.equal(JSON.parse(cli.stdout).data, byClient.body.data);
+    const table = await runCli(["audit", "stats", "--by", "day"], { env: { MLXS_HOME: server.home } });
+    assert.is(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^day\s+requests\s+errors\s+tokens in\s+tokens out\s+p50 ms\s+p95 ms\n\d{4}-\d\d-\d\d\s+\d+/);
+    const bad = await runCli(["audit", "stats", "--by", "colour"], { env: { MLXS_HOME: server.home } });
+    assert.is(bad.code, 2);
+    assert.is(bad.stderr.trim().split("\n").length, 1);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+keys.run();
