@@ -5,14 +5,28 @@ import * as assert from "uvu/assert";
 import { request as httpRequest } from "node:http";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitForRows } from "./helpers.js";
+import { assertNoMarker, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitForRows } from "./helpers.js";
+import { syntheticRecord } from "./fixtures/audit-records.js";
+import { adminRoutes } from "../dist/server/admin.js";
+import { apiRoutes } from "../dist/server/routes.js";
+import { metricsRoute } from "../dist/server/metrics.js";
+import { KeyLimits } from "../dist/server/key-limits.js";
+import { AuditStore } from "../dist/audit/store.js";
+import { parseFilter } from "../dist/audit/filter.js";
 
-/** A GET (or POST with `body`) with exactly these headers, Host included: what a rebinding page's browser sends. */
-function raw(url, path, headers, { method = "GET", body } = {}) {
+/**
+ * A GET (or POST with `body`) with exactly these headers, Host included: what a rebinding
+ * page's browser sends. `headOnly`: resolve at the status line (a live stream never ends).
+ */
+function raw(url, path, headers, { method = "GET", body, headOnly = false } = {}) {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: hostname, port, path, method, headers: { ...headers, ...(body ? { "content-type": "application/json" } : {}) }, setHost: false }, (res) => {
       let text = "";
+      if (headOnly && res.statusCode === 200) {
+        res.destroy();
+        return resolve({ status: res.statusCode, headers: res.headers, text });
+      }
       res.on("data", (c) => { text += c; });
       res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, text }));
     });
@@ -254,3 +268,102 @@ keys("usage per key: audit stats --by client|model|endpoint|day, and /v1/audit/s
 });
 
 keys.run();
+
+const matrix = suite("the auth matrix, from the route table");
+
+matrix("every route x method x {no key, wrong key, inference, audit, admin} x {good Host, foreign Host, foreign Origin}", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-keys-file", keysFile(), "--metrics"]);
+  try {
+    const name = (await httpCall(`${server.url}/v1/models`, { headers: bearer(KEYS.root) })).body.data[0].id;
+    // the table the daemon serves: a new route is covered here without editing this test
+    const routes = [...adminRoutes(async () => undefined, () => "ready"), ...apiRoutes(() => "ready"), metricsRoute({}, false)];
+    assert.ok(routes.length >= 15);
+    const callers = { "no key": undefined, "wrong key": "not-a-key-000000", inference: KEYS.alice, audit: KEYS.auditor, admin: KEYS.root };
+    const host = new URL(server.url).host;
+    let checked = 0;
+    for (const route of routes) {
+      const path = route.path.replace("{id}", name);
+      for (const [who, key] of Object.entries(callers)) {
+        for (const where of ["good Host", "foreign Host", "foreign Origin"]) {
+          const headers = { Host: where === "foreign Host" ? "rebound.example" : host, ...(where === "foreign Origin" ? { Origin: "https://rebound.example" } : {}), ...(key ? bearer(key) : {}) };
+          const res = await raw(server.url, path, headers, { method: route.method, body: route.method === "POST" ? {} : undefined, headOnly: true });
+          const what = `${route.method} ${route.path}, ${who}, ${where}: ${res.status} ${res.text.slice(0, 200)}`;
+          checked++;
+          if (where === "foreign Host") { assert.is(res.status, 403, what); assert.match(res.text, /host_not_allowed/, what); continue; }
+          if (where === "foreign Origin") { assert.is(res.status, 403, what); assert.match(res.text, /origin_not_allowed/, what); continue; }
+          if (route.open) { assert.ok(res.status !== 401 && res.status !== 403, what); continue; }
+          if (!key || who === "wrong key") { assert.is(res.status, 401, what); continue; }
+          const needed = route.scope ?? "inference";
+          if (who === "admin" || who === needed) assert.ok(res.status !== 401 && res.status !== 403, what);
+          else { assert.is(res.status, 403, what); assert.match(res.text, /insufficient_scope/, what); }
+        }
+      }
+    }
+    assert.is(checked, routes.length * 15);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+matrix.run();
+
+const clock = suite("limits on a fake clock, usage by hand");
+
+clock("rpm is a sliding window; concurrency counts what runs; tpm refuses until the tokens leave the minute", () => {
+  const limits = new KeyLimits([{ label: "a", key: "x", rpm: 3 }, { label: "c", key: "y", concurrency: 2 }, { label: "t", key: "z", tpm: 50 }]);
+  const t0 = 1_000_000;
+  for (const at of [0, 10_000, 20_000]) limits.admit("a", t0 + at)();
+  const refused = (() => { try { limits.admit("a", t0 + 30_000); } catch (error) { return error; } })();
+  assert.is(refused.status, 429);
+  assert.is(refused.options.headers["Retry-After"], "30", "the first of the three leaves the window at 60 s");
+  assert.throws(() => limits.admit("a", t0 + 59_999));
+  limits.admit("a", t0 + 60_001)();
+  assert.throws(() => limits.admit("a", t0 + 60_002), "the second is still in the window");
+  limits.admit("a", t0 + 70_001);
+
+  const first = limits.admit("c", t0);
+  limits.admit("c", t0);
+  assert.throws(() => limits.admit("c", t0));
+  first();
+  first();
+  limits.admit("c", t0);
+  assert.throws(() => limits.admit("c", t0), "releasing twice gives one place back");
+
+  limits.admit("t", t0)();
+  limits.used("t", 60, t0 + 5_000);
+  const over = (() => { try { limits.admit("t", t0 + 6_000); } catch (error) { return error; } })();
+  assert.is(over.options.headers["Retry-After"], "59");
+  limits.admit("t", t0 + 65_001);
+  // keys without limits, and unknown labels, are never refused
+  for (let i = 0; i < 1000; i++) limits.admit("nobody", t0)();
+});
+
+clock("stats --by against figures computed by hand", async () => {
+  const store = await AuditStore.open(join(tempDir(), "audit.db"));
+  const day1 = Date.UTC(2026, 10, 27, 12);
+  const day2 = Date.UTC(2026, 10, 28, 12);
+  const rec = (i, client, at, duration, status, prompt, completion) => ({ ...syntheticRecord(i, { now: at }), timestamp: at, client, duration_ms: duration, status, prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, model: "m", endpoint: "/v1/chat/completions" });
+  await store.insert([
+    rec(1, "a", day1, 40, "success", 10, 5),
+    rec(2, "a", day1, 10, "success", 11, 6),
+    rec(3, "a", day2, 30, "error", 12, 0),
+    rec(4, "a", day2, 20, "success", 13, 7),
+    rec(5, "b", day2, 5, "success", 1, 1),
+    rec(6, null, day2, 7, "timeout", 2, 0),
+  ]);
+  const all = parseFilter({}, { defaultLimit: null });
+  // nearest rank: p50 of [10, 20, 30, 40] is the 2nd, p95 the 4th
+  assert.equal(await store.statsBy(all, "client"), [
+    { key: "a", requests: 4, errors: 1, prompt_tokens: 46, completion_tokens: 18, p50_ms: 20, p95_ms: 40 },
+    { key: "(none)", requests: 1, errors: 0, prompt_tokens: 2, completion_tokens: 0, p50_ms: 7, p95_ms: 7 },
+    { key: "b", requests: 1, errors: 0, prompt_tokens: 1, completion_tokens: 1, p50_ms: 5, p95_ms: 5 },
+  ]);
+  assert.equal(await store.statsBy(all, "day"), [
+    { key: "2026-11-28", requests: 4, errors: 1, prompt_tokens: 28, completion_tokens: 8, p50_ms: 7, p95_ms: 30 },
+    { key: "2026-11-27", requests: 2, errors: 0, prompt_tokens: 21, completion_tokens: 11, p50_ms: 10, p95_ms: 40 },
+  ]);
+  assert.equal((await store.statsBy(parseFilter({ client: "a", since: new Date(day2 - 1).toISOString() }, { defaultLimit: null }), "model")).map((g) => [g.key, g.requests, g.p50_ms]), [["m", 2, 20]]);
+  await store.close();
+});
+
+clock.run();
