@@ -117,6 +117,31 @@ pull("a pull that loses its connection halfway resumes with a Range request; the
   }
 });
 
+pull("a model the config file gives as a URL is downloaded by its first request: the record's load_ms counts it; other models answer meanwhile", async () => {
+  const source = join(tempDir(), "src.gguf");
+  await writeTinyModel(source, { ...TEST_MODEL, seed: 11 });
+  const bytes = readFileSync(source);
+  const files = await fileServer(bytes, createHash("sha256").update(bytes).digest("hex"));
+  const home = tempDir();
+  const local = join(tempDir(), "local.gguf");
+  await writeTinyModel(local, TEST_MODEL);
+  writeFileSync(join(home, "config.json"), JSON.stringify({ models: { remote: files.url } }));
+  const server = await startServer(["--model", local], { home });
+  try {
+    const listed = (await httpCall(`${server.url}/v1/models`)).body.data;
+    assert.equal(listed.map((m) => [m.id, m.loaded]).sort(), [["local", true], ["remote", false]]);
+    const answer = await httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ model: "remote", messages: [{ role: "user", content: "hi" }], max_tokens: 2 }, { "x-request-id": "remote-1" }));
+    assert.is(answer.status, 200, answer.text);
+    assert.ok(answer.body.timings.load_ms > 0);
+    assert.ok(files.ranges.length >= 2, "the download broke off once and resumed");
+    assert.equal(readFileSync(join(home, "models", "model.gguf")), bytes);
+    assert.is((await httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ model: "local", messages: [{ role: "user", content: "hi" }], max_tokens: 2 }))).status, 200);
+  } finally {
+    assert.is(await server.stop(), 0);
+    await files.close();
+  }
+});
+
 pull("a damaged download (its SHA-256 differs) is removed and refused; a URL without a .gguf name asks for --name", async () => {
   const source = join(tempDir(), "src.gguf");
   await writeTinyModel(source, { ...TEST_MODEL, seed: 10 });

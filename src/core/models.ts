@@ -56,6 +56,15 @@ async function download(uri: string, options: ResolveOptions): Promise<string> {
     const cached = join(options.modelsDir, fileName);
     if (await stat(cached).then((s) => s.isFile(), () => false)) return cached;
     await probe(uri);
+    // mlxs's own downloader, as `models pull` uses: resumed where the connection broke, checked
+    const { downloadModel } = await import("./download.js");
+    try {
+      const onProgress = options.onDownloadProgress;
+      return (await downloadModel(uri, { modelsDir: options.modelsDir, fileName, signal: options.signal, onProgress })).path;
+    } catch (error) {
+      if (error instanceof CoreError && error.kind === "cancelled") throw error;
+      throw new CoreError("not_found", `cannot download model ${uri}: ${firstLine(error).replace(/^cannot download \S+: /, "")}`, { cause: error });
+    }
   }
   const { resolveModelFile } = await import("node-llama-cpp");
   try {
@@ -87,6 +96,8 @@ function urlFileName(url: string): string | undefined {
  * node-llama-cpp's downloader retries an unreachable server for minutes; one quick request
  * first turns "connection refused" or a 404 into an answer within seconds.
  */
+const NO_SERVER = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "ERR_INVALID_URL"]);
+
 async function probe(url: string): Promise<void> {
   const { request } = await import("undici");
   let status: number;
@@ -96,6 +107,8 @@ async function probe(url: string): Promise<void> {
     await response.body.dump();
   } catch (error) {
     const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
+    // a connection that broke is the download's to retry; no server at all is an answer now
+    if (code !== undefined && !NO_SERVER.has(code)) return;
     const message = firstLine(error);
     throw new CoreError("not_found", `cannot download model ${url}: ${code && !message.includes(code) ? `${code} ` : ""}${message}`, { cause: error });
   }
