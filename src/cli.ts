@@ -2,7 +2,7 @@
  * The mlxs program: declares every command and imports each one only when it runs, so
  * that `mlxs --help` never loads llama.cpp.
  */
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
 import { integer, parseFlag } from "./config.js";
 import { CommandFailure, UsageError } from "./errors.js";
@@ -82,6 +82,10 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .option("--no-audit", "keep no audit log (the log is on by default)")
     .addOption(new Option("--cors-origin <origin>", "allow browser requests from this origin (repeatable); requests from any other web page get 403").argParser(collect))
     .addOption(new Option("--allowed-host <name>", "answer requests for this Host name too (repeatable); on loopback only loopback names are answered otherwise, elsewhere any (DNS-rebinding protection)").argParser(collect))
+    .addOption(new Option("--instance <name>", "the name this daemon's audit records carry, for a fleet sharing one log (default: the host name)").argParser((raw: string) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,62}$/.test(raw)) throw new InvalidArgumentError("letters, digits and . _ : - (at most 63)");
+      return raw;
+    }))
     .option("--metrics", "serve Prometheus metrics at GET /metrics (OpenTelemetry GenAI names; behind the API key when keys are set)")
     .option("--metrics-public", "with --metrics: /metrics answers without an API key (for a scraper on a private network)")
     .addOption(new Option("--max-body <size>", "largest request body, e.g. 10mb, 512kb").default(10 * 1024 * 1024, "10mb").argParser(byteSize))

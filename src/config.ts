@@ -61,7 +61,7 @@ const SETTINGS = {
   ctxSize: { env: "MLXS_CTX_SIZE", numeric: true, expects: "an integer from 64 to 1048576", parse: integer(64, 1_048_576) },
   parallel: { env: "MLXS_PARALLEL", numeric: true, expects: "an integer from 1 to 64", parse: integer(1, 64) },
   queue: { env: "MLXS_QUEUE", numeric: true, expects: "an integer from 0 to 100000", parse: integer(0, 100_000) },
-  auditDb: { env: "MLXS_AUDIT_DB", expects: "a file path", parse: nonEmptyString },
+  auditDb: { env: "MLXS_AUDIT_DB", expects: "a file path or a postgres:// URL", parse: nonEmptyString },
   auditRetentionDays: { env: "MLXS_AUDIT_RETENTION_DAYS", numeric: true, expects: "an integer from 0 (keep everything) to 36500", parse: integer(0, 36_500) },
   modelsDir: { env: "MLXS_MODELS_DIR", expects: "a directory path", parse: nonEmptyString },
   keepAlive: { env: "MLXS_KEEP_ALIVE", expects: "a duration such as 30s, 5m or 1h (0 unloads at once, -1 never)", parse: parseDuration },

@@ -7,3 +7,12 @@ export class AuditStoreError extends Error {
     this.name = "AuditStoreError";
   }
 }
+
+/** PostgreSQL's own words (they never quote a password), or the connection's error code. */
+export function describePgError(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  if (e.code === "ECONNREFUSED") return "the server refused the connection (is PostgreSQL running, on that host and port?)";
+  if (e.code === "28P01") return "password authentication failed";
+  if (e.code === "3D000") return "the database does not exist";
+  return (e.message ?? String(error)).split("\n")[0]!;
+}

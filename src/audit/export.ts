@@ -4,7 +4,8 @@
  */
 import type { AuditLogFilter } from "./filter.js";
 import { COLUMNS, type AuditRow } from "./schema.js";
-import type { AuditStore, LineFormat } from "./store.js";
+import type { LineFormat } from "./store.js";
+import type { AuditLogStore } from "./open-store.js";
 
 export type ExportFormat = "csv" | "jsonl" | "json";
 export const EXPORT_FORMATS: readonly ExportFormat[] = ["csv", "jsonl", "json"];
@@ -30,7 +31,7 @@ export type ExportSink = (text: string) => Promise<boolean>;
  * Writes every row the filter selects to `sink`: how many, and whether the export is
  * complete (false when the sink stopped taking it).
  */
-export async function exportRows(store: AuditStore | undefined, filter: AuditLogFilter, format: ExportFormat, sink: ExportSink): Promise<{ count: number; complete: boolean }> {
+export async function exportRows(store: AuditLogStore | undefined, filter: AuditLogFilter, format: ExportFormat, sink: ExportSink): Promise<{ count: number; complete: boolean }> {
   const shape = shapes[format];
   let count = 0;
   const write = (text: string) => (text ? sink(text) : Promise.resolve(true));

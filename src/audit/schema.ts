@@ -39,6 +39,8 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE audit_logs ADD COLUMN response_format TEXT CHECK (response_format IN ('text', 'json_object', 'json_schema'));`,
   // 3: how long the request waited for its model to load (ttft_ms no longer counts it)
   `ALTER TABLE audit_logs ADD COLUMN load_ms REAL;`,
+  // 4: which daemon (or machine) served it, for a fleet sharing one log
+  `ALTER TABLE audit_logs ADD COLUMN instance TEXT;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -47,7 +49,7 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 export const COLUMNS = [
   "id", "request_id", "timestamp", "model", "backend_type", "endpoint", "duration_ms", "ttft_ms",
   "status", "status_code", "prompt_tokens", "completion_tokens", "total_tokens", "error_type",
-  "error_message", "stream", "client", "tool_calls", "response_format", "load_ms",
+  "error_message", "stream", "client", "tool_calls", "response_format", "load_ms", "instance",
 ] as const;
 
 export type AuditStatus = "success" | "error" | "timeout" | "cancelled";
@@ -80,6 +82,8 @@ export interface AuditRecord {
   response_format: ResponseFormatType | null;
   /** how long the request waited for its model to load; null where no model was asked for */
   load_ms: number | null;
+  /** the daemon's --instance name, else the host name: where it was served */
+  instance?: string | null;
 }
 
 export type ResponseFormatType = "text" | "json_object" | "json_schema";

@@ -63,7 +63,7 @@ export const BUSY_TIMEOUT_MS = 5000;
 // Exports are rendered by SQLite itself, a page at a time into one string: building a
 // JavaScript object per row and serializing it again costs several times more.
 const ISO_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', timestamp / 1000.0, 'unixepoch')";
-const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client", "response_format"]);
+const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client", "response_format", "instance"]);
 const csvText = (c: string) =>
   `CASE WHEN ${c} IS NULL THEN '' WHEN instr(${c}, '"') OR instr(${c}, ',') OR instr(${c}, char(10)) OR instr(${c}, char(13)) ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
@@ -174,7 +174,7 @@ export class AuditStore {
   /** Inserts the records in one transaction; a request id already stored is skipped. Returns how many were stored. */
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
-    const rows = records.map((r) => INSERT_COLUMNS.map((c) => (c === "stream" ? (r.stream ? 1 : 0) : r[c])));
+    const rows = records.map((r) => INSERT_COLUMNS.map((c) => (c === "stream" ? (r.stream ? 1 : 0) : r[c] ?? null)));
     const result = await this.db.run(INSERT_SQL, JSON.stringify(rows));
     return result.changes ?? 0;
   }
@@ -230,7 +230,7 @@ export class AuditStore {
   async stats(filter: AuditLogFilter): Promise<AuditStats> {
     const { where, params } = whereOf(filter);
     const groups = async (column: string) => Object.fromEntries(
-      (await this.db.all<{ key: string | null; n: number }[]>(`SELECT ${column} AS key, count(*) AS n FROM audit_logs ${where} GROUP BY ${column} ORDER BY n DESC`, ...params))
+      (await this.db.all<{ key: string | null; n: number }[]>(`SELECT ${column} AS key, count(*) AS n FROM audit_logs ${where} GROUP BY ${column} ORDER BY n DESC, key`, ...params))
         .map((r) => [r.key ?? "(none)", r.n]),
     );
     const totals = (await this.db.get<Record<string, number | null>>(
@@ -327,7 +327,8 @@ function toRow(raw: RawRow): AuditRow {
   return { ...raw, status: raw.status as AuditStatus, stream: raw.stream === 1 };
 }
 
-function whereOf(filter: AuditLogFilter, extra: [string, unknown][] = []) {
+/** The WHERE clause of a filter, with `?` placeholders (the PostgreSQL store numbers them). */
+export function whereOf(filter: AuditLogFilter, extra: [string, unknown][] = []) {
   const conditions: [string, unknown][] = [...extra];
   if (filter.model !== undefined) conditions.push(["model = ?", filter.model]);
   if (filter.backend_type !== undefined) conditions.push(["backend_type = ?", filter.backend_type]);

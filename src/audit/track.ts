@@ -4,9 +4,16 @@
  * the outcome; the record then goes to the writer. Ending twice records once.
  */
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import type { AuditRecord, AuditStatus, ResponseFormatType } from "./schema.js";
 
 export const MAX_ERROR_MESSAGE = 500;
+
+/** Where this process serves: each record says so (`mlxs serve --instance NAME`, else the host name). */
+let instance = hostname();
+export function setInstance(name: string): void {
+  instance = name;
+}
 
 export interface TrackStart {
   endpoint: string;
@@ -92,6 +99,7 @@ export class Tracker {
       tool_calls: this.toolCalls,
       response_format: this.responseFormat,
       load_ms: this.loadMs === null ? null : round(this.loadMs),
+      instance,
     };
     this.sink(record);
     return record;

@@ -7,7 +7,9 @@
  * fails otherwise, records are dropped and counted, the program goes on, and stderr says
  * so; the next flush tries the database again.
  */
-import { AuditStore, describeStoreError } from "./store.js";
+import { describeStoreError } from "./store.js";
+import { describePgError } from "./errors.js";
+import { isPostgresLocation, openAuditStore, type AuditLogStore } from "./open-store.js";
 import type { AuditRecord } from "./schema.js";
 
 export interface AuditWriterOptions {
@@ -28,13 +30,13 @@ export interface AuditWriterCounts {
   pending: number;
 }
 
-type StoreSource = AuditStore | (() => Promise<AuditStore>);
+type StoreSource = AuditLogStore | (() => Promise<AuditLogStore>);
 
 export class AuditWriter {
   private buffer: AuditRecord[] = [];
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
-  private store?: Promise<AuditStore>;
+  private store?: Promise<AuditLogStore>;
   private closed = false;
   /** trouble is going on: the next good write says so */
   private failing = false;
@@ -57,9 +59,15 @@ export class AuditWriter {
   }
 
   /** A writer for the database file at `path`, opened (and created) at the first flush. */
-  static forFile(path: string, options?: AuditWriterOptions): AuditWriter {
-    return new AuditWriter(async () => (await AuditStore.open(path))!, options);
+  /** The writer of the audit store at `location`: an SQLite file, or a postgres:// URL. */
+  static forFile(location: string, options?: AuditWriterOptions): AuditWriter {
+    const writer = new AuditWriter(async () => (await openAuditStore(location))!, options);
+    writer.postgres = isPostgresLocation(location);
+    return writer;
   }
+
+  /** errors are PostgreSQL's (described without the location, which may hold a password) */
+  private postgres = false;
 
   /** Queues one record; never waits, never throws. */
   record(entry: AuditRecord): void {
@@ -112,13 +120,17 @@ export class AuditWriter {
           this.warn(`audit log writable again (${this.counts.dropped} records dropped in all)`);
         }
       } catch (error) {
-        if (!this.closed && isLocked(error)) {
+        const reason = this.postgres ? describePgError(error) : describeStoreError(error);
+        if (!this.closed && isPassing(error)) {
           // another process held the lock past the busy timeout (a VACUUM, a long
-          // transaction): a passing condition, so the records wait for the next flush
-          this.hold(batch, describeStoreError(error));
+          // transaction), or the database server is restarting: the records wait for the
+          // next flush
+          this.hold(batch, reason);
+          // a connection the restart broke is not reused
+          if (this.postgres) this.reopen();
           return;
         }
-        this.drop(batch.length, `cannot write the audit log: ${describeStoreError(error)}`);
+        this.drop(batch.length, `cannot write the audit log: ${reason}`);
       }
     }
   }
@@ -140,7 +152,7 @@ export class AuditWriter {
    * hand): then that file is finished and closed (see AuditStore.closeDetached) and a new
    * one is begun where the log belongs.
    */
-  private async currentStore(): Promise<AuditStore> {
+  private async currentStore(): Promise<AuditLogStore> {
     const store = await this.openStore();
     if (typeof this.source !== "function" || !store.isDetached()) return store;
     this.store = undefined;
@@ -149,7 +161,7 @@ export class AuditWriter {
     return this.openStore();
   }
 
-  private openStore(): Promise<AuditStore> {
+  private openStore(): Promise<AuditLogStore> {
     if (!this.store) {
       const source = this.source;
       this.store = typeof source === "function" ? source() : Promise.resolve(source);
@@ -157,6 +169,13 @@ export class AuditWriter {
       this.store.catch(() => { this.store = undefined; });
     }
     return this.store;
+  }
+
+  /** Forgets the open store (closing it in the background): the next flush opens a new one. */
+  private reopen(): void {
+    const store = this.store;
+    this.store = undefined;
+    void store?.then((s) => s.close()).catch(() => undefined);
   }
 
   private drop(count: number, reason: string): void {
@@ -181,7 +200,13 @@ export class AuditWriter {
   }
 }
 
-function isLocked(error: unknown): boolean {
+/**
+ * A condition that passes: SQLite locked by another process; PostgreSQL unreachable,
+ * restarting or shutting down, a connection it cut (class 08, 57P0x), too many clients.
+ */
+function isPassing(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? ((error as { cause?: { code?: string } }).cause?.code);
-  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
+  if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") return true;
+  if (code !== undefined && (/^08/.test(code) || /^57P0[1-3]$/.test(code) || code === "53300" || ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code))) return true;
+  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test((error as Error)?.message ?? "");
 }

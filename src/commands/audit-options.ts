@@ -3,7 +3,7 @@ import { Option, type Command } from "commander";
 import { type Config } from "../config.js";
 import { UsageError } from "../errors.js";
 import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
-import type { AuditStore } from "../audit/store.js";
+import type { AuditLogStore } from "../audit/open-store.js";
 import { STATUSES } from "../audit/schema.js";
 import { addAuditDbOption } from "./options.js";
 
@@ -52,11 +52,11 @@ export function filterFrom(
 }
 
 /** The store if the database exists; undefined (and a note on stderr) if not. */
-export async function openExisting(config: Config, quiet = false): Promise<AuditStore | undefined> {
-  // imported here, not above: the SQLite addon loads only when a command reads the log
-  const { AuditStore } = await import("../audit/store.js");
-  const store = await AuditStore.open(config.auditDb, { create: false });
-  if (!store && !quiet) process.stderr.write(`mlxs: no audit database yet at ${config.auditDb}\n`);
+export async function openExisting(config: Config, quiet = false): Promise<AuditLogStore | undefined> {
+  // imported here, not above: the database driver loads only when a command reads the log
+  const { openAuditStore, shownAuditLocation } = await import("../audit/open-store.js");
+  const store = await openAuditStore(config.auditDb, { create: false });
+  if (!store && !quiet) process.stderr.write(`mlxs: no audit database yet at ${await shownAuditLocation(config.auditDb)}\n`);
   return store;
 }
 

@@ -4,6 +4,7 @@ import { loadConfig } from "../config.js";
 import { UsageError } from "../errors.js";
 import { parseTime } from "../audit/filter.js";
 import { openExisting } from "./audit-options.js";
+import { shownAuditLocation } from "../audit/open-store.js";
 import { configFlagsFrom } from "./options.js";
 
 export async function run(_opts: unknown, command: Command): Promise<void> {
@@ -24,7 +25,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   const store = await openExisting(config, true);
   if (!store) {
-    say(`pruned 0 records older than ${cutoff} (no audit database at ${config.auditDb})`);
+    say(`pruned 0 records older than ${cutoff} (no audit database at ${await shownAuditLocation(config.auditDb)})`);
     return;
   }
   try {

@@ -8,6 +8,7 @@ import { CommandFailure } from "../errors.js";
 import { readSse } from "./sse-reader.js";
 import { daemonGet } from "./daemon.js";
 import { filterFrom, openExisting } from "./audit-options.js";
+import { shownAuditLocation } from "../audit/open-store.js";
 import { configFlagsFrom } from "./options.js";
 import { colours, stopSignal, writeOut } from "./io.js";
 
@@ -28,7 +29,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const stop = stopSignal();
   try {
     if (!store) {
-      process.stderr.write(`mlxs: no audit database yet at ${config.auditDb}; waiting for one\n`);
+      process.stderr.write(`mlxs: no audit database yet at ${await shownAuditLocation(config.auditDb)}; waiting for one\n`);
       while (!store && !stop.signal.aborted) {
         await sleep(POLL_MS, stop.signal);
         store = await openExisting(config, true);
@@ -43,7 +44,8 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     if (!opts.follow) return;
     const follow = { ...filter, limit: undefined, offset: 0 };
     while (!stop.signal.aborted) {
-      await sleep(POLL_MS, stop.signal);
+      // PostgreSQL tells when a writer stored records (LISTEN/NOTIFY); an SQLite file is polled
+      await ("waitForChange" in store ? store.waitForChange(POLL_MS, stop.signal) : sleep(POLL_MS, stop.signal));
       // like tail -F: when the file is moved or deleted, follow the one begun in its place
       if (store.isDetached()) {
         const next = await openExisting(config, true).catch(() => undefined);

@@ -66,5 +66,5 @@ export function configFlagsFrom(opts: Record<string, unknown>): ConfigFlags {
 
 /** --db, for every command that writes or reads the audit log. */
 export function addAuditDbOption(command: Command): Command {
-  return command.addOption(new Option("--db <file>", "audit database (default: <data dir>/audit.db)").argParser(parseFlag("auditDb", "--db")));
+  return command.addOption(new Option("--db <file|url>", "audit database: an SQLite file, or a postgres:// URL shared by a fleet (default: <data dir>/audit.db)").argParser(parseFlag("auditDb", "--db")));
 }

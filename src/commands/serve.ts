@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { pathToFileURL } from "node:url";
 import { loadConfig } from "../config.js";
-import { AuditStore } from "../audit/store.js";
+import { openAuditStore, type AuditLogStore } from "../audit/open-store.js";
+import { setInstance } from "../audit/track.js";
 import { AuditWriter } from "../audit/writer.js";
 import { KEY_SCOPES, MlxsServer, currentRequestId, hostnameOf, type ApiKey, type KeyScope, type Route } from "../server/http.js";
 import { apiRoutes } from "../server/routes.js";
@@ -32,12 +33,13 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   }
 
   const core = await openCore(config, opts.model as string[] | undefined, { spareRunner: true });
+  if (opts.instance !== undefined) setInstance(String(opts.instance));
   const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb);
   // a bug that escapes every request's boundary ends the process, but not before the
   // records it holds are written, and its one line names the request it struck
   if (writer) flushBeforeFatalExit(() => writer.close());
   describeFatalContext(currentRequestId);
-  let reader: Promise<AuditStore> | undefined;
+  let reader: Promise<AuditLogStore> | undefined;
   const openReader = async () => {
     // when the file was moved or deleted, the writer begins a new one: read that one once
     // it is there (creating it here could race the writer's finishing of the old one)
@@ -47,7 +49,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       // an export may still be reading the old file: closed once it surely has finished
       setTimeout(() => void current.close().catch(() => undefined), 10 * 60_000).unref();
     }
-    reader ??= AuditStore.open(config.auditDb).then((s) => s!);
+    reader ??= openAuditStore(config.auditDb).then((s) => s!);
     reader.catch(() => { reader = undefined; });
     return reader;
   };
@@ -88,7 +90,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const prune = async () => {
     if (retentionMs <= 0 || !writer) return;
     try {
-      const store = await AuditStore.open(config.auditDb);
+      const store = await openAuditStore(config.auditDb);
       const pruned = await store!.prune(Date.now() - retentionMs);
       await store!.close();
       if (pruned > 0) process.stderr.write(`mlxs: pruned ${pruned} audit records older than ${config.auditRetentionDays} days\n`);

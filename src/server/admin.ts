@@ -1,7 +1,8 @@
 /** /health and the audit log over HTTP: /v1/audit/logs, stats, export and a live stream. */
 import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
 import { EXPORT_FORMATS, exportRows, presentRow, type ExportFormat } from "../audit/export.js";
-import { STATS_GROUPS, type AuditStore, type StatsGroup } from "../audit/store.js";
+import { STATS_GROUPS, type StatsGroup } from "../audit/store.js";
+import type { AuditLogStore } from "../audit/open-store.js";
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
 
@@ -11,7 +12,7 @@ const HEALTH_DEADLINE_MS = 2_000;
 const POLL_MS = 250;
 
 /** The server's reading connection to the audit database, opened on first use. */
-export type AuditReader = () => Promise<AuditStore>;
+export type AuditReader = () => Promise<AuditLogStore>;
 
 /**
  * The filter a request's query string asks for. `?mine=true` narrows it to the caller's own
@@ -108,7 +109,8 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
         // the stream ends when the client goes or the server drains; either is a normal end
         ctx.outcome = { status: "success", statusCode: 200 };
         while (sse.open && state() !== "draining") {
-          await new Promise((r) => setTimeout(r, POLL_MS));
+          // PostgreSQL tells when a writer stored records (LISTEN/NOTIFY); an SQLite file is polled
+          await ("waitForChange" in store ? store.waitForChange(POLL_MS, ctx.signal) : new Promise((r) => setTimeout(r, POLL_MS)));
           // the file was moved or deleted and a new one begun: follow that one from its start
           const current = await reader();
           if (current !== store) [store, cursor] = [current, 0];

@@ -1,0 +1,402 @@
+/**
+ * The audit log on PostgreSQL: one database for a fleet of daemons. The same operations as
+ * the SQLite store (store.ts), answering with the same rows and the same export bytes, so
+ * that every command and route works unchanged on either.
+ *
+ * - The table is partitioned by UTC day (declarative range partitions, made as records for
+ *   a new day arrive), so that prune drops whole days and deletes only inside the oldest
+ *   partial one.
+ * - A batch is one multi-row INSERT (columns as arrays, unnested), and tells followers
+ *   through NOTIFY in the same statement: `tail -f` wakes on it rather than polling.
+ * - Row ids come from one sequence, but writers commit in their own order: a follower
+ *   looks back over recent ids and skips those it has already given (after()).
+ * - The password never leaves this file: locations are shown without it, and errors are
+ *   PostgreSQL's own (which never quote it).
+ */
+import pg from "pg";
+import type { AuditLogFilter } from "./filter.js";
+import { AuditStoreError, describePgError } from "./errors.js";
+import { COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+import { whereOf, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
+
+const DAY_MS = 86_400_000;
+const CHANNEL = "mlxs_audit";
+/** how far back (in ids) a follower looks for records that committed after later ones */
+const LOOKBACK_IDS = 5_000;
+const INSERT_COLUMNS = COLUMNS.filter((c) => c !== "id");
+const TYPES: Record<string, string> = {
+  request_id: "text", timestamp: "bigint", model: "text", backend_type: "text", endpoint: "text", duration_ms: "float8", ttft_ms: "float8",
+  status: "text", status_code: "int", prompt_tokens: "int", completion_tokens: "int", total_tokens: "int", error_type: "text",
+  error_message: "text", stream: "smallint", client: "text", tool_calls: "int", response_format: "text", load_ms: "float8", instance: "text",
+};
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE SEQUENCE audit_logs_id_seq;
+   CREATE TABLE audit_logs (
+     id                bigint  NOT NULL DEFAULT nextval('audit_logs_id_seq'),
+     request_id        text    NOT NULL,
+     timestamp         bigint  NOT NULL,
+     model             text,
+     backend_type      text,
+     endpoint          text    NOT NULL,
+     duration_ms       float8  NOT NULL,
+     ttft_ms           float8,
+     status            text    NOT NULL CHECK (status IN ('success', 'error', 'timeout', 'cancelled')),
+     status_code       int,
+     prompt_tokens     int,
+     completion_tokens int,
+     total_tokens      int,
+     error_type        text,
+     error_message     text    CHECK (error_message IS NULL OR length(error_message) <= 500),
+     stream            smallint NOT NULL DEFAULT 0,
+     client            text,
+     tool_calls        int,
+     response_format   text    CHECK (response_format IN ('text', 'json_object', 'json_schema')),
+     load_ms           float8,
+     instance          text,
+     UNIQUE (request_id, timestamp)
+   ) PARTITION BY RANGE (timestamp);
+   CREATE INDEX audit_logs_id ON audit_logs (id);
+   CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
+   CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
+   CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);`,
+];
+
+// Export lines rendered by PostgreSQL, byte for byte as SQLite renders them: a REAL with
+// no fraction keeps its ".0", times are ISO-8601 with milliseconds, CSV quotes as RFC 4180.
+const REAL_COLUMNS = new Set(["duration_ms", "ttft_ms", "load_ms"]);
+const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client", "response_format", "instance"]);
+const realText = (c: string) => `CASE WHEN ${c} = trunc(${c}) AND abs(${c}) < 1e15 THEN trunc(${c})::bigint::text || '.0' ELSE ${c}::text END`;
+const ISO_TIME = `to_char(timestamp 'epoch' + timestamp * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+const csvText = (c: string) =>
+  `CASE WHEN ${c} IS NULL THEN '' WHEN strpos(${c}, '"') > 0 OR strpos(${c}, ',') > 0 OR strpos(${c}, chr(10)) > 0 OR strpos(${c}, chr(13)) > 0 ` +
+  `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
+const jsonValue = (c: string) =>
+  c === "timestamp" ? `'"' || ${ISO_TIME} || '"'`
+  : c === "stream" ? `CASE WHEN stream <> 0 THEN 'true' ELSE 'false' END`
+  : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : TEXT_COLUMNS.has(c) ? `to_json(${c})::text` : `${c}::text`}, 'null')`;
+const LINE_SQL: Record<LineFormat, string> = {
+  json: `'{' || ${COLUMNS.map((c) => `'"${c}":' || ${jsonValue(c)}`).join(" || ',' || ")} || '}'`,
+  csv: COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : `${c}::text`}, '')`)).join(" || ',' || "),
+};
+const GROUP_SQL: Record<StatsGroup, string> = {
+  client: "client", model: "model", endpoint: "endpoint",
+  day: `to_char(timestamp 'epoch' + timestamp * interval '1 millisecond', 'YYYY-MM-DD')`,
+};
+
+/** A location as it may be shown: without its password. */
+export function shownLocation(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "";
+    return parsed.toString().replace(/:@/, "@");
+  } catch {
+    return "postgres://(unparseable URL)";
+  }
+}
+
+export class PgAuditStore {
+  /** day partitions known to exist (their first millisecond) */
+  private readonly partitions = new Set<number>();
+  /** ids after() has given lately: a record committed late, with an older id, comes once */
+  private readonly given = new Set<number>();
+  /** the ids before a follower's first cursor are known (none of them is news) */
+  private primed = false;
+  private listener?: Promise<pg.PoolClient>;
+  private wake?: () => void;
+
+  private constructor(private readonly pool: pg.Pool, readonly path: string) {}
+
+  /** Connects, and (with `create`) brings the schema up to date; undefined when there is no log yet and `create` is false. */
+  static async open(url: string, { create = true } = {}): Promise<PgAuditStore | undefined> {
+    const pool = new pg.Pool({
+      connectionString: url, max: 4, application_name: "mlxs", connectionTimeoutMillis: 10_000,
+      // ids and times are bigints well inside a double's exact range
+      types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 || oid === 1700 ? Number : pg.types.getTypeParser(oid, format as "text"))) as typeof pg.types.getTypeParser },
+    });
+    // a connection the server dropped while idle (a restart): the next query makes a new one
+    pool.on("error", () => undefined);
+    const store = new PgAuditStore(pool, shownLocation(url));
+    try {
+      if (!(await store.migrate(create))) {
+        await pool.end();
+        return undefined;
+      }
+    } catch (error) {
+      await pool.end().catch(() => undefined);
+      if (error instanceof AuditStoreError) throw error;
+      throw new AuditStoreError(`cannot use audit database ${store.path}: ${describePgError(error)}`, { cause: error });
+    }
+    return store;
+  }
+
+  /** A database is never moved away under a daemon as a file can be. */
+  isDetached(): boolean {
+    return false;
+  }
+
+  async closeDetached(): Promise<void> {
+    await this.close();
+  }
+
+  /** False when there is no log and `create` is false. */
+  private async migrate(create: boolean): Promise<boolean> {
+    const client = await this.pool.connect();
+    try {
+      const exists = (await client.query("SELECT to_regclass('mlxs_audit_schema') IS NOT NULL AS e")).rows[0].e as boolean;
+      if (!exists && !create) return false;
+      await client.query("BEGIN");
+      // two daemons starting at once migrate one after the other
+      await client.query("SELECT pg_advisory_xact_lock(hashtext('mlxs_audit_migrate'))");
+      await client.query("CREATE TABLE IF NOT EXISTS mlxs_audit_schema (version int NOT NULL)");
+      const version = (await client.query("SELECT max(version) AS v FROM mlxs_audit_schema")).rows[0].v as number | null ?? 0;
+      if (version > MIGRATIONS.length) {
+        throw new AuditStoreError(`${this.path} was written by a newer mlxs (audit schema ${version}; this mlxs knows up to ${MIGRATIONS.length}): upgrade mlxs, or use another --db`);
+      }
+      for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
+      if (version < MIGRATIONS.length) await client.query("INSERT INTO mlxs_audit_schema (version) VALUES ($1)", [MIGRATIONS.length]);
+      await client.query("COMMIT");
+      return true;
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Inserts the records in one statement; a request id already stored (same time) is skipped. Returns how many were stored. */
+  async insert(records: readonly AuditRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    await this.ensurePartitions(records);
+    const columns = INSERT_COLUMNS.map((c) => records.map((r) => (c === "stream" ? (r.stream ? 1 : 0) : c === "instance" ? r.instance ?? null : r[c])));
+    const result = await this.pool.query(
+      `WITH stored AS (
+         INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
+         SELECT * FROM unnest(${INSERT_COLUMNS.map((c, i) => `$${i + 1}::${TYPES[c]}[]`).join(", ")})
+         ON CONFLICT (request_id, timestamp) DO NOTHING RETURNING 1)
+       SELECT count(*) AS n, pg_notify('${CHANNEL}', count(*)::text) FROM stored`,
+      columns,
+    );
+    return Number(result.rows[0].n);
+  }
+
+  /** Makes the day partitions the records fall in, once each. */
+  private async ensurePartitions(records: readonly AuditRecord[]): Promise<void> {
+    const days = [...new Set(records.map((r) => Math.floor(r.timestamp / DAY_MS) * DAY_MS))].filter((d) => !this.partitions.has(d));
+    if (days.length === 0) return;
+    const client = await this.pool.connect();
+    try {
+      await client.query("BEGIN");
+      // daemons making the same day's partition at once take turns
+      await client.query("SELECT pg_advisory_xact_lock(hashtext('mlxs_audit_partitions'))");
+      for (const day of days) {
+        await client.query(`CREATE TABLE IF NOT EXISTS ${partitionName(day)} PARTITION OF audit_logs FOR VALUES FROM (${day}) TO (${day + DAY_MS})`);
+      }
+      await client.query("COMMIT");
+      days.forEach((d) => this.partitions.add(d));
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async query(filter: AuditLogFilter): Promise<AuditRow[]> {
+    const { where, params } = numbered(whereOf(filter));
+    const direction = filter.order === "asc" ? "ASC" : "DESC";
+    const n = params.length;
+    const rows = (await this.pool.query(
+      `SELECT ${COLUMNS.join(", ")} FROM audit_logs ${where} ORDER BY timestamp ${direction}, id ${direction} LIMIT $${n + 1} OFFSET $${n + 2}`,
+      [...params, filter.limit ?? null, filter.offset],
+    )).rows;
+    return rows.map(toRow);
+  }
+
+  /**
+   * Records stored after row `afterId`, by id: what `tail --follow` prints next. Writers
+   * commit in their own order, so a record with an older id may appear after newer ones:
+   * the query looks back over recent ids and leaves out those already there at the first
+   * call or given since.
+   */
+  async after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
+    const from = Math.max(0, afterId - LOOKBACK_IDS);
+    if (!this.primed) {
+      this.primed = true;
+      for (const { id } of (await this.pool.query("SELECT id FROM audit_logs WHERE id > $1 AND id <= $2", [from, afterId])).rows) this.given.add(id as number);
+    }
+    for (const id of this.given) if (id <= from) this.given.delete(id);
+    const { where, params } = numbered(whereOf(filter, [["id > ?", from], ["NOT (id = ANY(?::bigint[]))", [...this.given]]]));
+    const rows = (await this.pool.query(`SELECT ${COLUMNS.join(", ")} FROM audit_logs ${where} ORDER BY id ASC LIMIT $${params.length + 1}`, [...params, limit])).rows.map(toRow);
+    for (const row of rows) this.given.add(row.id);
+    return rows;
+  }
+
+  async lastId(): Promise<number> {
+    return (await this.pool.query("SELECT coalesce(max(id), 0) AS id FROM audit_logs")).rows[0].id as number;
+  }
+
+  /**
+   * Resolves when a writer has stored records (LISTEN), or after `ms` at the latest: a
+   * follower sleeps here instead of polling.
+   */
+  async waitForChange(ms: number, signal?: AbortSignal): Promise<void> {
+    this.listener ??= this.listen();
+    await this.listener.catch(() => undefined);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(ms, 5_000));
+      signal?.addEventListener("abort", done, { once: true });
+      this.wake = done;
+    });
+  }
+
+  private async listen(): Promise<pg.PoolClient> {
+    const client = await this.pool.connect();
+    client.on("notification", () => this.wake?.());
+    // a dropped connection (a restart): listen again on the next wait
+    client.on("error", () => { this.listener = undefined; });
+    client.on("end", () => { this.listener = undefined; });
+    await client.query(`LISTEN ${CHANNEL}`);
+    return client;
+  }
+
+  async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 2_000): AsyncGenerator<{ text: string; count: number }> {
+    const ascending = filter.order === "asc";
+    const direction = ascending ? "ASC" : "DESC";
+    let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
+    let remaining = filter.limit ?? Infinity;
+    let offset = filter.offset;
+    while (remaining > 0) {
+      const { where, params } = numbered(whereOf(filter, [[ascending ? "id > ?" : "id < ?", cursor]]), 1);
+      const size = Math.min(pageSize, remaining);
+      const n = params.length + 1;
+      const page = (await this.pool.query(
+        `SELECT ${ascending ? "max" : "min"}(id) AS last, count(*) AS n, string_agg(line, $1 ORDER BY id ${direction}) AS text
+           FROM (SELECT id, ${LINE_SQL[format]} AS line FROM audit_logs ${where} ORDER BY id ${direction} LIMIT $${n + 1} OFFSET $${n + 2}) page`,
+        [separator, ...params, size, offset],
+      )).rows[0] as { last: number | null; n: number; text: string | null };
+      if (!page || page.n === 0 || page.last === null) return;
+      offset = 0;
+      cursor = page.last;
+      remaining -= page.n;
+      yield { text: page.text ?? "", count: page.n };
+      if (page.n < size) return;
+    }
+  }
+
+  async stats(filter: AuditLogFilter): Promise<AuditStats> {
+    const { where, params } = numbered(whereOf(filter));
+    const groups = async (column: string) => Object.fromEntries(
+      (await this.pool.query(`SELECT ${column} AS key, count(*) AS n FROM audit_logs ${where} GROUP BY ${column} ORDER BY n DESC, ${column} COLLATE "C" NULLS FIRST`, params)).rows
+        .map((r: { key: string | null; n: number }) => [r.key ?? "(none)", r.n]),
+    );
+    const totals = (await this.pool.query(
+      `SELECT count(*) AS total, sum(prompt_tokens)::bigint AS prompt, sum(completion_tokens)::bigint AS completion, sum(total_tokens)::bigint AS tokens,
+              count(*) FILTER (WHERE status = 'error') AS errors, min(timestamp) AS first, max(timestamp) AS last,
+              sum(completion_tokens) FILTER (WHERE completion_tokens > 0)::bigint AS generated,
+              sum(duration_ms - coalesce(ttft_ms, 0)) FILTER (WHERE completion_tokens > 0) AS generating_ms
+         FROM audit_logs ${where}`, params)).rows[0] as Record<string, number | null>;
+    const total = totals.total ?? 0;
+    const percentile = async (p: number) => total === 0 ? null
+      : (await this.pool.query(`SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET $${params.length + 1}`,
+        [...params, Math.min(total - 1, Math.max(0, Math.ceil(p * total) - 1))])).rows[0].d as number;
+    return {
+      total,
+      byStatus: await groups("status"),
+      byModel: await groups("model"),
+      byEndpoint: await groups("endpoint"),
+      durationMs: { p50: await percentile(0.5), p95: await percentile(0.95), p99: await percentile(0.99) },
+      tokens: { prompt: totals.prompt ?? 0, completion: totals.completion ?? 0, total: totals.tokens ?? 0 },
+      tokensPerSecond: totals.generated && totals.generating_ms ? totals.generated / (totals.generating_ms / 1000) : null,
+      errorRate: total === 0 ? null : (totals.errors ?? 0) / total,
+      first: totals.first ?? null,
+      last: totals.last ?? null,
+    };
+  }
+
+  async statsBy(filter: AuditLogFilter, by: StatsGroup): Promise<GroupStats[]> {
+    const { where, params } = numbered(whereOf(filter));
+    const key = GROUP_SQL[by];
+    return (await this.pool.query(
+      `WITH g AS (
+         SELECT ${key} AS k, duration_ms AS d, status, prompt_tokens, completion_tokens,
+                row_number() OVER (PARTITION BY ${key} ORDER BY duration_ms) AS rn, count(*) OVER (PARTITION BY ${key}) AS n
+           FROM audit_logs ${where})
+       SELECT coalesce(k, '(none)') AS key, count(*) AS requests, count(*) FILTER (WHERE status = 'error') AS errors,
+              coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens, coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+              min(d) FILTER (WHERE rn * 100 >= 50 * n) AS p50_ms, min(d) FILTER (WHERE rn * 100 >= 95 * n) AS p95_ms
+         FROM g GROUP BY k ORDER BY requests DESC, coalesce(k, '(none)') COLLATE "C"`,
+      params,
+    )).rows as GroupStats[];
+  }
+
+  async countOlderThan(before: number): Promise<number> {
+    return (await this.pool.query("SELECT count(*) AS n FROM audit_logs WHERE timestamp < $1", [before])).rows[0].n as number;
+  }
+
+  /** Drops the day partitions wholly older than `before`, then deletes inside the one it falls in. */
+  async prune(before: number): Promise<number> {
+    const partitions = (await this.pool.query(
+      `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_logs'::regclass`,
+    )).rows as { name: string }[];
+    let deleted = 0;
+    for (const { name } of partitions) {
+      const day = dayOfPartition(name);
+      if (day === undefined || day + DAY_MS > before) continue;
+      const client = await this.pool.connect();
+      try {
+        await client.query("BEGIN");
+        deleted += (await client.query(`SELECT count(*) AS n FROM ${name}`)).rows[0].n as number;
+        await client.query(`DROP TABLE ${name}`);
+        await client.query("COMMIT");
+        this.partitions.delete(day);
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => undefined);
+        throw error;
+      } finally {
+        client.release();
+      }
+    }
+    deleted += (await this.pool.query("DELETE FROM audit_logs WHERE timestamp < $1", [before])).rowCount ?? 0;
+    return deleted;
+  }
+
+  /** Gives the space of deleted rows back for reuse, and refreshes the planner's figures. */
+  async vacuum(): Promise<void> {
+    await this.pool.query("VACUUM (ANALYZE) audit_logs");
+  }
+
+  async close(): Promise<void> {
+    const listener = await this.listener?.catch(() => undefined);
+    listener?.release(true);
+    this.wake?.();
+    await this.pool.end();
+  }
+}
+
+/** `audit_logs_p20261128`: the partition of one UTC day. */
+function partitionName(day: number): string {
+  return `audit_logs_p${new Date(day).toISOString().slice(0, 10).replaceAll("-", "")}`;
+}
+
+function dayOfPartition(name: string): number | undefined {
+  const m = /^audit_logs_p(\d{4})(\d{2})(\d{2})$/.exec(name);
+  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : undefined;
+}
+
+/** SQLite's `?` placeholders as PostgreSQL's `$n`, numbered after `skip` parameters of the caller's own. */
+function numbered({ where, params }: { where: string; params: unknown[] }, skip = 0): { where: string; params: unknown[] } {
+  let n = skip;
+  return { where: where.replace(/\?/g, () => `$${++n}`), params };
+}
+
+function toRow(raw: Record<string, unknown>): AuditRow {
+  return { ...(raw as unknown as AuditRow), status: raw.status as AuditStatus, stream: raw.stream === 1 };
+}

@@ -1,0 +1,232 @@
+// The audit log on PostgreSQL, against a private cluster started here (tests/fixtures/
+// postgres.js): the same answers as the SQLite store, byte for byte, from the store and
+// from every audit command; day partitions that prune drops; two daemons writing one
+// database while `audit tail -f` follows both; a restart of PostgreSQL under load; and a
+// password that appears nowhere.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { CLI, assertNoMarker, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitFor } from "./helpers.js";
+import { syntheticRecords } from "./fixtures/audit-records.js";
+import { PASSWORD, startPostgres } from "./fixtures/postgres.js";
+import { AuditStore } from "../dist/audit/store.js";
+import { openAuditStore } from "../dist/audit/open-store.js";
+import { parseFilter } from "../dist/audit/filter.js";
+import { exportRows } from "../dist/audit/export.js";
+
+const pg = await startPostgres();
+// the cluster goes with this process
+process.on("exit", () => pg.destroySync());
+
+/** A fresh database of the cluster for one test, as a URL. */
+let databases = 0;
+async function freshDatabase() {
+  const name = `t${++databases}`;
+  const admin = await openAuditStore(pg.url);
+  await admin.pool.query(`CREATE DATABASE ${name}`);
+  await admin.close();
+  return pg.url.replace(/\/postgres$/, `/${name}`);
+}
+
+const NOW = Date.UTC(2026, 10, 28, 12, 0, 0, 123);
+
+const contract = suite("the same answers as SQLite");
+
+contract("queries, follows, exports, stats and prunes: the same rows and bytes from both stores", async () => {
+  const url = await freshDatabase();
+  const file = join(tempDir(), "audit.db");
+  const sqlite = await AuditStore.open(file);
+  const postgres = await openAuditStore(url);
+  // three days of records, every status, some with odd characters for CSV and JSON
+  const records = syntheticRecords(3000, { now: NOW, spacingMs: 90_000 }).map((r, i) => ({
+    ...r, ...(i % 97 === 0 ? { error_message: `a "quoted", multi\nline message ${i}`, error_type: "internal", status: "error" } : {}),
+    instance: i % 2 ? "box-1" : null, duration_ms: i % 5 === 0 ? 100 + i : r.duration_ms + 0.25,
+  }));
+  for (let i = 0; i < records.length; i += 500) {
+    assert.is(await sqlite.insert(records.slice(i, i + 500)), Math.min(500, records.length - i));
+    assert.is(await postgres.insert(records.slice(i, i + 500)), Math.min(500, records.length - i));
+  }
+  assert.is(await postgres.insert(records.slice(0, 10)), 0, "a request id stored already is skipped");
+  const filters = [
+    {}, { order: "asc", limit: "50", offset: "7" }, { model: "beta" }, { status: "error" }, { endpoint: "/v1/chat/completions", min_duration_ms: "500" },
+    { since: new Date(NOW - 86_400_000).toISOString(), until: new Date(NOW - 3_600_000).toISOString() }, { client: "ci-bot", limit: "1000" }, { request_id: "r-42" },
+  ];
+  for (const raw of filters) {
+    const filter = parseFilter(raw);
+    assert.equal(await postgres.query(filter), await sqlite.query(filter), JSON.stringify(raw));
+    const whole = parseFilter(raw, { defaultLimit: null });
+    const a = await sqlite.stats(whole);
+    const b = await postgres.stats(whole);
+    // sums of floating-point durations, added in another order: equal to 9 digits
+    assert.ok(Math.abs((a.tokensPerSecond ?? 0) - (b.tokensPerSecond ?? 0)) < 1e-9 * Math.max(1, a.tokensPerSecond ?? 0), `tokens/s ${a.tokensPerSecond} ${b.tokensPerSecond}`);
+    assert.equal({ ...b, tokensPerSecond: null }, { ...a, tokensPerSecond: null }, JSON.stringify(raw));
+    for (const by of ["client", "model", "endpoint", "day"]) assert.equal(await postgres.statsBy(whole, by), await sqlite.statsBy(whole, by), `${by} ${JSON.stringify(raw)}`);
+    for (const format of ["csv", "jsonl", "json"]) {
+      const texts = [];
+      for (const store of [sqlite, postgres]) {
+        let text = "";
+        await exportRows(store, { ...whole, order: raw.order ?? "asc" }, format, async (t) => { text += t; return true; });
+        texts.push(text);
+      }
+      assert.ok(texts[0].length > 10 || raw.request_id, `${format} ${JSON.stringify(raw)}: ${texts[0]}`);
+      assert.is(texts[1], texts[0], `${format} ${JSON.stringify(raw)}`);
+    }
+  }
+  assert.is(await postgres.lastId(), await sqlite.lastId());
+  assert.equal(await postgres.after(2990, parseFilter({}, { defaultLimit: null })), await sqlite.after(2990, parseFilter({}, { defaultLimit: null })));
+  // prune: the same count; whole days go as dropped partitions
+  const cutoff = NOW - 2 * 86_400_000 + 3_600_000;
+  assert.is(await postgres.countOlderThan(cutoff), await sqlite.countOlderThan(cutoff));
+  const partitions = async () => (await postgres.pool.query("SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_logs'::regclass ORDER BY 1")).rows.map((r) => r.name);
+  const before = await partitions();
+  assert.ok(before.length >= 4, `${before}`);
+  assert.is(await postgres.prune(cutoff), await sqlite.prune(cutoff));
+  const after = await partitions();
+  assert.ok(after.length < before.length, "whole days dropped");
+  assert.equal(after, before.filter((name) => name >= "audit_logs_p20261126"));
+  assert.equal(await postgres.query(parseFilter({ limit: "5000" })), await sqlite.query(parseFilter({ limit: "5000" })));
+  await sqlite.close();
+  await postgres.close();
+
+  // every audit command, byte for byte
+  const home = tempDir();
+  for (const args of [["tail", "-n", "30"], ["tail", "--json", "-n", "5", "--status", "error"], ["export", "--format", "csv"], ["export", "--format", "json", "--model", "gamma"], ["stats"], ["stats", "--by", "day", "--json"], ["prune", "--dry-run", "--older-than", new Date(NOW - 86_400_000).toISOString()]]) {
+    const fromFile = await runCli(["audit", ...args, "--db", file], { env: { MLXS_HOME: home } });
+    const fromPg = await runCli(["audit", ...args, "--db", url], { env: { MLXS_HOME: home } });
+    assert.is(fromFile.code, 0, fromFile.stderr);
+    assert.is(fromPg.code, 0, fromPg.stderr);
+    assert.is(fromPg.stdout, fromFile.stdout, args.join(" "));
+  }
+});
+
+contract.run();
+
+const fleet = suite("a fleet on one database");
+
+/** `mlxs audit tail -f` on `db`, with what it printed so far. */
+function follow(db, home) {
+  const child = spawn(process.execPath, [CLI, "audit", "tail", "-f", "--json", "-n", "0", "--db", db], { env: { ...process.env, MLXS_HOME: home, NO_COLOR: "1" } });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c) => { out += c; });
+  child.stderr.on("data", (c) => { err += c; });
+  return { child, out: () => out, err: () => err, stop: () => { const closed = new Promise((r) => child.on("close", r)); child.kill("SIGINT"); return closed; } };
+}
+
+const ask = (url, id) => httpCall(`${url}/v1/embeddings`, jsonRequest({ input: "fleet" }, { "x-request-id": id }));
+
+fleet("two daemons write one database; tail -f follows both through LISTEN/NOTIFY; records say where they were served", async () => {
+  const url = await freshDatabase();
+  const model = await testModel();
+  const home = tempDir();
+  const a = await startServer(["--model", model, "--db", url, "--instance", "east-1"]);
+  const b = await startServer(["--model", model, "--db", url, "--instance", "west-2"]);
+  const tail = follow(url, home);
+  try {
+    // the follower is listening once one record of each reaches it
+    let warm = 0;
+    await waitFor(async () => {
+      if (/"warm-a-\d+"/.test(tail.out()) && /"warm-b-\d+"/.test(tail.out())) return true;
+      await ask(a.url, `warm-a-${warm}`);
+      await ask(b.url, `warm-b-${warm++}`);
+      return false;
+    }, { what: "the follower to follow", intervalMs: 300, describe: () => tail.err() });
+    const ids = [];
+    await Promise.all([a, b].map(async (server, s) => {
+      for (let i = 0; i < 60; i++) {
+        const id = `fleet-${s}-${i}`;
+        ids.push(id);
+        assert.is((await ask(server.url, id)).status, 200);
+      }
+    }));
+    await waitFor(() => ids.every((id) => tail.out().includes(`"${id}"`)), { what: "all 120 records followed", describe: () => `${ids.filter((id) => !tail.out().includes(`"${id}"`)).length} missing; ${tail.err()}` });
+    const lines = tail.out().trim().split("\n").map((l) => JSON.parse(l)).filter((r) => r.request_id.startsWith("fleet-"));
+    assert.is(lines.length, 120, "each once");
+    assert.equal([...new Set(lines.map((r) => `${r.request_id.slice(0, 7)} ${r.instance}`))].sort(), ["fleet-0 east-1", "fleet-1 west-2"]);
+    assert.is(await tail.stop(), 0);
+  } finally {
+    if (tail.child.exitCode === null) tail.child.kill("SIGKILL");
+    assert.is(await a.stop(), 0);
+    assert.is(await b.stop(), 0);
+  }
+});
+
+fleet("PostgreSQL restarts under load: records are held and written when it is back, none dropped; prune under load", async () => {
+  const url = await freshDatabase();
+  const server = await startServer(["--model", await testModel(), "--db", url]);
+  let down = false;
+  try {
+    const sent = [];
+    let stopSending = false;
+    const sending = (async () => {
+      for (let i = 0; !stopSending; i++) {
+        const id = `load-${i}`;
+        const res = await ask(server.url, id);
+        assert.is(res.status, 200, "answering never waits for the audit log");
+        sent.push(id);
+      }
+    })();
+    await waitFor(() => sent.length >= 30, { what: "traffic" });
+    down = true;
+    await pg.stop();
+    const during = sent.length;
+    await waitFor(() => sent.length >= during + 30, { what: "answers while PostgreSQL is down" });
+    await waitFor(() => /keeping \d+ records to write/.test(server.stderr()), { what: "the writer to hold its records", describe: () => server.stderr() });
+    await pg.start();
+    down = false;
+    // prune while it writes: nothing older than an hour ago here, and no error
+    const pruned = await runCli(["audit", "prune", "--older-than", "1h", "--db", url]);
+    assert.is(pruned.code, 0, pruned.stderr);
+    await waitFor(() => sent.length >= during + 60, { what: "more answers after the restart" });
+    stopSending = true;
+    await sending;
+    const store = await openAuditStore(url);
+    await waitFor(async () => {
+      const stored = new Set((await store.query(parseFilter({ endpoint: "/v1/embeddings", limit: "100000" }))).map((r) => r.request_id));
+      return sent.every((id) => stored.has(id));
+    }, { what: "every record written", timeoutMs: 30_000, intervalMs: 250 });
+    await store.close();
+    assert.match(server.stderr(), /audit log writable again \(0 records dropped in all\)/);
+  } finally {
+    if (down) await pg.start();
+    assert.is(await server.stop(), 0);
+  }
+});
+
+fleet.run();
+
+const secrets = suite("the password");
+
+secrets("the password is in no line, error, help text, record or file; PGPASSWORD works as libpq users expect", async () => {
+  const url = await freshDatabase();
+  const home = tempDir();
+  const server = await startServer(["--model", await testModel(), "--db", url], { home });
+  let stderr = "";
+  try {
+    assert.is((await ask(server.url, "secret-1")).status, 200);
+    const tail = await runCli(["audit", "tail", "--db", url.replace(`:${PASSWORD}@`, "@")], { env: { MLXS_HOME: home, PGPASSWORD: PASSWORD } });
+    assert.is(tail.code, 0, tail.stderr);
+    await waitFor(async () => (await runCli(["audit", "tail", "--json", "--db", url], { env: { MLXS_HOME: home } })).stdout.includes("secret-1"), { what: "the record" });
+    const wrong = await runCli(["audit", "stats", "--db", url.replace(PASSWORD, "Wrong-Password-1")], { env: { MLXS_HOME: home } });
+    assert.is(wrong.code, 1);
+    assert.match(wrong.stderr, /^mlxs: .*password authentication failed/);
+    assert.not.match(wrong.stderr, /Wrong-Password-1|pg-Secret/);
+    const missing = await runCli(["audit", "tail", "--db", url.replace(/\/t\d+$/, "/nope")], { env: { MLXS_HOME: home } });
+    assert.is(missing.code, 1);
+    assert.not.match(missing.stderr, new RegExp(PASSWORD));
+    const help = await runCli(["serve", "--help"], { env: { MLXS_HOME: home, MLXS_AUDIT_DB: url } });
+    assert.not.match(help.stdout + help.stderr, new RegExp(PASSWORD));
+  } finally {
+    assert.is(await server.stop(), 0);
+    stderr = server.stderr();
+  }
+  assert.not.match(stderr, new RegExp(PASSWORD));
+  assertNoMarker(home, PASSWORD);
+  const store = await openAuditStore(url);
+  const text = JSON.stringify(await store.query(parseFilter({ limit: "1000" })));
+  await store.close();
+  assert.not.match(text, new RegExp(PASSWORD));
+});
+
+secrets.run();
