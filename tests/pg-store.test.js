@@ -40,7 +40,7 @@ contract("queries, follows, exports, stats and prunes: the same rows and bytes f
   const postgres = await openAuditStore(url);
   // three days of records, every status, some with odd characters for CSV and JSON
   const records = syntheticRecords(3000, { now: NOW, spacingMs: 90_000 }).map((r, i) => ({
-    ...r, ...(i % 97 === 0 ? { error_message: `a "quoted", multi\nline message ${i}`, error_type: "internal", status: "error" } : {}),
+    ...r, ...(i % 97 === 0 ? { error_message: `a "quoted", multi\nline \\ message\t\u0001 ${i}`, error_type: "internal", status: "error" } : {}),
     instance: i % 2 ? "box-1" : null, duration_ms: i % 5 === 0 ? 100 + i : r.duration_ms + 0.25,
   }));
   for (let i = 0; i < records.length; i += 500) {

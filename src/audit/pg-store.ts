@@ -71,10 +71,12 @@ const ISO_TIME = `to_char(timestamp 'epoch' + timestamp * interval '1 millisecon
 const csvText = (c: string) =>
   `CASE WHEN ${c} IS NULL THEN '' WHEN strpos(${c}, '"') > 0 OR strpos(${c}, ',') > 0 OR strpos(${c}, chr(10)) > 0 OR strpos(${c}, chr(13)) > 0 ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
+// most values need no escaping: quoting them directly is twice as fast as to_json
+const jsonText = (c: string) => `CASE WHEN ${c} ~ '["\\\\\\x01-\\x1f]' THEN to_json(${c})::text ELSE '"' || ${c} || '"' END`;
 const jsonValue = (c: string) =>
   c === "timestamp" ? `'"' || ${ISO_TIME} || '"'`
   : c === "stream" ? `CASE WHEN stream <> 0 THEN 'true' ELSE 'false' END`
-  : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : TEXT_COLUMNS.has(c) ? `to_json(${c})::text` : `${c}::text`}, 'null')`;
+  : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : TEXT_COLUMNS.has(c) ? jsonText(c) : `${c}::text`}, 'null')`;
 const LINE_SQL: Record<LineFormat, string> = {
   json: `'{' || ${COLUMNS.map((c) => `'"${c}":' || ${jsonValue(c)}`).join(" || ',' || ")} || '}'`,
   csv: COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : `${c}::text`}, '')`)).join(" || ',' || "),
@@ -267,7 +269,12 @@ export class PgAuditStore {
     return client;
   }
 
-  async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 2_000): AsyncGenerator<{ text: string; count: number }> {
+  /**
+   * Every record the filter selects as text lines, a page at a time, in id order (keyset
+   * pagination: flat memory, no row twice), rendered by PostgreSQL in SQLite's format.
+   */
+  async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 10_000): AsyncGenerator<{ text: string; count: number }> {
+
     const ascending = filter.order === "asc";
     const direction = ascending ? "ASC" : "DESC";
     let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
