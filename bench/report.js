@@ -2,7 +2,7 @@
 // they would measure each other), and writes BENCHMARKS.md with the machine, each table
 // of medians and ratios against the goals of its issue, and the command to reproduce it.
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem, availableParallelism, release } from "node:os";
 import { fileURLToPath } from "node:url";
 
@@ -15,6 +15,7 @@ const BENCHES = [
   ["Constrained answers: JSON schemas and tool calls (issue 13)", "bench/agents.js", ["--rounds", "5"]],
   ["Models on demand: churn, cold starts, loads beside a busy model (issue 14)", "bench/lifecycle.js", ["--rounds", "5"]],
   ["Prometheus metrics (issue 15)", "bench/metrics.js", ["--rounds", "7"]],
+  ["The audit store on PostgreSQL vs SQLite (issue 15)", "bench/pg-audit.js", []],
   ["CLI start-up (issues 2 and 3)", "bench/startup.js", []],
   ["Soak, 10 minutes (issue 7)", "bench/soak.js", ["--seconds", "600"]],
 ];
@@ -37,15 +38,30 @@ for (const [title, script, args] of BENCHES) {
   sections.push(`## ${title}\n\n${how}\n\n\`\`\`\n${output}\n\`\`\`\n`);
 }
 const cpu = cpus()[0]?.model ?? "unknown CPU";
-// a partial run (`npm run bench -- audit`) only prints: the report stays whole
+const machine = `${availableParallelism()} cores (${cpu}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}, CPU only`;
+const today = new Date().toISOString().slice(0, 10);
+const report = new URL("../BENCHMARKS.md", import.meta.url);
+// a partial run (`npm run bench -- audit lifecycle`) rewrites its own sections, each marked
+// with its date and machine, and leaves the others as the last run wrote them
 if (only.length) {
-  process.stderr.write("a partial run: BENCHMARKS.md left as it was\n");
+  let text = existsSync(report) ? readFileSync(report, "utf8") : "# Benchmarks\n";
+  for (const section of sections) {
+    const title = section.split("\n")[0];
+    const dated = section.replace("\n\n", `\n\nMeasured on ${today} (a partial run): ${machine}.\n`);
+    const at = text.indexOf(`${title}\n`);
+    if (at < 0) text = `${text.trimEnd()}\n\n${dated}`;
+    else {
+      const next = text.indexOf("\n## ", at + title.length);
+      text = text.slice(0, at) + dated + (next < 0 ? "" : text.slice(next + 1));
+    }
+  }
+  writeFileSync(report, text);
+  process.stderr.write("a partial run: its sections of BENCHMARKS.md rewritten, the others left as they were\n");
   process.exit(0);
 }
-writeFileSync(new URL("../BENCHMARKS.md", import.meta.url), `# Benchmarks
+writeFileSync(report, `# Benchmarks
 
-Written by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${availableParallelism()} cores (${cpu}),
-${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}, CPU only. The machines are shared and
+Written by \`npm run bench\` on ${today}: ${machine}. The machines are shared and
 noisy: absolute figures drift between runs, ratios hold better. Each table states the goal of
 its issue and whether this run met it.
 
