@@ -144,6 +144,13 @@ fleet("two daemons write one database; tail -f follows both through LISTEN/NOTIF
     const lines = tail.out().trim().split("\n").map((l) => JSON.parse(l)).filter((r) => r.request_id.startsWith("fleet-"));
     assert.is(lines.length, 120, "each once");
     assert.equal([...new Set(lines.map((r) => `${r.request_id.slice(0, 7)} ${r.instance}`))].sort(), ["fleet-0 east-1", "fleet-1 west-2"]);
+    // either daemon's audit routes read the whole fleet's log
+    const logs = await httpCall(`${b.url}/v1/audit/logs?limit=1000&endpoint=/v1/embeddings`);
+    assert.is(logs.status, 200);
+    assert.ok(ids.every((id) => logs.body.data.some((r) => r.request_id === id)));
+    const viaHttp = await httpCall(`${a.url}/v1/audit/export?format=csv&endpoint=/v1/embeddings&order=asc`);
+    const viaCli = await runCli(["audit", "export", "--format", "csv", "--endpoint", "/v1/embeddings", "--order", "asc", "--db", url], { env: { MLXS_HOME: home } });
+    assert.is(viaHttp.text, viaCli.stdout);
     assert.is(await tail.stop(), 0);
   } finally {
     if (tail.child.exitCode === null) tail.child.kill("SIGKILL");
@@ -215,6 +222,11 @@ secrets("the password is in no line, error, help text, record or file; PGPASSWOR
     const missing = await runCli(["audit", "tail", "--db", url.replace(/\/t\d+$/, "/nope")], { env: { MLXS_HOME: home } });
     assert.is(missing.code, 1);
     assert.not.match(missing.stderr, new RegExp(PASSWORD));
+    // sslmode passes through to the driver: this cluster has no TLS, so requiring it fails
+    const tls = await runCli(["audit", "stats", "--db", `${url}?sslmode=require`], { env: { MLXS_HOME: home } });
+    assert.is(tls.code, 1);
+    assert.match(tls.stderr, /SSL/i);
+    assert.not.match(tls.stderr, new RegExp(PASSWORD));
     const help = await runCli(["serve", "--help"], { env: { MLXS_HOME: home, MLXS_AUDIT_DB: url } });
     assert.not.match(help.stdout + help.stderr, new RegExp(PASSWORD));
   } finally {
