@@ -65,6 +65,9 @@ async function firstToken(url, model) {
 }
 let queued = [];
 
+/** Waits for a spare runner to finish starting (it takes about a second here). */
+const settled = () => new Promise((resolve) => setTimeout(resolve, 4000));
+
 /** Resident memory of a process and every process below it, bytes. */
 function treeRss(pid) {
   const children = new Map();
@@ -102,10 +105,16 @@ if (wants("churn")) {
     const { status, answer } = await ask(server.url, name);
     if (status !== 200) errors++;
     else if (answer.choices[0].message.content !== expected[name]) wrong++;
-    if (i === CHURN.length - 1) afterFirstCycle = treeRss(server.child.pid);
+    // memory is compared once the spare runner a load leaves behind has started: it is
+    // there at both points, whole
+    if (i === CHURN.length - 1) {
+      await settled();
+      afterFirstCycle = treeRss(server.child.pid);
+    }
     if ((i + 1) % 50 === 0) log(`churn: ${i + 1}/${REQUESTS}`);
   }
   const seconds = (performance.now() - started) / 1000;
+  await settled();
   const after = treeRss(server.child.pid);
   await server.stop();
   const growth = after.total / afterFirstCycle.total - 1;
