@@ -47,3 +47,20 @@ export async function startServe(args, home) {
   const exited = new Promise((resolve) => { if (child.exitCode !== null) resolve(); else child.on("close", resolve); });
   return { name: "mlxs", url, child, stderr: () => stderr, stop: () => { child.kill("SIGTERM"); return exited; } };
 }
+
+/** 1-token completions per second through `url`: `count` requests from `concurrency` clients. */
+export async function requestsPerSecond(url, count = 120, concurrency = 4) {
+  const { request } = await import("undici");
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next++ < count) {
+      const res = await request(`${url}/v1/completions`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "the", max_tokens: 1, temperature: 0 }),
+      });
+      await res.body.dump();
+    }
+  }));
+  return count / ((performance.now() - started) / 1000);
+}

@@ -7,28 +7,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
-import { benchModel, median, startServe, table } from "./common.js";
+import { benchModel, median, requestsPerSecond, startServe, table } from "./common.js";
 
 const args = process.argv.slice(2);
 const ROUNDS = args.includes("--rounds") ? Number(args[args.indexOf("--rounds") + 1]) : 7;
 const model = await benchModel();
 const home = mkdtempSync(join(tmpdir(), "mlxs-bench-metrics-"));
 process.on("exit", () => rmSync(home, { recursive: true, force: true }));
-
-async function requestsPerSecond(url, count = 200, concurrency = 4) {
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next++ < count) {
-      const res = await request(`${url}/v1/completions`, {
-        method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "the", max_tokens: 1, temperature: 0 }),
-      });
-      await res.body.dump();
-    }
-  }));
-  return count / ((performance.now() - started) / 1000);
-}
 
 const common = ["--model", model, "--gpu", "cpu", "--parallel", "4"];
 const on = await startServe([...common, "--metrics"], join(home, "on"));
@@ -39,7 +24,7 @@ await requestsPerSecond(off.url, 40);
 for (let round = 0; round < ROUNDS; round++) {
   process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
   const order = round % 2 ? ["on", "off"] : ["off", "on"];
-  for (const which of order) rps[which].push(await requestsPerSecond((which === "on" ? on : off).url));
+  for (const which of order) rps[which].push(await requestsPerSecond((which === "on" ? on : off).url, 200));
 }
 const scrapes = [];
 let bytes = 0;

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
 import { InferenceCore } from "../dist/core/index.js";
-import { benchModel, median, startServe, table } from "./common.js";
+import { benchModel, median, startServe, table, requestsPerSecond } from "./common.js";
 
 const args = process.argv.slice(2);
 const ROUNDS = args.includes("--rounds") ? Number(args[args.indexOf("--rounds") + 1]) : 3;
@@ -66,21 +66,6 @@ async function ttftCore(core) {
   let first;
   for await (const e of core.chat({ messages: messages(0), maxTokens: 2, temperature: 0 })) if (e.type === "delta" && first === undefined) first = performance.now() - started;
   return first;
-}
-
-async function requestsPerSecond(url, count = 120, concurrency = 4) {
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next++ < count) {
-      const res = await request(`${url}/v1/completions`, {
-        method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "the", max_tokens: 1, temperature: 0 }),
-      });
-      await res.body.dump();
-    }
-  }));
-  return count / ((performance.now() - started) / 1000);
 }
 
 const core = new InferenceCore([{ name: "bench", path: model }], { gpu: "cpu", threads: threadsFlag, ctxSize: 4096, parallel: 4, queue: 64 });

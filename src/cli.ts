@@ -40,9 +40,9 @@ Environment:
   MLXS_MODELS_DIR, MLXS_KEEP_ALIVE, MLXS_MAX_KEEP_ALIVE, MLXS_MAX_LOADED,
   MLXS_MEMORY_BUDGET, MLXS_LOAD_WAIT, MLXS_PIN (comma-separated)
                    defaults for the flags of the same name
-  MLXS_API_KEYS    API keys for mlxs serve, comma-separated
+  MLXS_API_KEYS    admin API keys for mlxs serve, comma-separated
   MLXS_DEBUG       1: stack traces and llama.cpp's own log on stderr
-  MLXS_AUDIT_DB    the audit database (default: <data dir>/audit.db)
+  MLXS_AUDIT_DB    the audit database: a file, or a postgres:// URL (default: <data dir>/audit.db)
   MLXS_AUDIT_RETENTION_DAYS
                    how long audit records are kept (default: 30, 0 = forever)
   NO_COLOR         no colour in any output

@@ -17,7 +17,7 @@ import pg from "pg";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError, describePgError } from "./errors.js";
 import { COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { whereOf, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
+import { keysetPages, statsOf, whereOf, type AuditStats, type ExportPage, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
 
 const DAY_MS = 86_400_000;
 const CHANNEL = "mlxs_audit";
@@ -274,28 +274,16 @@ export class PgAuditStore {
    * pagination: flat memory, no row twice), rendered by PostgreSQL in SQLite's format.
    */
   async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 10_000): AsyncGenerator<{ text: string; count: number }> {
-
-    const ascending = filter.order === "asc";
-    const direction = ascending ? "ASC" : "DESC";
-    let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
-    let remaining = filter.limit ?? Infinity;
-    let offset = filter.offset;
-    while (remaining > 0) {
-      const { where, params } = numbered(whereOf(filter, [[ascending ? "id > ?" : "id < ?", cursor]]), 1);
-      const size = Math.min(pageSize, remaining);
+    const direction = filter.order === "asc" ? "ASC" : "DESC";
+    yield* keysetPages(filter, pageSize, async (after, size, offset) => {
+      const { where, params } = numbered(whereOf(filter, [after]), 1);
       const n = params.length + 1;
-      const page = (await this.pool.query(
-        `SELECT ${ascending ? "max" : "min"}(id) AS last, count(*) AS n, string_agg(line, $1 ORDER BY id ${direction}) AS text
+      return (await this.pool.query(
+        `SELECT ${direction === "ASC" ? "max" : "min"}(id) AS last, count(*) AS n, string_agg(line, $1 ORDER BY id ${direction}) AS text
            FROM (SELECT id, ${LINE_SQL[format]} AS line FROM audit_logs ${where} ORDER BY id ${direction} LIMIT $${n + 1} OFFSET $${n + 2}) page`,
         [separator, ...params, size, offset],
-      )).rows[0] as { last: number | null; n: number; text: string | null };
-      if (!page || page.n === 0 || page.last === null) return;
-      offset = 0;
-      cursor = page.last;
-      remaining -= page.n;
-      yield { text: page.text ?? "", count: page.n };
-      if (page.n < size) return;
-    }
+      )).rows[0] as ExportPage | undefined;
+    });
   }
 
   async stats(filter: AuditLogFilter): Promise<AuditStats> {
@@ -310,22 +298,8 @@ export class PgAuditStore {
               sum(completion_tokens) FILTER (WHERE completion_tokens > 0)::bigint AS generated,
               sum(duration_ms - coalesce(ttft_ms, 0)) FILTER (WHERE completion_tokens > 0) AS generating_ms
          FROM audit_logs ${where}`, params)).rows[0] as Record<string, number | null>;
-    const total = totals.total ?? 0;
-    const percentile = async (p: number) => total === 0 ? null
-      : (await this.pool.query(`SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET $${params.length + 1}`,
-        [...params, Math.min(total - 1, Math.max(0, Math.ceil(p * total) - 1))])).rows[0].d as number;
-    return {
-      total,
-      byStatus: await groups("status"),
-      byModel: await groups("model"),
-      byEndpoint: await groups("endpoint"),
-      durationMs: { p50: await percentile(0.5), p95: await percentile(0.95), p99: await percentile(0.99) },
-      tokens: { prompt: totals.prompt ?? 0, completion: totals.completion ?? 0, total: totals.tokens ?? 0 },
-      tokensPerSecond: totals.generated && totals.generating_ms ? totals.generated / (totals.generating_ms / 1000) : null,
-      errorRate: total === 0 ? null : (totals.errors ?? 0) / total,
-      first: totals.first ?? null,
-      last: totals.last ?? null,
-    };
+    return statsOf(totals, groups, async (offset) => (await this.pool.query(
+      `SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET $${params.length + 1}`, [...params, offset])).rows[0].d as number);
   }
 
   async statsBy(filter: AuditLogFilter, by: StatsGroup): Promise<GroupStats[]> {

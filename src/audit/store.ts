@@ -205,26 +205,15 @@ export class AuditStore {
    * many rows there are, and no row comes twice while others are written or pruned.
    */
   async *exportPages(filter: AuditLogFilter, format: LineFormat, separator: string, pageSize = 2_000): AsyncGenerator<{ text: string; count: number }> {
-    const ascending = filter.order === "asc";
-    const direction = ascending ? "ASC" : "DESC";
-    let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
-    let remaining = filter.limit ?? Infinity;
-    let offset = filter.offset;
-    while (remaining > 0) {
-      const { where, params } = whereOf(filter, [[ascending ? "id > ?" : "id < ?", cursor]]);
-      const size = Math.min(pageSize, remaining);
-      const page = await this.db.get<{ last: number | null; n: number; text: string | null }>(
-        `SELECT ${ascending ? "max" : "min"}(id) AS last, count(*) AS n, group_concat(line, ?) AS text
+    const direction = filter.order === "asc" ? "ASC" : "DESC";
+    yield* keysetPages(filter, pageSize, (after, size, offset) => {
+      const { where, params } = whereOf(filter, [after]);
+      return this.db.get<ExportPage>(
+        `SELECT ${direction === "ASC" ? "max" : "min"}(id) AS last, count(*) AS n, group_concat(line, ?) AS text
            FROM (SELECT id, ${LINE_SQL[format]} AS line FROM audit_logs ${where} ORDER BY id ${direction} LIMIT ? OFFSET ?)`,
         separator, ...params, size, offset,
       );
-      if (!page || page.n === 0 || page.last === null) return;
-      offset = 0;
-      cursor = page.last;
-      remaining -= page.n;
-      yield { text: page.text ?? "", count: page.n };
-      if (page.n < size) return;
-    }
+    });
   }
 
   async stats(filter: AuditLogFilter): Promise<AuditStats> {
@@ -239,22 +228,8 @@ export class AuditStore {
               sum(CASE WHEN completion_tokens > 0 THEN completion_tokens END) AS generated,
               sum(CASE WHEN completion_tokens > 0 THEN duration_ms - coalesce(ttft_ms, 0) END) AS generating_ms
          FROM audit_logs ${where}`, ...params))!;
-    const total = totals.total ?? 0;
-    const percentile = async (p: number) => total === 0 ? null
-      : (await this.db.get<{ d: number }>(`SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET ?`,
-        ...params, Math.min(total - 1, Math.max(0, Math.ceil(p * total) - 1))))!.d;
-    return {
-      total,
-      byStatus: await groups("status"),
-      byModel: await groups("model"),
-      byEndpoint: await groups("endpoint"),
-      durationMs: { p50: await percentile(0.5), p95: await percentile(0.95), p99: await percentile(0.99) },
-      tokens: { prompt: totals.prompt ?? 0, completion: totals.completion ?? 0, total: totals.tokens ?? 0 },
-      tokensPerSecond: totals.generated && totals.generating_ms ? totals.generated / (totals.generating_ms / 1000) : null,
-      errorRate: total === 0 ? null : (totals.errors ?? 0) / total,
-      first: totals.first ?? null,
-      last: totals.last ?? null,
-    };
+    return statsOf(totals, groups, async (offset) => (await this.db.get<{ d: number }>(
+      `SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET ?`, ...params, offset))!.d);
   }
 
   /**
@@ -325,6 +300,64 @@ interface RawRow extends Omit<AuditRow, "stream" | "status"> {
 
 function toRow(raw: RawRow): AuditRow {
   return { ...raw, status: raw.status as AuditStatus, stream: raw.stream === 1 };
+}
+
+/** One page of an export: the last id in it, its row count, its lines joined. */
+export interface ExportPage {
+  last: number | null;
+  n: number;
+  text: string | null;
+}
+
+/**
+ * Keyset pagination by id, as both stores export: each page starts past the last id of
+ * the one before, so memory stays flat however many rows there are, and no row comes twice
+ * while others are written or pruned. `page` runs one page's query, given the condition
+ * on id, the page size and (for the first page only) the filter's offset.
+ */
+export async function* keysetPages(
+  filter: AuditLogFilter, pageSize: number,
+  page: (after: [string, number], size: number, offset: number) => Promise<ExportPage | undefined>,
+): AsyncGenerator<{ text: string; count: number }> {
+  const ascending = filter.order === "asc";
+  let cursor = ascending ? 0 : Number.MAX_SAFE_INTEGER;
+  let remaining = filter.limit ?? Infinity;
+  let offset = filter.offset;
+  while (remaining > 0) {
+    const size = Math.min(pageSize, remaining);
+    const got = await page([ascending ? "id > ?" : "id < ?", cursor], size, offset);
+    if (!got || got.n === 0 || got.last === null) return;
+    offset = 0;
+    cursor = got.last;
+    remaining -= got.n;
+    yield { text: got.text ?? "", count: got.n };
+    if (got.n < size) return;
+  }
+}
+
+/**
+ * stats() from what each store queries its own way: the totals row, the counts by a
+ * column, and the duration at a rank (the nearest-rank percentile).
+ */
+export async function statsOf(
+  totals: Record<string, number | null>,
+  groups: (column: string) => Promise<Record<string, number>>,
+  durationAt: (offset: number) => Promise<number>,
+): Promise<AuditStats> {
+  const total = totals.total ?? 0;
+  const percentile = (p: number) => (total === 0 ? null : durationAt(Math.min(total - 1, Math.max(0, Math.ceil(p * total) - 1))));
+  return {
+    total,
+    byStatus: await groups("status"),
+    byModel: await groups("model"),
+    byEndpoint: await groups("endpoint"),
+    durationMs: { p50: await percentile(0.5), p95: await percentile(0.95), p99: await percentile(0.99) },
+    tokens: { prompt: totals.prompt ?? 0, completion: totals.completion ?? 0, total: totals.tokens ?? 0 },
+    tokensPerSecond: totals.generated && totals.generating_ms ? totals.generated / (totals.generating_ms / 1000) : null,
+    errorRate: total === 0 ? null : (totals.errors ?? 0) / total,
+    first: totals.first ?? null,
+    last: totals.last ?? null,
+  };
 }
 
 /** The WHERE clause of a filter, with `?` placeholders (the PostgreSQL store numbers them). */

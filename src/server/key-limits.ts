@@ -24,12 +24,11 @@ export class KeyLimits {
 
   constructor(keys: readonly ApiKey[]) {
     this.limits = new Map(keys.filter((k) => k.rpm || k.concurrency || k.tpm).map((k) => [k.label, k]));
+    this.countsTokens = keys.some((k) => k.tpm !== undefined);
   }
 
   /** Whether some key has a tokens-per-minute limit (so answers' tokens must be counted). */
-  get countsTokens(): boolean {
-    return [...this.limits.values()].some((k) => k.tpm !== undefined);
-  }
+  readonly countsTokens: boolean;
 
   /** Admits a request of the key labelled `label`, or throws 429 with Retry-After. Call the result once the request has ended. */
   admit(label: string, now = Date.now()): () => void {
