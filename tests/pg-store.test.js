@@ -165,29 +165,37 @@ fleet("PostgreSQL restarts under load: records are held and written when it is b
   let down = false;
   try {
     const sent = [];
+    const failures = [];
     let stopSending = false;
+    // a failure is kept for the assertion below, never left to reject unseen
     const sending = (async () => {
-      for (let i = 0; !stopSending; i++) {
+      for (let i = 0; !stopSending && failures.length === 0; i++) {
         const id = `load-${i}`;
-        const res = await ask(server.url, id);
-        assert.is(res.status, 200, "answering never waits for the audit log");
-        sent.push(id);
+        try {
+          const res = await ask(server.url, id);
+          if (res.status === 200) sent.push(id);
+          else failures.push(`${id}: ${res.status}`);
+        } catch (error) {
+          failures.push(`${id}: ${error.message}`);
+        }
       }
     })();
-    await waitFor(() => sent.length >= 30, { what: "traffic" });
+    const going = () => { if (failures.length) throw new Error(`answering failed: ${failures[0]}\n${server.stderr()}`); return true; };
+    await waitFor(() => going() && sent.length >= 30, { what: "traffic" });
     down = true;
     await pg.stop();
     const during = sent.length;
-    await waitFor(() => sent.length >= during + 30, { what: "answers while PostgreSQL is down" });
+    await waitFor(() => going() && sent.length >= during + 30, { what: "answers while PostgreSQL is down" });
     await waitFor(() => /keeping \d+ records to write/.test(server.stderr()), { what: "the writer to hold its records", describe: () => server.stderr() });
     await pg.start();
     down = false;
     // prune while it writes: nothing older than an hour ago here, and no error
     const pruned = await runCli(["audit", "prune", "--older-than", "1h", "--db", url]);
     assert.is(pruned.code, 0, pruned.stderr);
-    await waitFor(() => sent.length >= during + 60, { what: "more answers after the restart" });
+    await waitFor(() => going() && sent.length >= during + 60, { what: "more answers after the restart" });
     stopSending = true;
     await sending;
+    assert.equal(failures, [], "answering never waits for the audit log");
     const store = await openAuditStore(url);
     await waitFor(async () => {
       const stored = new Set((await store.query(parseFilter({ endpoint: "/v1/embeddings", limit: "100000" }))).map((r) => r.request_id));

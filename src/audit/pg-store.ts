@@ -132,6 +132,18 @@ export class PgAuditStore {
     return store;
   }
 
+  /**
+   * A client of the pool for work of several statements. While it is out, a connection the
+   * server drops (a restart) is an error of the statement under way, never an unhandled
+   * 'error' event that would end the process.
+   */
+  private async checkout(): Promise<pg.PoolClient & { done(): void }> {
+    const client = await this.pool.connect();
+    const ignore = () => undefined;
+    client.on("error", ignore);
+    return Object.assign(client, { done: () => { client.off("error", ignore); client.release(); } });
+  }
+
   /** A database is never moved away under a daemon as a file can be. */
   isDetached(): boolean {
     return false;
@@ -143,7 +155,7 @@ export class PgAuditStore {
 
   /** False when there is no log and `create` is false. */
   private async migrate(create: boolean): Promise<boolean> {
-    const client = await this.pool.connect();
+    const client = await this.checkout();
     try {
       const exists = (await client.query("SELECT to_regclass('mlxs_audit_schema') IS NOT NULL AS e")).rows[0].e as boolean;
       if (!exists && !create) return false;
@@ -163,7 +175,7 @@ export class PgAuditStore {
       await client.query("ROLLBACK").catch(() => undefined);
       throw error;
     } finally {
-      client.release();
+      client.done();
     }
   }
 
@@ -187,7 +199,7 @@ export class PgAuditStore {
   private async ensurePartitions(records: readonly AuditRecord[]): Promise<void> {
     const days = [...new Set(records.map((r) => Math.floor(r.timestamp / DAY_MS) * DAY_MS))].filter((d) => !this.partitions.has(d));
     if (days.length === 0) return;
-    const client = await this.pool.connect();
+    const client = await this.checkout();
     try {
       await client.query("BEGIN");
       // daemons making the same day's partition at once take turns
@@ -201,7 +213,7 @@ export class PgAuditStore {
       await client.query("ROLLBACK").catch(() => undefined);
       throw error;
     } finally {
-      client.release();
+      client.done();
     }
   }
 
@@ -260,7 +272,7 @@ export class PgAuditStore {
   }
 
   private async listen(): Promise<pg.PoolClient> {
-    const client = await this.pool.connect();
+    const client = await this.checkout();
     client.on("notification", () => this.wake?.());
     // a dropped connection (a restart): listen again on the next wait
     client.on("error", () => { this.listener = undefined; });
@@ -331,7 +343,7 @@ export class PgAuditStore {
     for (const { name } of partitions) {
       const day = dayOfPartition(name);
       if (day === undefined || day + DAY_MS > before) continue;
-      const client = await this.pool.connect();
+      const client = await this.checkout();
       try {
         await client.query("BEGIN");
         deleted += (await client.query(`SELECT count(*) AS n FROM ${name}`)).rows[0].n as number;
@@ -342,7 +354,7 @@ export class PgAuditStore {
         await client.query("ROLLBACK").catch(() => undefined);
         throw error;
       } finally {
-        client.release();
+        client.done();
       }
     }
     deleted += (await this.pool.query("DELETE FROM audit_logs WHERE timestamp < $1", [before])).rowCount ?? 0;
