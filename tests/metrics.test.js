@@ -39,7 +39,16 @@ exposition("after real traffic: GenAI histograms per operation, model, route and
     assert.is((await httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ messages: "no" }))).status, 400);
     assert.is((await httpCall(`${server.url}/v1/no/such/route`)).status, 404);
 
-    const res = await httpCall(`${server.url}/metrics`);
+    // a request is counted once its answer has been sent and its connection closed, a
+    // moment after the client has read it: the scrape waits for the last of them
+    const requests = (text, http_route, status) => sample(text, "mlxs_requests_total", { http_route, status });
+    let res;
+    await waitFor(async () => {
+      res = await httpCall(`${server.url}/metrics`);
+      const t = res.text;
+      return requests(t, "/v1/chat/completions", "success") === 4 && requests(t, "/v1/chat/completions", "error") === 2
+        && requests(t, "/v1/completions", "success") === 1 && requests(t, "/v1/embeddings", "success") === 1 && requests(t, "unknown", "error") === 1;
+    }, { what: "every request counted", timeoutMs: 10_000, describe: () => res?.text.split("\n").filter((l) => l.startsWith("mlxs_requests_total")).join("; ") });
     assert.is(res.status, 200);
     assert.match(res.headers["content-type"], /^text\/plain; version=0\.0\.4/);
     const text = res.text;

@@ -73,6 +73,11 @@ export class Tracker {
     this.completionTokens = completion;
   }
 
+  /** The tokens counted so far, prompt and answer together. */
+  get totalTokens(): number {
+    return (this.promptTokens ?? 0) + (this.completionTokens ?? 0);
+  }
+
   /** Records the request once; later calls do nothing. */
   end(outcome: Outcome): AuditRecord | undefined {
     if (this.ended) return undefined;

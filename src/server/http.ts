@@ -360,6 +360,9 @@ export class MlxsServer {
     } catch (error) {
       this.fail(ctx, error);
     } finally {
+      // charged here, before the client can have read the answer's end, so that its next
+      // request already meets the key's tokens-a-minute limit (the record comes on close)
+      if (release && ctx.caller) this.limits.used(ctx.caller.label, tracker?.totalTokens ?? 0);
       release?.();
       handled();
     }
@@ -449,7 +452,6 @@ export class MlxsServer {
   private readonly sink = (record: AuditRecord): void => {
     this.options.writer?.record(record);
     this.options.metrics?.observe(record);
-    this.limits.used(record.client, (record.prompt_tokens ?? 0) + (record.completion_tokens ?? 0));
   };
 
   /** Whether the Host header names this server (see ServerOptions.allowedHosts). */
