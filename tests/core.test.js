@@ -5,10 +5,10 @@ import { CORE, collect, testModel, waitFor } from "./helpers.js";
 
 const ask = (content, extra = {}) => ({ messages: [{ role: "user", content }], temperature: 0, ...extra });
 
-function withCore(name, options = {}) {
+function withCore(name, options = {}, { endless = false } = {}) {
   const s = suite(name);
   s.before(async (ctx) => {
-    ctx.core = new InferenceCore([{ name: "tiny", path: await testModel() }], { ...CORE, ...options });
+    ctx.core = new InferenceCore([{ name: "tiny", path: await testModel({ endless }) }], { ...CORE, ...options });
     await ctx.core.load();
   });
   s.after(async (ctx) => { await ctx.core.close(); });
@@ -119,8 +119,9 @@ generation("embeddings: one vector per input, model width, deterministic; too lo
 
 generation.run();
 
-// parallel 1 and no queue: a sequence that is not freed makes the next request fail
-const aborts = withCore("aborts", { parallel: 1, queue: 0 });
+// parallel 1 and no queue: a sequence that is not freed makes the next request fail; a
+// model that never ends, so that no answer can finish before it is aborted
+const aborts = withCore("aborts", { parallel: 1, queue: 0 }, { endless: true });
 
 aborts("ten aborts mid-stream in a row, then a request still completes", async ({ core }) => {
   for (let i = 0; i < 10; i++) {
