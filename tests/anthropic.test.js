@@ -158,7 +158,7 @@ limits("queue full is a RateLimitError; a dropped stream frees its sequence; a t
   const client = new Anthropic({ baseURL: server.url, apiKey: "unused-key", maxRetries: 0 });
   try {
     const controller = new AbortController();
-    const res = await request(`${server.url}/v1/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...askEndless({ max_tokens: 900, temperature: 1 }), stream: true }), signal: controller.signal });
+    const res = await request(`${server.url}/v1/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...askEndless({ max_tokens: 100_000, temperature: 1 }), stream: true }), signal: controller.signal });
     const it = res.body[Symbol.asyncIterator]();
     let seen = "";
     while (!seen.includes("content_block_delta")) {

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
-import { CLI, ROOT, STACK, helpTexts, runCli, tempDir, testModel } from "./helpers.js";
+import { CLI, ENDLESS_CONTEXT, ROOT, STACK, helpTexts, runCli, tempDir, testModel } from "./helpers.js";
 
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 
@@ -71,7 +71,7 @@ const chat = suite("chat");
 
 chat("no --model: the demo model is written into the data dir and said so on stderr", async () => {
   const home = tempDir();
-  const { code, stdout, stderr } = await runCli(["chat", "Hello", "--max-tokens", "12"], { env: { MLXS_HOME: home } });
+  const { code, stdout, stderr } = await runCli(["chat", "Hello", "--max-tokens", "12", "--temperature", "0"], { env: { MLXS_HOME: home } });
   assert.is(code, 0, stderr);
   assert.match(stdout, /^[a-z ,.]+\n$/);
   assert.match(stderr, /demo model/);
@@ -254,7 +254,7 @@ const interrupt = suite("interrupt");
 interrupt("Ctrl-C stops a streaming answer: what was said stays printed, exit 130", async () => {
   const model = await testModel({ endless: true });
   const child = spawn(process.execPath, [CLI, "chat", "--model", model, "--temperature", "1", "hi"], {
-    env: { ...process.env, MLXS_HOME: tempDir(), MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: "1024" },
+    env: { ...process.env, MLXS_HOME: tempDir(), MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: String(ENDLESS_CONTEXT) },
   });
   let stdout = "";
   let stderr = "";

@@ -1,7 +1,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { InferenceCore, CoreError } from "../dist/core/index.js";
-import { CORE, collect, testModel, waitFor } from "./helpers.js";
+import { CORE, ENDLESS_CONTEXT, collect, testModel, waitFor } from "./helpers.js";
 
 const ask = (content, extra = {}) => ({ messages: [{ role: "user", content }], temperature: 0, ...extra });
 
@@ -159,10 +159,12 @@ queueing("more requests than --parallel wait their turn and all complete", async
 
 queueing.run();
 
-const overflow = withCore("overflow", { parallel: 1, queue: 1 });
+// answers that run until stopped, so that the queue holds what a test put in it
+const overflow = withCore("overflow", { parallel: 1, queue: 1, ctxSize: ENDLESS_CONTEXT }, { endless: true });
 
 overflow("past the queue a request is refused as overloaded; an aborted waiter leaves the queue", async ({ core }) => {
-  const running = collect(core.chat(ask("one", { maxTokens: 300 })));
+  const first = new AbortController();
+  const running = collect(core.chat(ask("one", { maxTokens: 100_000 }), first.signal));
   const waiting = collect(core.chat(ask("two", { maxTokens: 5 })));
   await waitFor(() => core.models()[0].busy === 1 && core.models()[0].waiting === 1, { what: "one generating, one waiting" });
   try {
@@ -171,17 +173,21 @@ overflow("past the queue a request is refused as overloaded; an aborted waiter l
   } catch (error) {
     assert.is(error.kind, "overloaded");
   }
-  await running;
-  await waiting;
+  first.abort();
+  assert.is((await running).done.finishReason, "cancelled");
+  assert.is((await waiting).done.usage.completionTokens, 5);
   // a waiter cancelled in the queue
-  const busy = collect(core.chat(ask("busy", { maxTokens: 300 })));
+  const second = new AbortController();
+  const busy = collect(core.chat(ask("busy", { maxTokens: 100_000 }), second.signal));
   const controller = new AbortController();
   const cancelled = collect(core.chat(ask("waits", { maxTokens: 5 }), controller.signal)).catch((e) => e);
   await waitFor(() => core.models()[0].waiting === 1, { what: "the waiter in the queue" });
   controller.abort();
   assert.is((await cancelled).kind, "cancelled");
   const next = collect(core.chat(ask("next", { maxTokens: 5 })));
-  await busy;
+  await waitFor(() => core.models()[0].waiting === 1, { what: "the next request in the queue" });
+  second.abort();
+  assert.is((await busy).done.finishReason, "cancelled");
   assert.is((await next).done.usage.completionTokens, 5);
 });
 

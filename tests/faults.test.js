@@ -260,8 +260,11 @@ storm("500 streams whose clients vanish at random: every sequence free after, me
     for (const { id, done } of outcomes) {
       const record = byId.get(id);
       assert.ok(record, `${id} has a record`);
-      assert.is(record.status, done ? "success" : "cancelled", id);
+      // a client that vanished after the server had sent the whole answer, but before it
+      // read it all, was still answered in full
+      assert.ok(done ? record.status === "success" : ["success", "cancelled"].includes(record.status), `${id}: ${record.status}`);
     }
+    assert.ok(outcomes.filter((o) => byId.get(o.id).status === "cancelled").length > 0, "some streams were cut");
     assert.is(rows.filter((r) => r.request_id.startsWith("storm-")).length, 500);
   } finally {
     await dispatcher.close();

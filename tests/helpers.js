@@ -29,15 +29,20 @@ export const TEST_MODEL = {
   contextLength: 1024, wordCount: 300, seed: 42,
 };
 
+/** The context the endless model was trained on. */
+export const ENDLESS_CONTEXT = 65_536;
+
 const models = new Map();
 /**
  * Path of the test model, written once per test process. `endless`: one that never ends
- * its answer by itself, for tests that must interrupt a running generation.
+ * its answer by itself, for tests that must interrupt a running generation; trained on a
+ * long context (a server gives it 4096 tokens a sequence, unless told otherwise), so that
+ * an answer still runs when a test acts on it, however fast the machine.
  */
 export async function testModel({ endless = false } = {}) {
   if (!models.has(endless)) {
     const path = join(tempDir("mlxs-model-"), endless ? "endless.gguf" : "tiny.gguf");
-    await writeTinyModel(path, { ...TEST_MODEL, canEnd: !endless });
+    await writeTinyModel(path, { ...TEST_MODEL, canEnd: !endless, ...(endless ? { contextLength: ENDLESS_CONTEXT } : {}) });
     models.set(endless, path);
   }
   return models.get(endless);

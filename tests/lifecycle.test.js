@@ -204,14 +204,15 @@ const control = suite("load, unload, ps and health");
 
 control("unload waits for the running request; force cancels it (recorded cancelled); load by hand", async () => {
   await withServer(["--model", "endless", ...LONG], async (server) => {
-    // a request that ends by itself: unload waits for it, and it completes
-    const running = chat(server, "endless", { max_tokens: 300 });
+    // a request that ends by itself, long enough to be seen running: unload waits for it,
+    // and it completes
+    const running = chat(server, "endless", { max_tokens: 3000 });
     await waitFor(async () => (await ps(server))[0]?.running === 1, { what: "the request to run" });
     const unloaded = await httpCall(`${server.url}/v1/models/endless/unload`, { method: "POST" });
     assert.is(unloaded.body.was_loaded, true);
     const answer = await running;
     assert.is(answer.status, 200);
-    assert.is(answer.body.usage.completion_tokens, 300, "it ran to its end before the unload");
+    assert.is(answer.body.usage.completion_tokens, 3000, "it ran to its end before the unload");
     assert.equal(await loadedNames(server), []);
     // forced: a stream that would never end is cut
     const loaded = await httpCall(`${server.url}/v1/models/endless/load`, { method: "POST" });

@@ -29,7 +29,7 @@ exposition("after real traffic: GenAI histograms per operation, model, route and
     const name = (await httpCall(`${server.url}/v1/models`)).body.data[0].id;
     const answers = [];
     for (let i = 0; i < 3; i++) answers.push((await chat(server.url)).body);
-    const streamed = await httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true }));
+    const streamed = await httpCall(`${server.url}/v1/chat/completions`, jsonRequest({ messages: [{ role: "user", content: "hi" }], max_tokens: 3, temperature: 0, stream: true }));
     assert.is(streamed.status, 200);
     assert.is((await httpCall(`${server.url}/v1/completions`, jsonRequest({ prompt: "once", max_tokens: 2 }))).status, 200);
     assert.is((await httpCall(`${server.url}/v1/embeddings`, jsonRequest({ input: "a b c" }))).status, 200);

@@ -168,13 +168,14 @@ const ps = suite("ps");
 ps("ps against a daemon: a table and --json; -f prints loads and unloads as they happen", async () => {
   const { home } = await modelsDir();
   const server = await startServer(["--model", "alpha", "--keep-alive", "-1"], { home });
+  let follower;
   try {
     const table = await runCli(["ps", "--url", server.url]);
     assert.is(table.code, 0, table.stderr);
     assert.match(table.stdout, /^NAME\s+STATE\s+MEMORY\s+CONTEXT\s+RUNNING\s+QUEUED\s+UNLOADS\nalpha\s+loaded\s+\d+ MB\s+1024\s+0\s+0\s+never/);
     const json = JSON.parse((await runCli(["ps", "--url", server.url, "--json"])).stdout);
     assert.equal(json.models.map((m) => m.model), ["alpha"]);
-    const follower = spawn(process.execPath, [CLI, "ps", "-f", "--url", server.url], { env: { ...process.env, NO_COLOR: "1" } });
+    follower = spawn(process.execPath, [CLI, "ps", "-f", "--url", server.url], { env: { ...process.env, NO_COLOR: "1" } });
     let out = "";
     follower.stdout.on("data", (c) => { out += c; });
     const exited = new Promise((resolve) => follower.on("close", resolve));
@@ -189,6 +190,7 @@ ps("ps against a daemon: a table and --json; -f prints loads and unloads as they
     assert.is(down.code, 1);
     assert.match(down.stderr, /^mlxs: cannot reach http:\/\/127.0.0.1:9: connection refused/);
   } finally {
+    if (follower?.exitCode === null) follower.kill("SIGKILL");
     assert.is(await server.stop(), 0);
   }
 });

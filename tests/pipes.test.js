@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { AuditStore } from "../dist/audit/store.js";
 import { syntheticRecords } from "./fixtures/audit-records.js";
-import { CLI, STACK, auditRows, tempDir, testModel } from "./helpers.js";
+import { CLI, ENDLESS_CONTEXT, STACK, auditRows, tempDir, testModel } from "./helpers.js";
 
 /**
  * Runs mlxs with `stream` (stdout or stderr) read by a reader that takes one chunk and
@@ -75,11 +75,11 @@ pipes("audit export, tail, stats and prune", async () => {
 
 pipes("chat stops generating, and its record says cancelled; embed stops too", async () => {
   const model = await testModel({ endless: true });
-  const runs = await quietEveryTime(["chat", "--model", model, "--temperature", "1", "-n", "900", "go on"], 4);
+  const runs = await quietEveryTime(["chat", "--model", model, "--temperature", "1", "--ctx-size", String(ENDLESS_CONTEXT), "-n", "60000", "go on"], 4);
   for (const run of runs) {
     const rows = await auditRows(join(run.home, "audit.db"));
     assert.equal(rows.map((r) => [r.endpoint, r.status, r.status_code, r.error_type]), [["cli:chat", "cancelled", 0, "output_closed"]]);
-    assert.ok(rows[0].completion_tokens < 900, `${rows[0].completion_tokens} tokens: the generation stopped`);
+    assert.ok(rows[0].completion_tokens < 60_000, `${rows[0].completion_tokens} tokens: the generation stopped`);
   }
   const texts = Array.from({ length: 300 }, (_, i) => `text number ${i}`);
   await quietEveryTime(["embed", "--model", await testModel(), "--format", "jsonl", ...texts], 3);

@@ -48,7 +48,7 @@ core("a conversation's next turn evaluates only what its sequence's cache lacks"
 });
 
 core("threads, when not given, are measured as the model loads: one of the candidates for this machine", async () => {
-  const c = new InferenceCore([{ name: "tiny", path: await testModel() }], { ...CORE, threads: undefined });
+  const c = new InferenceCore([{ name: "tiny", path: await testModel({ endless: true }) }], { ...CORE, threads: undefined });
   try {
     await c.load();
     const { threads } = c.models()[0];
@@ -66,7 +66,7 @@ const daemon = suite("the daemon and its runners");
 daemon("a runner killed mid-answer: that answer fails, the daemon lives, the next request starts a new runner", async () => {
   const server = await startServer(["--model", await testModel({ endless: true })]);
   try {
-    const res = await request(`${server.url}/v1/chat/completions`, jsonRequest({ ...ask("go on", { max_tokens: 900, temperature: 1 }), stream: true }, { "x-request-id": "in-the-crash" }));
+    const res = await request(`${server.url}/v1/chat/completions`, jsonRequest({ ...ask("go on", { max_tokens: 100_000, temperature: 1 }), stream: true }, { "x-request-id": "in-the-crash" }));
     const chunks = res.body[Symbol.asyncIterator]();
     let text = "";
     // any text at all (the first token, sampled at temperature 1, may be a comma)
@@ -93,9 +93,11 @@ daemon("a runner killed mid-answer: that answer fails, the daemon lives, the nex
 
 daemon("records land within a flush interval while every sequence generates", async () => {
   const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4"]);
+  const stop = new AbortController();
   try {
-    const streams = Array.from({ length: 4 }, (_, i) => request(`${server.url}/v1/chat/completions`, jsonRequest({ ...ask("go on", { max_tokens: 1000, temperature: 1 }), stream: true }, { "x-request-id": `busy-${i}` }))
-      .then(async (res) => { for await (const _ of res.body) { /* read it all */ } }));
+    // answers as long as their contexts: still generating when the last record has landed
+    const streams = Array.from({ length: 4 }, (_, i) => request(`${server.url}/v1/chat/completions`, { ...jsonRequest({ ...ask("go on", { max_tokens: 100_000, temperature: 1 }), stream: true }, { "x-request-id": `busy-${i}` }), signal: stop.signal })
+      .then(async (res) => { for await (const _ of res.body) { /* read it all */ } }).catch(() => undefined));
     await waitFor(async () => (await httpCall(`${server.url}/health`)).body.models[0].busy === 4, { what: "4 sequences generating" });
     const landed = [];
     for (let i = 0; i < 5; i++) {
@@ -105,9 +107,11 @@ daemon("records land within a flush interval while every sequence generates", as
       await waitForRows(server.db, (rows) => rows.some((r) => r.request_id === id), { timeoutMs: 5_000 });
       landed.push(Date.now() - sent);
     }
-    // the writer flushes every 250 ms; reading the database to see it costs a little more
-    assert.ok(Math.max(...landed) < 1_000, `records landed after ${landed.join(", ")} ms`);
+    // the writer flushes every 250 ms; opening and reading the database to see it, beside
+    // four generations on a loaded machine, costs more
+    assert.ok(Math.max(...landed) < 2_000, `records landed after ${landed.join(", ")} ms`);
     assert.is((await httpCall(`${server.url}/health`)).body.models[0].busy, 4, "and the answers were still being generated");
+    stop.abort();
     await Promise.all(streams);
   } finally {
     assert.is(await server.stop(), 0);

@@ -9,7 +9,8 @@ import { CLI, assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startSer
 
 const json = jsonRequest;
 const call = httpCall;
-const endlessAsk = (extra = {}) => ({ messages: [{ role: "user", content: "go on" }], max_tokens: 800, temperature: 1, ...extra });
+// as long as the context allows: still running when a test acts on it
+const endlessAsk = (extra = {}) => ({ messages: [{ role: "user", content: "go on" }], max_tokens: 100_000, temperature: 1, ...extra });
 
 
 /** Starts a stream and resolves once its first content chunk arrived, with a way to drop it. */
@@ -78,7 +79,7 @@ limits("queue full is 429 with Retry-After; a dropped stream frees its sequence 
     assert.is(next.status, 200, next.text);
     // a non-streaming client that goes away frees the sequence too
     const controller = new AbortController();
-    const pending = request(`${server.url}/v1/chat/completions`, { ...json(endlessAsk({ max_tokens: 900 }), { "x-request-id": "plain-leaver" }), signal: controller.signal }).catch(() => undefined);
+    const pending = request(`${server.url}/v1/chat/completions`, { ...json(endlessAsk(), { "x-request-id": "plain-leaver" }), signal: controller.signal }).catch(() => undefined);
     // it is generating once it holds the sequence
     await waitFor(async () => (await call(`${server.url}/health`)).body.models[0].busy === 1, { what: "the plain request to take the sequence" });
     controller.abort();
@@ -99,9 +100,10 @@ limits("queue full is 429 with Retry-After; a dropped stream frees its sequence 
 });
 
 limits("over --request-timeout: 504, or mid-stream an error event and the end", async () => {
-  const server = await startServer(["--model", await testModel({ endless: true }), "--request-timeout", "0.1"]);
+  // long enough for some tokens before it, even on a loaded machine
+  const server = await startServer(["--model", await testModel({ endless: true }), "--request-timeout", "0.5"]);
   try {
-    const slow = { messages: [{ role: "user", content: "go" }], max_tokens: 1000, temperature: 1 };
+    const slow = { messages: [{ role: "user", content: "go" }], max_tokens: 100_000, temperature: 1 };
     const plain = await call(`${server.url}/v1/chat/completions`, json(slow));
     assert.is(plain.status, 504, plain.text);
     assert.is(plain.body.code, "timeout");
@@ -184,10 +186,11 @@ access.run();
 const lifecycle = suite("lifecycle");
 
 lifecycle("SIGTERM under load (streams, non-streams, a full queue): exit 0, exactly one audit record per request sent", async () => {
-  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4", "--queue", "4", "--drain-timeout", "20"]);
+  const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "4", "--queue", "4", "--drain-timeout", "60"]);
   const ids = Array.from({ length: 8 }, (_, i) => `term-${i}`);
-  // 4 streams and 4 plain requests fill the 4 sequences and the queue of 4
-  const running = ids.map((id, i) => request(`${server.url}/v1/chat/completions`, json({ ...endlessAsk({ max_tokens: 300 }), stream: i % 2 === 0 }, { "x-request-id": id }))
+  // 4 streams and 4 plain requests fill the 4 sequences and the queue of 4, long enough
+  // that the queue is still full when the next three come
+  const running = ids.map((id, i) => request(`${server.url}/v1/chat/completions`, json({ ...endlessAsk({ max_tokens: 1500 }), stream: i % 2 === 0 }, { "x-request-id": id }))
     .then(async (res) => ({ status: res.statusCode, text: await res.body.text() })).catch(() => ({ status: 0, text: "" })));
   await waitFor(async () => {
     const { busy, waiting } = (await call(`${server.url}/health`)).body.models[0];
@@ -263,12 +266,9 @@ lifecycle("/health answers 503 while the models load, then 200", async () => {
   const child = spawn(process.execPath, [CLI, "serve", "--port", "0", ...args], { env: { ...process.env, MLXS_HOME: tempDir(), MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: "1024" } });
   let stderr = "";
   const seen = [];
+  child.stderr.on("data", (c) => { stderr += c; });
   try {
-    const url = await new Promise((resolve) => child.stderr.on("data", (c) => {
-      stderr += c;
-      const m = /(http:\/\/[^/\s]+)\/health answers 503/.exec(stderr);
-      if (m) resolve(m[1]);
-    }));
+    const [, url] = await waitForText(() => stderr, /(http:\/\/[^/\s]+)\/health answers 503/, { intervalMs: 5 });
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       const r = await call(`${url}/health`);
@@ -320,6 +320,7 @@ lifecycle("mlxs audit tail --url follows a running server's log", async () => {
     assert.is(refused.code, 1);
     assert.match(refused.stderr, /401/);
   } finally {
+    if (tail.exitCode === null) tail.kill("SIGKILL");
     assert.is(await server.stop(), 0);
   }
 });
