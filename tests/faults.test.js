@@ -231,19 +231,30 @@ storm("500 streams whose clients vanish at random: every sequence free after, me
   try {
     await call(`${server.url}/v1/chat/completions`, json({ messages: [{ role: "user", content: "warm" }], max_tokens: 20 }));
     const before = rssKb(server.child.pid);
+    // the clients vanish once every request is with the server (generating, queued, or
+    // answered already): one that left before its request arrived would have no record
+    let answered = 0;
+    const arrived = waitFor(async () => {
+      const { busy, waiting } = (await call(`${server.url}/health`)).body.models[0];
+      return busy + waiting + answered >= 500;
+    }, { what: "all 500 requests with the server", timeoutMs: 60_000, intervalMs: 50 });
     const outcomes = await Promise.all(Array.from({ length: 500 }, async (_, i) => {
       const controller = new AbortController();
-      // vanish at a random moment once the request is surely with the server
-      const timer = setTimeout(() => controller.abort(), 300 + Math.random() * 500);
+      // then each at a random moment
+      let timer;
+      void arrived.then(() => { timer = setTimeout(() => controller.abort(), Math.random() * 500); }, () => controller.abort());
       let done = false;
       try {
         const res = await request(`${server.url}/v1/chat/completions`, { ...json({ messages: [{ role: "user", content: "go" }], max_tokens: 300, temperature: 1, stream: true }, { "x-request-id": `storm-${i}` }), signal: controller.signal, dispatcher });
         const text = await res.body.text();
         done = text.includes("[DONE]");
       } catch { /* vanished */ }
+      answered++;
+      await arrived.catch(() => undefined);
       clearTimeout(timer);
       return { id: `storm-${i}`, done };
     }));
+    await arrived;
     // every request has ended (its record is written once its sequence is free)
     const storm = (rows) => rows.filter((r) => r.request_id.startsWith("storm-"));
     await waitForRows(server.db, (rows) => storm(rows).length === 500, { what: "500 storm records", timeoutMs: 60_000 });
