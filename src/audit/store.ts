@@ -303,19 +303,20 @@ function toRow(raw: RawRow): AuditRow {
 }
 
 /** One page of an export: the last id in it, its row count, its lines joined. */
-export interface ExportPage {
+interface ExportPage {
   last: number | null;
   n: number;
   text: string | null;
 }
 
 /**
- * Keyset pagination by id, as both stores export: each page starts past the last id of
- * the one before, so memory stays flat however many rows there are, and no row comes twice
- * while others are written or pruned. `page` runs one page's query, given the condition
- * on id, the page size and (for the first page only) the filter's offset.
+ * Keyset pagination by id: each page starts past the last id of the one before, so memory
+ * stays flat however many rows there are, and no row comes twice while others are written
+ * or pruned. `page` runs one page's query, given the condition on id, the page size and
+ * (for the first page only) the filter's offset. (PostgreSQL's store pages by the same
+ * keys, with pages rendered ahead: pg-store.ts.)
  */
-export async function* keysetPages(
+async function* keysetPages(
   filter: AuditLogFilter, pageSize: number,
   page: (after: [string, number], size: number, offset: number) => Promise<ExportPage | undefined>,
 ): AsyncGenerator<{ text: string; count: number }> {
