@@ -6,6 +6,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CLI, assertNoMarker, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitFor } from "./helpers.js";
 import { syntheticRecords } from "./fixtures/audit-records.js";
@@ -220,15 +221,28 @@ fleet.run();
 
 const secrets = suite("the password");
 
-secrets("the password is in no line, error, help text, record or file; PGPASSWORD works as libpq users expect", async () => {
+secrets("the password is in no line, error, help text, record or file; PGPASSWORD and ~/.pgpass work as libpq users expect", async () => {
   const url = await freshDatabase();
   const home = tempDir();
   const server = await startServer(["--model", await testModel(), "--db", url], { home });
   let stderr = "";
   try {
     assert.is((await ask(server.url, "secret-1")).status, 200);
-    const tail = await runCli(["audit", "tail", "--db", url.replace(`:${PASSWORD}@`, "@")], { env: { MLXS_HOME: home, PGPASSWORD: PASSWORD } });
+    const bare = url.replace(`:${PASSWORD}@`, "@");
+    const tail = await runCli(["audit", "tail", "--db", bare], { env: { MLXS_HOME: home, PGPASSWORD: PASSWORD } });
     assert.is(tail.code, 0, tail.stderr);
+    // ~/.pgpass: host:port:database:user:password, readable by its owner only
+    const { hostname, port, pathname, username } = new URL(url);
+    const userHome = tempDir();
+    writeFileSync(join(userHome, ".pgpass"), `${hostname}:${port}:${pathname.slice(1)}:${username}:${PASSWORD}\n`, { mode: 0o600 });
+    const fromFile = await runCli(["audit", "stats", "--db", bare], { env: { MLXS_HOME: home, HOME: userHome, PGPASSWORD: undefined } });
+    assert.is(fromFile.code, 0, fromFile.stderr);
+    // and with none anywhere: refused at once, and said so
+    const started = Date.now();
+    const without = await runCli(["audit", "stats", "--db", bare], { env: { MLXS_HOME: home, HOME: tempDir(), PGPASSWORD: undefined } });
+    assert.is(without.code, 1);
+    assert.match(without.stderr, /^mlxs: cannot use audit database postgres:\/\/mlxs@\S+: the server asks for a password and none was given \(in the URL, PGPASSWORD or ~\/\.pgpass\)\n$/);
+    assert.ok(Date.now() - started < 30_000, "not after the server's own authentication timeout");
     await waitFor(async () => (await runCli(["audit", "tail", "--json", "--db", url], { env: { MLXS_HOME: home } })).stdout.includes("secret-1"), { what: "the record" });
     const wrong = await runCli(["audit", "stats", "--db", url.replace(PASSWORD, "Wrong-Password-1")], { env: { MLXS_HOME: home } });
     assert.is(wrong.code, 1);

@@ -14,5 +14,7 @@ export function describePgError(error: unknown): string {
   if (e.code === "ECONNREFUSED") return "the server refused the connection (is PostgreSQL running, on that host and port?)";
   if (e.code === "28P01") return "password authentication failed";
   if (e.code === "3D000") return "the database does not exist";
+  // pg's words when the server asks for a password that was given nowhere
+  if (/client password must be a string/.test(e.message ?? "")) return "the server asks for a password and none was given (in the URL, PGPASSWORD or ~/.pgpass)";
   return (e.message ?? String(error)).split("\n")[0]!;
 }

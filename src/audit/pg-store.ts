@@ -23,8 +23,12 @@ const DAY_MS = 86_400_000;
 const CHANNEL = "mlxs_audit";
 /** how far back (in ids) a follower looks for records that committed after later ones */
 const LOOKBACK_IDS = 5_000;
-/** export pages rendered ahead of the one being read (the pool holds four connections) */
-const PAGES_AHEAD = 2;
+/**
+ * Export pages rendered ahead of the one being read: 3 exported 1.1x as fast as 2 on two
+ * cores. With the export's page-boundary query, a follower's LISTEN and the writer, the
+ * pool's six connections leave one free.
+ */
+const PAGES_AHEAD = 3;
 const INSERT_COLUMNS = COLUMNS.filter((c) => c !== "id");
 const TYPES: Record<string, string> = {
   request_id: "text", timestamp: "bigint", model: "text", backend_type: "text", endpoint: "text", duration_ms: "float8", ttft_ms: "float8",
@@ -100,6 +104,24 @@ export function shownLocation(url: string): string {
   }
 }
 
+/**
+ * A client that closes its socket when it fails to connect. pg leaves it open when the
+ * failure is on this side (SCRAM asks for a password that was given nowhere): the server
+ * waits a minute for an answer, and a command that has said why it failed cannot exit.
+ */
+class ClosingClient extends pg.Client {
+  override connect(): Promise<void>;
+  override connect(callback: (error: Error) => void): void;
+  override connect(callback?: (error: Error) => void): Promise<void> | void {
+    const close = () => (this as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    if (!callback) return super.connect().catch((error: unknown) => { close(); throw error; });
+    super.connect((error) => {
+      if (error) close();
+      callback(error);
+    });
+  }
+}
+
 export class PgAuditStore {
   /** day partitions known to exist (their first millisecond) */
   private readonly partitions = new Set<number>();
@@ -115,7 +137,7 @@ export class PgAuditStore {
   /** Connects, and (with `create`) brings the schema up to date; undefined when there is no log yet and `create` is false. */
   static async open(url: string, { create = true } = {}): Promise<PgAuditStore | undefined> {
     const pool = new pg.Pool({
-      connectionString: url, max: 4, application_name: "mlxs", connectionTimeoutMillis: 10_000,
+      connectionString: url, max: 6, application_name: "mlxs", connectionTimeoutMillis: 10_000, Client: ClosingClient,
       // ids and times are bigints well inside a double's exact range
       types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 || oid === 1700 ? Number : pg.types.getTypeParser(oid, format as "text"))) as typeof pg.types.getTypeParser },
     });
