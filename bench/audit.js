@@ -13,7 +13,7 @@ import { AuditStore } from "../dist/audit/store.js";
 import { AuditWriter } from "../dist/audit/writer.js";
 import { parseFilter } from "../dist/audit/filter.js";
 import { syntheticRecord } from "../tests/fixtures/audit-records.js";
-import { median, table } from "./common.js";
+import { median, table, writerIngest } from "./common.js";
 
 const args = process.argv.slice(2);
 const ROWS = args.includes("--rows") ? Number(args[args.indexOf("--rows") + 1]) : 1_000_000;
@@ -32,21 +32,7 @@ const spacing = (30 * 86_400_000) / ROWS;
 if (wants("ingest")) {
   const store = await AuditStore.open(join(dir, "ingest.db"));
   const samples = [];
-  for (let run = 0; run < 3; run++) {
-    const writer = new AuditWriter(store, { maxBuffer: 10_000 });
-    const count = 200_000;
-    const started = performance.now();
-    for (let i = 0; i < count; i += 1000) {
-      for (let j = i; j < i + 1000; j++) writer.record(syntheticRecord(j, { now, prefix: `i${run}` }));
-      // let the writer's flushes run, as a daemon's event loop would
-      await new Promise((r) => setImmediate(r));
-      while (writer.stats.pending > 8000) await new Promise((r) => setTimeout(r, 1));
-    }
-    await writer.flush();
-    const seconds = (performance.now() - started) / 1000;
-    if (writer.stats.dropped) throw new Error(`ingest dropped ${writer.stats.dropped}`);
-    samples.push(count / seconds);
-  }
+  for (let run = 0; run < 3; run++) samples.push(await writerIngest(store, { count: 200_000, prefix: `i${run}`, now }));
   await store.close();
   const m = median(samples);
   rows.push(["writer ingest", `${Math.round(m).toLocaleString("en")} records/s`, ">= 50 000 records/s", verdict(m >= 50_000), reproduce("ingest")]);

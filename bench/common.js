@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BENCH_MODEL, writeTinyModel } from "../dist/core/gguf-writer.js";
+import { AuditWriter } from "../dist/audit/writer.js";
+import { syntheticRecord } from "../tests/fixtures/audit-records.js";
 
 /** The ~100 MB benchmark model, written once into the temp dir and reused by later runs. */
 export async function benchModel() {
@@ -62,5 +64,23 @@ export async function requestsPerSecond(url, count = 120, concurrency = 4) {
       await res.body.dump();
     }
   }));
+  return count / ((performance.now() - started) / 1000);
+}
+
+/**
+ * Records per second that an AuditWriter takes into `store`: `count` generated records fed
+ * 1000 at a time, with the event loop let run between (as a daemon's would) and the feed
+ * held back while 8000 wait. Throws if the writer dropped any.
+ */
+export async function writerIngest(store, { count, prefix, spacingMs, now = Date.now() }) {
+  const writer = new AuditWriter(store, { maxBuffer: 10_000 });
+  const started = performance.now();
+  for (let i = 0; i < count; i += 1000) {
+    for (let j = i; j < i + 1000; j++) writer.record(syntheticRecord(j, { now, prefix, spacingMs }));
+    await new Promise((r) => setImmediate(r));
+    while (writer.stats.pending > 8000) await new Promise((r) => setTimeout(r, 1));
+  }
+  await writer.flush();
+  if (writer.stats.dropped) throw new Error(`ingest dropped ${writer.stats.dropped}`);
   return count / ((performance.now() - started) / 1000);
 }

@@ -10,12 +10,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditStore } from "../dist/audit/store.js";
 import { PgAuditStore } from "../dist/audit/pg-store.js";
-import { AuditWriter } from "../dist/audit/writer.js";
 import { parseFilter } from "../dist/audit/filter.js";
 import { exportRows } from "../dist/audit/export.js";
 import { syntheticRecord } from "../tests/fixtures/audit-records.js";
 import { startPostgres } from "../tests/fixtures/postgres.js";
-import { median, table } from "./common.js";
+import { median, table, writerIngest } from "./common.js";
 
 const args = process.argv.slice(2);
 const ROWS = args.includes("--rows") ? Number(args[args.indexOf("--rows") + 1]) : 1_000_000;
@@ -34,19 +33,7 @@ const result = { sqlite: {}, postgres: {} };
 for (const [name, store] of Object.entries(stores)) {
   log(`${name}: writer ingest`);
   const samples = [];
-  for (let run = 0; run < 3; run++) {
-    const writer = new AuditWriter(store, { maxBuffer: 10_000 });
-    const count = 100_000;
-    const started = performance.now();
-    for (let i = 0; i < count; i += 1000) {
-      for (let j = i; j < i + 1000; j++) writer.record(syntheticRecord(j, { now, prefix: `i${run}`, spacingMs: 10 }));
-      await new Promise((r) => setImmediate(r));
-      while (writer.stats.pending > 8000) await new Promise((r) => setTimeout(r, 1));
-    }
-    await writer.flush();
-    if (writer.stats.dropped) throw new Error(`${name} ingest dropped ${writer.stats.dropped}`);
-    samples.push(count / ((performance.now() - started) / 1000));
-  }
+  for (let run = 0; run < 3; run++) samples.push(await writerIngest(store, { count: 100_000, prefix: `i${run}`, spacingMs: 10, now }));
   result[name].ingest = median(samples);
   await store.prune(now + 1);
   log(`${name}: filling ${ROWS} rows over 30 days`);
