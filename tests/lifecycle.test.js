@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import { writeTinyModel } from "../dist/core/gguf-writer.js";
-import { TEST_MODEL, httpCall, jsonRequest, startServer, tempDir, waitFor, waitForRows } from "./helpers.js";
+import { ENDLESS_CONTEXT, TEST_MODEL, httpCall, jsonRequest, startServer, tempDir, waitFor, waitForRows } from "./helpers.js";
 
 /** Three models of different sizes (and one that never ends its answers), and a damaged file. */
 async function modelsHome() {
@@ -20,7 +20,7 @@ async function modelsHome() {
     writeTinyModel(join(dir, "beta.gguf"), { ...TEST_MODEL, embeddingLength: 96, seed: 2 }),
     writeTinyModel(join(dir, "gamma.gguf"), { ...TEST_MODEL, embeddingLength: 128, feedForwardLength: 256, seed: 3 }),
     // a long context: an answer that takes seconds, whatever the machine
-    writeTinyModel(join(dir, "endless.gguf"), { ...TEST_MODEL, canEnd: false, contextLength: 65_536, seed: 4 }),
+    writeTinyModel(join(dir, "endless.gguf"), { ...TEST_MODEL, canEnd: false, contextLength: ENDLESS_CONTEXT, seed: 4 }),
   ]);
   // GGUF's magic, then nothing a model needs
   writeFileSync(join(dir, "broken.gguf"), Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(64, 7)]));
@@ -28,7 +28,7 @@ async function modelsHome() {
 }
 
 /** for the endless model: one sequence of its whole context */
-const LONG = ["--ctx-size", "65536", "--parallel", "1"];
+const LONG = ["--ctx-size", String(ENDLESS_CONTEXT), "--parallel", "1"];
 const ask = (model, extra = {}) => jsonRequest({ model, messages: [{ role: "user", content: "Say something." }], max_tokens: 6, temperature: 0, ...extra });
 const chat = async (server, model, extra) => httpCall(`${server.url}/v1/chat/completions`, ask(model, extra));
 const ps = async (server) => (await httpCall(`${server.url}/v1/ps`)).body.data;

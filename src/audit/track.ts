@@ -83,7 +83,7 @@ export class Tracker {
     if (this.ended) return undefined;
     this.ended = true;
     const failed = outcome.status !== "success";
-    const total = this.promptTokens === null && this.completionTokens === null ? null : (this.promptTokens ?? 0) + (this.completionTokens ?? 0);
+    const total = this.promptTokens === null && this.completionTokens === null ? null : this.totalTokens;
     const record: AuditRecord = {
       request_id: this.requestId,
       timestamp: this.startedAt,
