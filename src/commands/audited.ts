@@ -5,7 +5,7 @@
 import type { Config } from "../config.js";
 import { track, type Outcome, type Tracker } from "../audit/track.js";
 import { AuditWriter } from "../audit/writer.js";
-import { CoreError } from "../core/types.js";
+import { CoreError, type GenerationEvent } from "../core/types.js";
 import { outputClosed } from "./io.js";
 
 export async function audited<T>(
@@ -47,4 +47,14 @@ export function outcomeOf(error: unknown): Outcome {
   }
   // anything else may carry anything: keep its type, not its text
   return { status: "error", statusCode: 1, errorType: "internal", errorMessage: "unexpected error" };
+}
+
+/**
+ * A CLI run starts its engine (the model's runner, backend detection) before it can ask
+ * anything; the server did that before its request came. That start is loading too: its
+ * time joins the model's load (`load_ms`), so the record's time to first token counts from
+ * the model ready, as the server's does and as `--json` prints it.
+ */
+export async function* loadedAfter(startupMs: number, events: AsyncGenerator<GenerationEvent>): AsyncGenerator<GenerationEvent> {
+  for await (const event of events) yield event.type === "start" ? { ...event, loadMs: (event.loadMs ?? 0) + startupMs } : event;
 }

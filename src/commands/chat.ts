@@ -9,7 +9,7 @@ import { LocalBackend, RemoteBackend, type ChatBackend } from "./chat-backend.js
 import { configFlagsFrom, samplingFrom } from "./options.js";
 import { modelLabel, openCore } from "./open-core.js";
 import { interruptible, outputClosed, readStdin, writeOut } from "./io.js";
-import { audited, cancelledOutcome } from "./audited.js";
+import { audited, cancelledOutcome, loadedAfter } from "./audited.js";
 import { captureTypeAhead } from "../tui/type-ahead.js";
 import { recorded } from "../server/recorded.js";
 
@@ -61,11 +61,13 @@ export async function run(promptArg: string | undefined, _opts: unknown, command
   }
 
   await audited(config, { endpoint: "cli:chat", stream: !json, model: modelLabel(opts.model, config) }, async (tracker) => {
+    const opening = performance.now();
     const core = await openCore(config, opts.model as string | undefined);
     try {
       tracker.model = core.defaultModel;
       tracker.backendType = await core.backend();
-      const result = await interruptible((signal) => printAnswer(recorded(tracker, { responseFormat }, core.chat({ ...sampling, messages, responseFormat }, signal)), json));
+      const startupMs = performance.now() - opening;
+      const result = await interruptible((signal) => printAnswer(recorded(tracker, { responseFormat }, loadedAfter(startupMs, core.chat({ ...sampling, messages, responseFormat }, signal))), json));
       if (json) writeOut(JSON.stringify(resultJson(result, tracker.backendType)) + "\n");
       if (result.finishReason === "cancelled") {
         // stopped by Ctrl-C: 130; by a reader that left (| head): 0, as head expects

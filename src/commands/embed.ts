@@ -19,13 +19,16 @@ export async function run(texts: string[], _opts: unknown, command: Command): Pr
   if (input.some((text) => text.trim() === "")) throw new UsageError("an input is empty");
 
   await audited(config, { endpoint: "cli:embed", stream: false, model: modelLabel(opts.model, config) }, async (tracker) => {
+    const opening = performance.now();
     const core = await openCore(config, opts.model as string | undefined);
     try {
       tracker.model = core.defaultModel;
       tracker.backendType = await core.backend();
+      const startupMs = performance.now() - opening;
       const result = await interruptible((signal) => core.embed({ input }, signal));
       tracker.tokens(result.usage.promptTokens, 0);
-      tracker.loadMs = result.loadMs ?? 0;
+      // starting the engine is part of loading, as in chat (see loadedAfter)
+      tracker.loadMs = startupMs + (result.loadMs ?? 0);
       if (opts.format === "jsonl") {
         result.vectors.forEach((embedding, index) => writeOut(JSON.stringify({ index, embedding, tokens: result.tokens[index] }) + "\n"));
       } else {
