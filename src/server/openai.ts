@@ -179,6 +179,8 @@ const COMPLETION: Shape = {
 /**
  * Runs a generation and answers it as JSON or as server-sent events. Nothing is sent until
  * the first event, so that a refusal (queue full, bad request) still gets its status code.
+ * No system_fingerprint: OpenAI's spec allows a string or nothing (never null), the field
+ * is deprecated, and mlxs has no backend fingerprint that would mean anything to a client.
  */
 async function respond(ctx: RequestContext, body: Body, shape: Shape, model: string, events: AsyncGenerator<GenerationEvent>): Promise<void> {
   const stream = optionalBoolean(body, "stream") ?? false;
@@ -190,13 +192,13 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
   if (!stream) {
     const result = await collect(ctx, events);
     if (!result) return;
-    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result, finishReasonOf(result))], usage: usageOf(result), timings: timingsOf(result), system_fingerprint: null });
+    ctx.json(200, { id, object: shape.object, created, model, choices: [shape.whole(result, finishReasonOf(result))], usage: usageOf(result), timings: timingsOf(result) });
     return;
   }
 
   const sse = ctx.sse();
   const chunk = (choices: Body[], extra: Body = {}) =>
-    JSON.stringify({ id, object: shape === CHAT ? "chat.completion.chunk" : shape.object, created, model, system_fingerprint: null, choices, ...extra });
+    JSON.stringify({ id, object: shape === CHAT ? "chat.completion.chunk" : shape.object, created, model, choices, ...extra });
   const result = await relay(ctx, sse, events, {
     // the first chunk carries the role, as OpenAI's do
     start: async () => { if (shape === CHAT) await sse.send(chunk([shape.choice("", null, true)])); },

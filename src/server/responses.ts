@@ -123,7 +123,9 @@ function usageOf(result: GenerationResult) {
   const { promptTokens, completionTokens, cachedPromptTokens = 0 } = result.usage;
   return {
     input_tokens: promptTokens,
-    input_tokens_details: { cached_tokens: cachedPromptTokens },
+    // the prompt cache fills as the prompt is read, as OpenAI's automatic caching does, with
+    // no explicit cache writes to report (the spec requires the count all the same)
+    input_tokens_details: { cached_tokens: cachedPromptTokens, cache_write_tokens: 0 },
     output_tokens: completionTokens,
     output_tokens_details: { reasoning_tokens: 0 },
     total_tokens: promptTokens + completionTokens,
@@ -171,7 +173,8 @@ async function responses(ctx: RequestContext): Promise<void> {
     tool_choice: typeof request.toolChoice === "object" ? { type: "function", name: request.toolChoice.name } : request.toolChoice ?? "auto",
     tools: body.tools ?? [],
     truncation: "disabled",
-    usage: result ? usageOf(result) : null,
+    // absent until the answer ends: OpenAI's spec has usage optional, never null
+    ...(result ? { usage: usageOf(result) } : {}),
     metadata: {},
   });
   const statusOf = (result: GenerationResult) => (result.finishReason === "length" ? "incomplete" : "completed");
