@@ -7,6 +7,7 @@
  * the generation and frees its sequence.
  */
 import type { ChatHistoryItem, LlamaContextSequence, LlamaText, Token } from "node-llama-cpp";
+import { randomInt } from "node:crypto";
 import { Generation, cachedPrefix, type GenerationPlan, type ToolPlan } from "./generation.js";
 import { prepareSchema, type Schema } from "./json-schema.js";
 import { toolSyntax } from "./tool-syntax.js";
@@ -142,7 +143,8 @@ function planOf(prompt: Token[], stops: string[], request: Shaping, room: number
       topK: request.topK ?? DEFAULT_SAMPLING.topK,
       topP: request.topP ?? DEFAULT_SAMPLING.topP,
       minP: request.minP ?? DEFAULT_SAMPLING.minP,
-      seed: request.seed,
+      // node-llama-cpp seeds an absent seed with the current second, so requests within one second answered alike
+      seed: request.seed ?? randomInt(2 ** 32),
     },
     penalty: penalize
       ? { penalty: request.repeatPenalty ?? 1, frequencyPenalty: request.frequencyPenalty, presencePenalty: request.presencePenalty, lastTokens: PENALTY_LAST_TOKENS }
