@@ -11,9 +11,7 @@ import { zodResponseFormat } from "openai/helpers/zod";
 import Anthropic from "@anthropic-ai/sdk";
 import { z } from "zod";
 import { generateObject, streamObject, streamText, tool } from "ai";
-import * as ai7 from "ai-v7";
 import { createOpenAI } from "@ai-sdk/openai";
-import { createOpenAI as createOpenAI7 } from "ai-sdk-openai-v4";
 import { createAnthropic } from "@ai-sdk/anthropic";
 import { ChatOpenAI } from "@langchain/openai";
 import { ChatAnthropic } from "@langchain/anthropic";
@@ -342,15 +340,6 @@ libraries("AI SDK 6: generateObject and streamObject (Responses API and chat), s
     for await (const _ of result.fullStream);
     checkToolCalls(await result.toolCalls);
   }
-});
-
-libraries("AI SDK 7: generateObject and streamText with tools on its default (Responses) provider", async () => {
-  const provider = createOpenAI7({ baseURL: `${state.server.url}/v1`, apiKey: "none" });
-  const { object } = await ai7.generateObject({ model: provider("tiny"), schema: Bounded, prompt: "Weather", maxOutputTokens: 200 });
-  checkBounded(object);
-  const result = ai7.streamText({ model: provider("tiny"), prompt: "Weather?", tools: weatherTool(ai7.tool), toolChoice: "required", maxOutputTokens: 80 });
-  for await (const _ of result.fullStream);
-  checkToolCalls(await result.toolCalls);
 });
 
 libraries("LangChain: withStructuredOutput and bindTools, on OpenAI chat, the Responses API and Anthropic", async () => {

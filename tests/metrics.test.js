@@ -83,7 +83,7 @@ exposition("after real traffic: GenAI histograms per operation, model, route and
     // the audit writer's batches are timed once it has written one
     await waitFor(async () => sample((await httpCall(`${server.url}/metrics`)).text, "mlxs_audit_write_seconds_count") > 0, { what: "an audit write", timeoutMs: 10_000 });
     const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
-    assert.is(check.error, undefined, "promtool is installed (.ci/run installs Debian's prometheus)");
+    assert.is(check.error, undefined, "promtool is installed (npm test installs Debian's prometheus: tests/requirements.sh)");
     assert.is(check.status, 0, check.stdout + check.stderr);
   } finally {
     assert.is(await server.stop(), 0);
@@ -126,6 +126,8 @@ const freePort = () => new Promise((resolve) => {
 });
 
 prometheus("Prometheus scrapes a daemon: its API answers the request count, the token sum and a latency quantile", async () => {
+  const installed = spawnSync("prometheus", ["--version"], { encoding: "utf8" });
+  assert.is(installed.error, undefined, "prometheus is installed (npm test installs Debian's prometheus: tests/requirements.sh)");
   const server = await startServer(["--model", await testModel(), "--metrics"]);
   const dir = tempDir();
   const port = await freePort();
@@ -134,6 +136,7 @@ prometheus("Prometheus scrapes a daemon: its API answers the request count, the 
   const prom = spawn("prometheus", [`--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   prom.stderr.on("data", (c) => { log += c; });
+  prom.on("error", (error) => { log += `could not start prometheus: ${error.message}`; });
   const query = async (q) => {
     const res = await httpCall(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(q)}`).catch(() => undefined);
     const value = res?.body?.data?.result?.[0]?.value?.[1];
