@@ -218,6 +218,36 @@ test("POST /v1/responses streamed: each event against its ResponseStreamEvent me
   check(calls, "function call stream");
 });
 
+test("more shapes, six seeds each, streamed and not: tool_choice auto, stop sequences, json_object", async () => {
+  const chatWhole = responseSchema("POST", "/chat/completions");
+  const chatChunk = responseSchema("POST", "/chat/completions", "200", "text/event-stream");
+  const responseWhole = responseSchema("POST", "/responses");
+  const tools = [{ type: "function", function: WEATHER }];
+  const responseTools = [{ type: "function", ...WEATHER, strict: false }];
+  const finishes = new Set();
+  for (let seed = 1; seed <= 6; seed++) {
+    const variants = [
+      chat({ seed, temperature: 1, max_tokens: 200, tools, tool_choice: "auto" }),
+      chat({ seed, temperature: 1, max_tokens: 40, stop: ["e", "\n"] }),
+      chat({ seed, temperature: 1, max_tokens: 60, response_format: { type: "json_object" } }),
+    ];
+    for (const [v, body] of variants.entries()) {
+      const whole = await post("/v1/chat/completions", body);
+      assert.is(whole.status, 200, whole.text);
+      finishes.add(whole.body.choices[0].finish_reason);
+      conforms(chatWhole, whole.body, `chat completion, seed ${seed}, variant ${v}`);
+      const chunks = await sseCall(`${state.server.url}/v1/chat/completions`, body, auth());
+      for (const [i, { data }] of chunks.entries()) conforms(chatChunk, data, `chat chunk ${i}, seed ${seed}, variant ${v}`, "events");
+    }
+    const response = await post("/v1/responses", { model: "tiny", input: "Weather?", tools: responseTools, tool_choice: "auto", max_output_tokens: 200, temperature: 1, seed });
+    assert.is(response.status, 200, response.text);
+    conforms(responseWhole, response.body, `response, tool_choice auto, seed ${seed}`);
+    const events = await sseCall(`${state.server.url}/v1/responses`, { model: "tiny", input: "Weather?", tools: responseTools, tool_choice: "auto", max_output_tokens: 200, temperature: 1, seed }, auth());
+    for (const [i, { data }] of events.entries()) conforms(schemaNamed(streamEventSchemas.get(data.type)), data, `response event ${i} (${data.type}), seed ${seed}`, "events");
+  }
+  assert.ok(finishes.has("stop"), `a stop sequence ends an answer (finish reasons seen: ${[...finishes]})`);
+});
+
 test("error bodies: 400, 401, 404 as ErrorResponse; 429 as each route's declared TooManyRequests", async () => {
   const error = schemaNamed("ErrorResponse");
   const refusals = [
