@@ -101,6 +101,7 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
     answering.current = controller;
     setStreaming("");
     let answer = "";
+    let stopped = false;
     try {
       const messages = await fitted();
       for await (const event of backend.stream(messages, { ...sampling.current, responseFormat }, controller.signal)) {
@@ -112,15 +113,19 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
         if (event.type !== "done") continue;
         const used = event.usage.promptTokens + event.usage.completionTokens;
         setStatus((s) => ({ ...s, tokensPerSecond: event.timings.tokensPerSecond, contextUsed: used }));
-        if (event.finishReason === "cancelled") notice("(answer stopped)");
+        stopped = event.finishReason === "cancelled";
       }
       conversation.current = [...conversation.current, { role: "assistant", content: answer }];
       setEntries((e) => [...e, { role: "assistant", text: answer }]);
+      // under the answer it ends, as it is read
+      if (stopped) notice("(answer stopped)");
     } catch (error) {
       // the question stays unanswered in the transcript, and out of the conversation
       conversation.current = conversation.current.slice(0, -1);
       if (answer) setEntries((e) => [...e, { role: "assistant", text: answer }]);
-      notice(error instanceof Error ? error.message.split("\n")[0]! : String(error));
+      // stopped before it began (waiting for the model or a sequence): stopped all the same
+      if (controller.signal.aborted) notice("(answer stopped)");
+      else notice(error instanceof Error ? error.message.split("\n")[0]! : String(error));
     } finally {
       answering.current = undefined;
       setStreaming(undefined);
@@ -211,12 +216,8 @@ export function ChatApp({ backend, system: initialSystem, sampling: initialSampl
 
   useInput((typed, key) => {
     if (key.ctrl && typed === "c") {
-      if (answering.current) {
-        // stop means stop: what was waiting is not sent either
-        queued.current = [];
-        setQueuedCount(0);
-        return answering.current.abort();
-      }
+      // stops this answer only: a line sent meanwhile was meant, and goes out next
+      if (answering.current) return answering.current.abort();
       if (inputRef.current) return setInput("");
       return exit();
     }

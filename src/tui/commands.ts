@@ -29,7 +29,7 @@ export const HELP = [
   "  /save FILE            write the transcript to FILE as Markdown (nothing is saved otherwise)",
   "  /exit                 leave (also Ctrl-D, or Ctrl-C at an empty prompt)",
   "Keys: Enter sends; Ctrl-J (or a line ending in \\) starts a new line; Up/Down walk the history;",
-  "      Ctrl-C stops an answer.",
+  "      Ctrl-C stops an answer (a line sent meanwhile still goes out).",
 ].join("\n");
 
 export function parseSlash(line: string): SlashAction {
