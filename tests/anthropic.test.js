@@ -4,6 +4,8 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import Anthropic from "@anthropic-ai/sdk";
+import { jsonSchemaOutputFormat } from "@anthropic-ai/sdk/helpers/json-schema";
+import Ajv from "ajv";
 import { assertNoMarker, startServer, testModel, waitForRows } from "./helpers.js";
 
 const KEY = "anthropic-test-key-1";
@@ -127,6 +129,86 @@ messages("auth by x-api-key and by Bearer; any anthropic-version and anthropic-b
   assert.is(m.type, "message");
   const odd = await post(server, "/v1/messages", ask({ max_tokens: 2 }), { "x-api-key": KEY, "anthropic-version": "1999-01-01", "anthropic-beta": "x,y" });
   assert.is(odd.status, 200);
+});
+
+/** Every value bounded, so that even the random model's answer ends before its budget. */
+const MOOD = { type: "object", properties: { mood: { type: "string", enum: ["good", "bad", "so-so"] }, count: { type: "integer" }, sure: { type: "boolean" } }, required: ["mood", "count", "sure"], additionalProperties: false };
+const checkMood = (() => {
+  const validate = new Ajv({ strict: false }).compile(MOOD);
+  return (value, what) => assert.ok(validate(value), `${what}: ${JSON.stringify(value)} ${JSON.stringify(validate.errors)}`);
+})();
+
+messages("structured outputs: output_config.format and the beta's output_format hold the answer to the schema (SDK parse, raw HTTP, streamed)", async ({ client, server }) => {
+  const format = jsonSchemaOutputFormat(MOOD);
+  for (let seed = 1; seed <= 4; seed++) {
+    const m = await client.messages.parse(ask({ max_tokens: 120, temperature: 1, seed, output_config: { format } }), { headers: { "x-request-id": `format-parse-${seed}` } });
+    assert.is(m.content[0].type, "text");
+    checkMood(m.parsed_output, `parse, seed ${seed}`);
+    assert.equal(JSON.parse(m.content[0].text), m.parsed_output);
+  }
+  const beta = await client.beta.messages.parse(ask({ max_tokens: 120, temperature: 1, seed: 9, output_format: format }));
+  checkMood(beta.parsed_output, "beta parse");
+  for (const shape of [{ output_config: { format: { type: "json_schema", schema: MOOD } } }, { output_format: { type: "json_schema", schema: MOOD } }]) {
+    const raw = await post(server, "/v1/messages", ask({ max_tokens: 120, temperature: 1, seed: 3, ...shape }));
+    assert.is(raw.status, 200, raw.text);
+    checkMood(JSON.parse(raw.body.content[0].text), `raw ${Object.keys(shape)[0]}`);
+    const streamed = await post(server, "/v1/messages", ask({ max_tokens: 120, temperature: 1, seed: 3, stream: true, ...shape }));
+    const text = streamed.text.split("\n\n").filter((b) => b.includes("text_delta")).map((b) => JSON.parse(/^data: (.*)$/m.exec(b)[1]).delta.text).join("");
+    assert.is(text, raw.body.content[0].text, "streamed as answered whole");
+  }
+  const rows = await waitForRows(server.db, (r) => r.filter((x) => x.request_id.startsWith("format-parse-")).length === 4);
+  for (const row of rows.filter((x) => x.request_id.startsWith("format-parse-"))) assert.is(row.response_format, "json_schema");
+});
+
+messages("structured outputs: a schema the grammar cannot enforce, or two formats, are refused naming the field", async ({ server }) => {
+  const pattern = { type: "object", properties: { x: { type: "string", pattern: "^a+$" } } };
+  for (const [extra, param] of [
+    [{ output_config: { format: { type: "json_schema", schema: pattern } } }, "output_config.format.schema"],
+    [{ output_format: { type: "json_schema", schema: pattern } }, "output_format.schema"],
+    [{ output_config: { format: { type: "json_object" } } }, "output_config.format.type"],
+    [{ output_config: { format: { type: "json_schema", schema: MOOD } }, output_format: { type: "json_schema", schema: MOOD } }, "output_format"],
+  ]) {
+    const r = await post(server, "/v1/messages", ask(extra));
+    assert.is(r.status, 400, r.text);
+    assert.is(r.body.error.type, "invalid_request_error");
+    assert.is(r.body.error.param, param);
+    assert.ok(r.body.error.message.startsWith(param), r.body.error.message);
+  }
+});
+
+messages("thread: refused with the reason, so the SDK's tool runner sends the whole conversation and a thread of one's own fails clearly", async ({ client, server }) => {
+  // what the tool runner of @anthropic-ai/sdk 1.14 sent as its second turn: the tool_result alone
+  const continued = await post(server, "/v1/messages", ask({ thread: { type: "continue", previous_message_id: "msg_0123" }, messages: [{ role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_0123", content: "sunny" }] }] }));
+  assert.is(continued.status, 400, continued.text);
+  assert.is(continued.body.error.type, "invalid_request_error");
+  assert.is(continued.body.error.param, "thread");
+  assert.match(continued.body.error.message, /^thread: mlxs keeps no conversations; send the whole conversation/);
+  assert.equal(continued.body.error.details, { error_code: "thread_unsupported_request", unsupported: ["thread"] });
+  const text = await post(server, "/v1/messages", ask({ thread: { type: "continue", previous_message_id: "msg_0123" } }));
+  assert.is(text.status, 400, "a text continuation is refused too, never answered without its context");
+  const created = await post(server, "/v1/messages", ask({ thread: { type: "create" } }));
+  assert.is(created.status, 400);
+  const unthreaded = await post(server, "/v1/messages", ask({ thread: null, max_tokens: 2 }));
+  assert.is(unthreaded.status, 200);
+
+  const e = await expectSdkError(client.beta.messages.create(ask({ thread: { type: "continue", previous_message_id: "msg_0123" } })), Anthropic.BadRequestError, "invalid_request_error");
+  assert.match(e.message, /send the whole conversation/);
+
+  const ran = [];
+  const runner = client.beta.messages.toolRunner({
+    ...ask({ max_tokens: 60, temperature: 0 }),
+    max_iterations: 3,
+    tools: [{ name: "get_weather", description: "The weather in a city", input_schema: { type: "object", properties: { unit: { type: "string", enum: ["c", "f"] } }, required: ["unit"] }, run: async (input) => { ran.push(input); return "sunny"; } }],
+    tool_choice: { type: "any" },
+  });
+  let turns = 0;
+  for await (const message of runner) {
+    turns++;
+    assert.is(message.content.at(-1).type, "tool_use");
+  }
+  assert.is(turns, 3, "each turn answered, the tool results with their calls");
+  assert.is(ran.length, 3);
+  for (const input of ran) assert.ok(["c", "f"].includes(input.unit));
 });
 
 messages("audit: one record per call with the endpoint and tokens, and metadata never stored", async ({ client, server }) => {

@@ -3,11 +3,13 @@
  * /v1/messages/count_tokens. Same core, scheduler and audit path as the OpenAI routes.
  */
 import { randomBytes } from "node:crypto";
-import type { ChatMessage, ChatRequest, GenerationResult, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
+import type { ChatMessage, ChatRequest, GenerationResult, ResponseFormat, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem, problemBody } from "./problem.js";
 import { collect, relay } from "./relay.js";
-import { asObject, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body } from "./validate.js";
+import { prepareSchema } from "../core/json-schema.js";
+import { COUNT_TOKENS_FIELDS, MESSAGES_FIELDS } from "./anthropic-fields.js";
+import { asObject, checkFields, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalNumber, servedModelOf, unsupported, type Body, type FieldTable } from "./validate.js";
 
 const KNOWN_BLOCKS = new Set([
   "image", "document", "search_result", "server_tool_use", "web_search_tool_result", "container_upload",
@@ -122,15 +124,34 @@ function unlessUnset(value: number | undefined): number | undefined {
   return value === -1 ? undefined : value;
 }
 
-/** The chat request of a /v1/messages body (also what count_tokens counts). */
-function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
+/**
+ * Structured outputs: output_config.format, or the beta's top-level output_format (the same
+ * shape), {type: "json_schema", schema}: the answer's text is JSON held to the schema by the
+ * grammar OpenAI's response_format uses. The schema is checked here, so that a keyword the
+ * grammar cannot enforce is refused naming this field, before any model is acquired.
+ */
+function formatOf(body: Body): ResponseFormat | undefined {
+  const config = body.output_config;
+  if (config !== undefined && config !== null && (typeof config !== "object" || Array.isArray(config))) throw invalid("output_config", "must be an object");
+  const inConfig = (config as Body | undefined | null)?.format;
+  const beta = body.output_format;
+  const given = (v: unknown) => v !== undefined && v !== null;
+  if (given(inConfig) && given(beta)) throw invalid("output_format", "send output_config.format or output_format, not both");
+  if (!given(inConfig) && !given(beta)) return undefined;
+  const param = given(inConfig) ? "output_config.format" : "output_format";
+  const format = given(inConfig) ? inConfig : beta;
+  if (typeof format !== "object" || Array.isArray(format)) throw invalid(param, "must be {type: json_schema, schema}");
+  if ((format as Body).type !== "json_schema") throw invalid(`${param}.type`, "must be json_schema");
+  const schema = (format as Body).schema;
+  prepareSchema(schema, `${param}.schema`);
+  return { type: "json_schema", schema: schema as Record<string, unknown> };
+}
+
+/** The chat request of a /v1/messages body (also what count_tokens counts), its fields checked against the route's table. */
+function chatRequestOf(ctx: RequestContext, body: Body, fields: FieldTable): ChatRequest {
   // the model first, on every route: a refused request's record still names it
   const name = servedModelOf(ctx, body);
-  for (const field of ["mcp_servers", "container"]) {
-    if (body[field] !== undefined && body[field] !== null) throw unsupported(field, "is not supported");
-  }
-  const thinking = body.thinking as Body | undefined | null;
-  if (thinking !== undefined && thinking !== null && thinking.type !== "disabled") throw unsupported("thinking", "extended thinking is not supported; send {\"type\": \"disabled\"} or nothing");
+  checkFields(fields, body);
   const messages = messagesOf(body);
   if (body.system !== undefined && body.system !== null) {
     messages.unshift({ role: "system", content: textOfBlocks(body.system, "system") });
@@ -145,6 +166,7 @@ function chatRequestOf(ctx: RequestContext, body: Body): ChatRequest {
     temperature: optionalNumber(body, "temperature"),
     topP: unlessUnset(optionalNumber(body, "top_p")),
     topK: unlessUnset(optionalInteger(body, "top_k")),
+    seed: optionalInteger(body, "seed"),
     stop: (stop as string[] | undefined) ?? undefined,
     ...toolsOf(body),
     ...keepAliveOf(body),
@@ -166,9 +188,9 @@ function contentOf(result: GenerationResult): Body[] {
 
 async function messages(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  const chatRequest = chatRequestOf(ctx, body);
+  const chatRequest = chatRequestOf(ctx, body, MESSAGES_FIELDS);
   if (body.max_tokens === undefined || body.max_tokens === null) throw invalid("max_tokens", "is required");
-  const request = { ...chatRequest, maxTokens: optionalInteger(body, "max_tokens") };
+  const request = { ...chatRequest, maxTokens: optionalInteger(body, "max_tokens"), responseFormat: formatOf(body) };
   const stream = optionalBoolean(body, "stream") ?? false;
   const id = `msg_${randomBytes(12).toString("hex")}`;
   const model = request.model!;
@@ -225,7 +247,7 @@ async function messages(ctx: RequestContext): Promise<void> {
 
 async function countTokens(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  const request = chatRequestOf(ctx, body);
+  const request = chatRequestOf(ctx, body, COUNT_TOKENS_FIELDS);
   const inputTokens = await ctx.countTokens(request);
   ctx.json(200, { input_tokens: inputTokens });
 }
@@ -244,10 +266,18 @@ function anthropicErrorType(status: number): string {
   }
 }
 
+/**
+ * A refused `thread` says so in Anthropic's words for a server that cannot hold one
+ * (`thread_unsupported_request`): the SDK's tool runner then sends the whole conversation
+ * on every turn, and a caller of a thread of its own gets the error with its message.
+ */
+const THREAD_REFUSED = { error_code: "thread_unsupported_request", unsupported: ["thread"] };
+
 /** The problem body with Anthropic's envelope: `"type": "error"` and `error: {type, message}`. */
 function anthropicError(problem: HttpProblem, requestId: string) {
   const body = problemBody(problem, requestId);
-  return { ...body, type: "error", error: { ...body.error, type: anthropicErrorType(problem.status) } };
+  const details = problem.options.param === "thread" ? { details: THREAD_REFUSED } : {};
+  return { ...body, type: "error", error: { ...body.error, type: anthropicErrorType(problem.status), ...details } };
 }
 
 export const anthropicRoutes: Route[] = [

@@ -6,34 +6,13 @@ import { randomBytes } from "node:crypto";
 import type { ChatMessage, ChatRequest, GenerationEvent, GenerationResult, ResponseFormat, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
+import { CHAT_FIELDS, COMPLETION_FIELDS, EMBEDDING_FIELDS } from "./openai-fields.js";
 import {
-  asObject, functionOf, invalid, keepAliveOf, samplingOf, servedModelOf, optionalBoolean, optionalInteger, optionalString, unsupported, type Body,
+  asObject, checkFields, functionOf, invalid, keepAliveOf, samplingOf, servedModelOf, optionalBoolean, optionalString, unsupported, type Body,
 } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("hex")}`;
 const now = () => Math.floor(Date.now() / 1000);
-
-/**
- * Parameters that would change the answer and that mlxs cannot honour: refused, naming
- * them, never ignored. What changes nothing here (user, metadata, service_tier,
- * reasoning_effort for a model that does not reason, store: false ...) is accepted and
- * ignored, and never stored (the README lists each decision).
- */
-function refuseUnsupported(body: Body): void {
-  const n = optionalInteger(body, "n");
-  if (n !== undefined && n !== 1) throw unsupported("n", "only n = 1 is supported");
-  const bestOf = optionalInteger(body, "best_of");
-  if (bestOf !== undefined && bestOf !== 1) throw unsupported("best_of", "only best_of = 1 is supported");
-  if (body.logprobs !== undefined && body.logprobs !== null && body.logprobs !== false) throw unsupported("logprobs", "log probabilities are not supported");
-  if (body.top_logprobs !== undefined && body.top_logprobs !== null) throw unsupported("top_logprobs", "log probabilities are not supported");
-  for (const name of ["audio", "prediction", "suffix", "web_search_options"]) {
-    if (body[name] !== undefined && body[name] !== null) throw unsupported(name, "is not supported");
-  }
-  if (body.store === true) throw unsupported("store", "mlxs never keeps conversations (store: true asks it to)");
-  if (body.echo === true) throw unsupported("echo", "is not supported");
-  if (body.logit_bias && typeof body.logit_bias === "object" && Object.keys(body.logit_bias).length > 0) throw unsupported("logit_bias", "is not supported");
-  if (Array.isArray(body.modalities) && body.modalities.some((m) => m !== "text")) throw unsupported("modalities", "only text is supported");
-}
 
 /** tools (or the older functions), tool_choice (or function_call) and parallel_tool_calls. */
 function toolsOf(body: Body): Pick<ChatRequest, "tools" | "toolChoice" | "parallelToolCalls"> {
@@ -218,7 +197,7 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   // the model first, on every route: a refused request's record still names it
   const model = servedModelOf(ctx, body);
-  refuseUnsupported(body);
+  checkFields(CHAT_FIELDS, body);
   const messages = messagesOf(body);
   const events = ctx.chat({ model, messages, ...samplingOf(body), responseFormat: responseFormatOf(body), ...toolsOf(body), ...keepAliveOf(body) });
   await respond(ctx, body, CHAT, model, events);
@@ -227,7 +206,7 @@ async function chatCompletions(ctx: RequestContext): Promise<void> {
 async function completions(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   const model = servedModelOf(ctx, body);
-  refuseUnsupported(body);
+  checkFields(COMPLETION_FIELDS, body);
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
   if (typeof prompt !== "string") {
@@ -241,13 +220,13 @@ async function completions(ctx: RequestContext): Promise<void> {
 async function embeddings(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   const model = servedModelOf(ctx, body);
+  checkFields(EMBEDDING_FIELDS, body);
   const raw = body.input;
   const input = typeof raw === "string" ? [raw] : raw;
   if (!Array.isArray(input) || input.length === 0) throw invalid("input", "must be a string or a non-empty list of strings");
   if (input.some((v) => typeof v !== "string")) throw unsupported("input", "token arrays are not supported; send strings");
   const format = optionalString(body, "encoding_format") ?? "float";
   if (format !== "float" && format !== "base64") throw invalid("encoding_format", "must be float or base64");
-  if (body.dimensions !== undefined && body.dimensions !== null) throw unsupported("dimensions", "is not supported");
   const result = await ctx.embed({ model, input: input as string[], ...keepAliveOf(body) });
   ctx.json(200, {
     object: "list",

@@ -8,22 +8,12 @@ import { randomBytes } from "node:crypto";
 import type { ChatMessage, ChatRequest, GenerationResult, ResponseFormat, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
-import { asObject, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalString, samplingOf, servedModelOf, unsupported, type Body } from "./validate.js";
+import { RESPONSES_FIELDS } from "./openai-fields.js";
+import { asObject, checkFields, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalString, samplingOf, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString("hex")}`;
 
 const KEEPS_NOTHING = "mlxs never keeps conversations";
-
-function refuseUnsupported(body: Body): void {
-  if (body.store === true) throw unsupported("store", `${KEEPS_NOTHING}; send store: false`);
-  for (const name of ["previous_response_id", "conversation"]) {
-    if (body[name] !== undefined && body[name] !== null) throw unsupported(name, `${KEEPS_NOTHING}; send the whole conversation as input`);
-  }
-  if (body.background === true) throw unsupported("background", "background responses are not supported");
-  if (body.prompt !== undefined && body.prompt !== null) throw unsupported("prompt", "stored prompt templates are not supported");
-  const topLogprobs = optionalInteger(body, "top_logprobs");
-  if (topLogprobs !== undefined && topLogprobs > 0) throw unsupported("top_logprobs", "log probabilities are not supported");
-}
 
 /** A message's text: a string, or input_text / output_text parts. */
 function textOf(content: unknown, param: string): string {
@@ -109,6 +99,8 @@ function formatOf(body: Body): ResponseFormat | undefined {
   const text = body.text;
   if (text === undefined || text === null) return undefined;
   if (typeof text !== "object" || Array.isArray(text)) throw invalid("text", "must be an object");
+  const { verbosity } = text as Body;
+  if (verbosity !== undefined && verbosity !== null && verbosity !== "medium") throw unsupported("text.verbosity", "only medium (the default) verbosity is supported");
   const format = (text as Body).format;
   if (format === undefined || format === null) return undefined;
   if (typeof format !== "object" || Array.isArray(format)) throw invalid("text.format", "must be an object with a type");
@@ -146,12 +138,13 @@ async function responses(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
   // the model first, on every route: a refused request's record still names it
   const model = servedModelOf(ctx, body);
-  refuseUnsupported(body);
+  checkFields(RESPONSES_FIELDS, body);
   const messages = messagesOf(body);
   const instructions = optionalString(body, "instructions");
   if (instructions !== undefined) messages.unshift({ role: "system", content: instructions });
   const responseFormat = formatOf(body);
-  const request: ChatRequest = { model, messages, ...samplingOf(body), maxTokens: optionalInteger(body, "max_output_tokens"), responseFormat, ...toolsOf(body), ...keepAliveOf(body) };
+  const sampling = samplingOf(body);
+  const request: ChatRequest = { model, messages, ...sampling, maxTokens: optionalInteger(body, "max_output_tokens") ?? sampling.maxTokens, responseFormat, ...toolsOf(body), ...keepAliveOf(body) };
   const events = ctx.chat(request);
   const id = newId("resp");
   const createdAt = Math.floor(Date.now() / 1000);

@@ -105,3 +105,72 @@ export function keepAliveOf(body: Body, name = "keep_alive"): KeepAlive {
   if (ms === undefined) throw invalid(name, "must be a duration: seconds, or text such as 30s, 5m or 1h (negative keeps the model loaded)");
   return { keepAliveMs: ms };
 }
+
+/**
+ * What a route does with a documented field: honours it; accepts and ignores it (it changes
+ * nothing here; `why` says why); or refuses it with 400 (`why` is the message), unless its
+ * value asks nothing mlxs cannot do (`passes`: n: 1, store: false, an empty logit_bias).
+ */
+export type FieldClass = "honoured" | "ignored" | "refused";
+export interface FieldRule {
+  class: FieldClass;
+  why: string;
+  passes?: (value: unknown) => boolean;
+}
+/** Every field of one route's request body, by its wire name: the one place that classes them. */
+export type FieldTable = Readonly<Record<string, FieldRule>>;
+
+export const honoured = (why: string): FieldRule => ({ class: "honoured", why });
+export const ignored = (why: string): FieldRule => ({ class: "ignored", why });
+export const refused = (why: string, passes?: (value: unknown) => boolean): FieldRule => ({ class: "refused", why, passes });
+
+/**
+ * Words that, in the name of a field mlxs does not know, say it would shape the answer
+ * (sampling, length and ending, format, tools, reasoning, the prompt, a kept conversation):
+ * such a field is refused rather than silently ignored. A field without one of them (x_debug,
+ * trace_id, a client's own tag) changes nothing mlxs could honour, and is accepted.
+ */
+export const ANSWER_WORDS: ReadonlySet<string> = new Set([
+  // sampling
+  "temperature", "temp", "top", "topk", "topp", "min", "minp", "typical", "tfs", "mirostat", "sampling", "sampler", "samplers",
+  "seed", "penalty", "penalties", "repeat", "repetition", "frequency", "presence", "bias", "logit", "logits", "logprob", "logprobs",
+  "dry", "xtc", "nucleus", "greedy", "beam", "beams", "best", "n",
+  // length and ending
+  "max", "tokens", "length", "stop", "eos",
+  // the answer's shape
+  "format", "schema", "grammar", "json", "regex", "guided", "structured", "constraint", "constraints", "output", "response",
+  // tools
+  "tool", "tools", "function", "functions", "call", "calls", "choice", "parallel", "plugins", "search", "web",
+  // reasoning
+  "reasoning", "reason", "think", "thinking", "effort", "budget", "verbosity",
+  // the prompt
+  "prompt", "system", "instruction", "instructions", "message", "messages", "input", "prefix", "suffix", "prefill",
+  "template", "chat", "echo", "prediction", "modalities", "audio", "image", "images",
+  // a conversation kept by the server
+  "conversation", "thread", "previous", "history", "context", "continue", "resume", "store", "memory",
+]);
+
+/** The words of a field's name: snake_case, kebab-case and camelCase split, lower-cased. */
+const wordsOf = (name: string) => name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])/).map((w) => w.toLowerCase()).filter(Boolean);
+
+/** Whether a field mlxs does not know would, by its name, change the answer. */
+export const shapesAnswer = (name: string): boolean => wordsOf(name).some((w) => ANSWER_WORDS.has(w));
+
+/**
+ * Checks a body's fields against its route's table: a refused field (with a value that
+ * does not pass) and an unknown field whose name shapes the answer are refused with 400
+ * naming them. null counts as absent, as OpenAI's and Anthropic's APIs take it.
+ */
+export function checkFields(table: FieldTable, body: Body): void {
+  for (const [name, value] of Object.entries(body)) {
+    if (value === undefined || value === null) continue;
+    const rule = Object.hasOwn(table, name) ? table[name] : undefined;
+    if (!rule) {
+      if (shapesAnswer(name)) throw unsupported(name, "is not a field mlxs knows on this route, and its name says it would shape the answer: refused rather than ignored");
+    } else if (rule.class === "refused" && !rule.passes?.(value)) throw unsupported(name, rule.why);
+  }
+}
+
+/** `passes` helpers: the values that ask for nothing. */
+export const isValue = (...values: unknown[]) => (value: unknown) => values.includes(value);
+export const isEmpty = (value: unknown) => (Array.isArray(value) ? value.length === 0 : typeof value === "object" && value !== null && Object.keys(value).length === 0);
