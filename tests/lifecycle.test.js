@@ -276,3 +276,57 @@ control("/health: 503 when a loaded model's runner stops answering, or the sched
 });
 
 control.run();
+
+const demo = suite("the demo model only where there is no other");
+
+/** A data dir whose models directory holds `names` (and an older demo model's file, which is never a model of the user's). */
+async function homeWith(names) {
+  const home = tempDir();
+  const dir = join(home, "models");
+  mkdirSync(dir, { recursive: true });
+  await Promise.all(names.map((name, i) => writeTinyModel(join(dir, `${name}.gguf`), { ...TEST_MODEL, seed: 10 + i })));
+  if (names.length > 0) await writeTinyModel(join(dir, "mlxs-demo-1.gguf"), { ...TEST_MODEL, seed: 1 });
+  return { home, dir };
+}
+
+demo("--models-dir with three models and no --model: those three listed, none loaded at start, the demo nowhere; a request without a model is 400 naming them", async () => {
+  const { dir } = await homeWith(["alpha", "beta", "gamma"]);
+  // the models directory given as a flag, apart from the data dir
+  await withServer(["--models-dir", dir, "--max-loaded", "1"], async (server) => {
+    assert.match(server.stderr(), /\(models: 3 on demand, /);
+    assert.not.match(server.stderr(), /demo model/);
+    const listed = (await httpCall(`${server.url}/v1/models`)).body.data;
+    assert.equal(listed.map((m) => m.id).sort(), ["alpha", "beta", "gamma"]);
+    assert.ok(listed.every((m) => m.loaded === false));
+    assert.equal(await ps(server), []);
+    assert.equal((await httpCall(`${server.url}/health`)).body.models, []);
+    const unnamed = await chat(server, undefined);
+    assert.is(unnamed.status, 400, unnamed.text);
+    assert.is(unnamed.body.error.param, "model");
+    assert.match(unnamed.body.error.message, /alpha, beta, gamma/);
+    const named = await chat(server, "beta");
+    assert.is(named.status, 200, named.text);
+    assert.equal(await loadedNames(server), ["beta"]);
+  }, { home: tempDir() });
+});
+
+demo("one model in the directory: a request without a model gets it; an empty directory: the demo model, as before", async () => {
+  const one = await homeWith(["solo"]);
+  await withServer([], async (server) => {
+    assert.equal((await httpCall(`${server.url}/v1/models`)).body.data.map((m) => m.id), ["solo"]);
+    const r = await chat(server, undefined);
+    assert.is(r.status, 200, r.text);
+    assert.is(r.body.model, "solo");
+  }, { home: one.home });
+  const none = await homeWith([]);
+  await withServer([], async (server) => {
+    assert.match(server.stderr(), /demo model/);
+    assert.equal((await httpCall(`${server.url}/v1/models`)).body.data.map((m) => m.id), ["demo"]);
+    assert.equal(await loadedNames(server), ["demo"]);
+    const r = await chat(server, undefined);
+    assert.is(r.status, 200, r.text);
+    assert.is(r.body.model, "demo");
+  }, { home: none.home });
+});
+
+demo.run();

@@ -3,13 +3,16 @@ import { existsSync } from "node:fs";
 import { type Config } from "../config.js";
 import { UsageError } from "../errors.js";
 import { CoreError, InferenceCore, ModelRegistry, type LifecycleOptions, type ModelSource } from "../core/index.js";
-import { ggufFiles } from "../core/registry.js";
+import { directoryModels, ggufFiles } from "../core/registry.js";
 import { DEMO_MODEL_NAME, ensureDemoModel } from "../core/demo-model.js";
 import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/models.js";
 import { downloadProgress } from "./progress.js";
 
 export async function resolveModels(config: Config, specs: string[]): Promise<ModelSource[]> {
   if (specs.length === 0) {
+    // the demo model is for a machine with no model at all: with any other, none is started
+    // (a request names its model, or gets the only one there is)
+    if (Object.keys(config.models).length > 0 || directoryModels(config.modelsDir).length > 0) return [];
     const demo = await ensureDemoModel(config.modelsDir);
     process.stderr.write(
       "mlxs: using the built-in demo model: random weights, so it answers in word salad.\n" +
@@ -34,7 +37,7 @@ export async function resolveModels(config: Config, specs: string[]): Promise<Mo
   return sources;
 }
 
-/** The --model flag(s), else the configured model; none means the demo model. */
+/** The --model flag(s), else the configured model; none means the models of the config file and directory, or the demo model. */
 export function modelSpecs(flag: string | string[] | undefined, config: Config): string[] {
   if (flag !== undefined) return Array.isArray(flag) ? flag : [flag];
   return config.model ? [config.model] : [];

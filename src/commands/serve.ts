@@ -3,7 +3,8 @@ import type { Command } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { pathToFileURL } from "node:url";
-import { loadConfig } from "../config.js";
+import { DEFAULTS, loadConfig } from "../config.js";
+import { warnKeyOnCommandLine } from "./api-key.js";
 import { openAuditStore, type AuditLogStore } from "../audit/open-store.js";
 import { setInstance } from "../audit/track.js";
 import { AuditWriter } from "../audit/writer.js";
@@ -26,7 +27,8 @@ const STOP_MARGIN_MS = 15_000;
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
   const config = loadConfig(configFlagsFrom(opts));
-  const host = String(opts.host);
+  const { host = DEFAULTS.host, port = DEFAULTS.port } = config;
+  if (opts.apiKey) warnKeyOnCommandLine("--api-key", "MLXS_API_KEYS or --api-keys-file FILE");
   const apiKeys = apiKeysFrom(opts, config.apiKeys);
   if (!isLoopback(host) && apiKeys.length === 0 && !opts.allowUnauthenticated) {
     throw new UsageError(`refusing to listen on ${host} without an API key: give --api-key KEY (or MLXS_API_KEYS), or --allow-unauthenticated`);
@@ -73,10 +75,10 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   let address;
   try {
-    address = await server.listen(host, opts.port as number);
+    address = await server.listen(host, port);
   } catch (error) {
     await core.close();
-    throw new CommandFailure(listenFailure(host, opts.port as number, error as NodeJS.ErrnoException));
+    throw new CommandFailure(listenFailure(host, port, error as NodeJS.ErrnoException));
   }
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   // serve /health (503 "loading") while the models load
@@ -84,7 +86,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const preloaded = await core.preload(config.maxLoaded);
   server.state = "ready";
   const onDemand = core.models().length - preloaded.length;
-  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${preloaded.join(", ")}${onDemand > 0 ? ` and ${onDemand} more on demand` : ""}, backend: ${backend}, ${threadsNote(core.models().filter((m) => m.loaded), config.threads)}, keep-alive: ${formatDuration(config.keepAlive)})\n`);
+  process.stderr.write(`mlxs listening on http://${shownHost}:${address.port} (models: ${[preloaded.join(", "), onDemand > 0 ? `${onDemand}${preloaded.length > 0 ? " more" : ""} on demand` : ""].filter(Boolean).join(" and ")}, backend: ${backend}, ${threadsNote(core.models().filter((m) => m.loaded), config.threads)}, keep-alive: ${formatDuration(config.keepAlive)})\n`);
 
   const retentionMs = config.auditRetentionDays * DAY_MS;
   const prune = async () => {
@@ -151,6 +153,7 @@ async function testRoutes(): Promise<Route[]> {
 /** "threads: 2" as given, or as each model measured it. */
 function threadsNote(models: ModelInfo[], given: number | undefined): string {
   if (given !== undefined) return `threads: ${given}`;
+  if (models.length === 0) return "threads: measured at each load";
   const counts = new Set(models.map((m) => m.threads));
   return counts.size === 1 ? `threads: ${[...counts][0]} (measured)` : `threads: ${models.map((m) => `${m.name} ${m.threads}`).join(", ")} (measured)`;
 }

@@ -8,7 +8,7 @@
 import { readdirSync, statSync, type Dirent } from "node:fs";
 import { join } from "node:path";
 import { CoreError, type ModelSource } from "./types.js";
-import { DEMO_MODEL_NAME, demoModelPath } from "./demo-model.js";
+import { isDemoModelFile } from "./demo-model.js";
 
 /** What a served name may look like (the config file's rule). */
 export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -31,7 +31,10 @@ export interface ModelEntry {
 }
 
 export interface RegistryOptions {
-  /** the models the daemon was started with, already resolved to files; the first is the default */
+  /**
+   * the models the daemon was started with, already resolved to files; the first is the
+   * default. None: a request must name its model, unless only one can be served.
+   */
   started: ModelSource[];
   /** the config file's `models` map */
   configured?: Record<string, { spec: string; pin?: boolean }>;
@@ -44,15 +47,24 @@ export class ModelRegistry {
   private entries = new Map<string, ModelEntry>();
 
   constructor(private readonly options: RegistryOptions) {
-    if (options.started.length === 0) throw new CoreError("invalid_request", "no model to serve");
     this.refresh();
+    if (this.entries.size === 0) throw new CoreError("invalid_request", "no model to serve");
     for (const pin of options.pins ?? []) {
       if (!this.entries.has(pin)) throw new CoreError("not_found", `--pin ${pin}: no such model (known: ${[...this.entries.keys()].join(", ")})`);
     }
   }
 
-  /** The model a request without a `model` gets. */
-  get defaultName(): string { return this.options.started[0]!.name; }
+  /** The model a request without a `model` gets: the first one started with, else the only one there is. */
+  get defaultName(): string {
+    const first = this.options.started[0];
+    if (first) return first.name;
+    const names = this.list().map((e) => e.name);
+    if (names.length === 1) return names[0]!;
+    throw new CoreError("invalid_request", names.length === 0 ? "no model to serve" : `name the model: this server serves ${names.join(", ")}`, { param: "model" });
+  }
+
+  /** The model it was started with, if any: the one whose runner starts llama.cpp before any request. */
+  get startedName(): string | undefined { return this.options.started[0]?.name; }
 
   /** Every model, the directory read again. */
   list(): ModelEntry[] {
@@ -84,10 +96,8 @@ export class ModelRegistry {
     }
     const taken = new Set([...entries.values()].map((e) => e.path).filter(Boolean));
     const dir = this.options.modelsDir;
-    for (const file of dir ? ggufFiles(dir) : []) {
-      if (taken.has(file.path) || !MODEL_NAME.test(file.name)) continue;
-      // the demo model's file, written there on first use, is "demo"
-      add({ name: file.path === demoModelPath(dir!) ? DEMO_MODEL_NAME : file.name, path: file.path, sizeBytes: file.sizeBytes, origin: "directory" });
+    for (const file of dir ? directoryModels(dir) : []) {
+      if (!taken.has(file.path)) add({ ...file, origin: "directory" });
     }
     this.entries = entries;
   }
@@ -97,6 +107,14 @@ export class ModelRegistry {
     const entry = this.entries.get(name);
     if (entry) Object.assign(entry, { path, sizeBytes: sizeOf(path) });
   }
+}
+
+/**
+ * The models a directory offers: its GGUF files with a servable name, less the demo model's
+ * file (written there on first use; served only when it is the one model there is, as started).
+ */
+export function directoryModels(dir: string): { name: string; path: string; sizeBytes: number }[] {
+  return ggufFiles(dir).filter((file) => MODEL_NAME.test(file.name) && !isDemoModelFile(file.path, dir));
 }
 
 /** The GGUF models in a directory tree: one per split set, named by file name without `.gguf` (and the part suffix). */

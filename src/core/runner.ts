@@ -348,6 +348,22 @@ export class SpareRunner {
     this.refill();
   }
 
+  /** The backend, from the spare (started now if none is up); from now on a spare is kept. */
+  backend(): Promise<string> {
+    this.wanted = true;
+    if (!this.spare) this.start();
+    const { child, ready } = this.spare!;
+    // awaited: held like a runner in use until it answers (a waiting spare holds nothing open)
+    child.ref();
+    child.channel?.ref();
+    return ready.finally(() => {
+      // still waiting as the spare (not taken by a load meanwhile)
+      if (this.spare?.child !== child) return;
+      child.unref();
+      child.channel?.unref();
+    });
+  }
+
   /** If a spare is wanted and none is up, start one: now if it may, else at the next quiet moment. */
   refill(): void {
     if (!this.wanted || this.closed || this.spare) return;

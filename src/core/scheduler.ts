@@ -223,9 +223,12 @@ export class Scheduler {
     return result;
   }
 
-  /** The backend, from the default model's runner (started, not loaded). */
+  /** The backend, from the runner of the model started with (started, not loaded), else from the spare runner. */
   backend(): Promise<string> {
-    const slot = this.slot(this.registry.defaultName);
+    const name = this.registry.startedName;
+    // started with no model: llama.cpp starts in the spare runner, which the first load takes
+    if (name === undefined && this.spare) return this.spare.backend();
+    const slot = this.slot(name ?? this.registry.defaultName);
     slot.runner ??= this.runnerFor(slot, slot.entry as ModelSource);
     return slot.runner.backend();
   }
