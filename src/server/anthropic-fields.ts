@@ -27,6 +27,7 @@ const ACCOUNTING: FieldTable = {
   user_profile_id: ignored("a header for the SDK; names who is billed"),
   workspace_id: ignored("a header for the SDK; names who is billed"),
   betas: ignored("a header for the SDK"),
+  billing_policy: ignored("nothing is billed here"),
 };
 
 const FORMAT = honoured("json_schema: the answer's text block is JSON held to the schema by a grammar");
@@ -47,7 +48,6 @@ export const MESSAGES_FIELDS: FieldTable = {
   service_tier: ignored("one tier here"),
   inference_geo: ignored("inference runs on this machine"),
   diagnostics: ignored("asks why Anthropic's prompt cache missed"),
-  billing_policy: ignored("nothing is billed here"),
   fallbacks: ignored("mlxs's models never decline a request on policy, so no fallback model is ever tried"),
   fallback_credit_token: ignored("redeems a declined request, which never happens here"),
   container: refused("is not supported"),
