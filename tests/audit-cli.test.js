@@ -166,43 +166,74 @@ commands.run();
 
 const together = suite("concurrency");
 
+/** Resolves with a child's exit code, or fails after `timeoutMs`: a child that never ends must not hang the file. */
+function exited(child, what, timeoutMs = 120_000) {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not exit within ${timeoutMs} ms`)), timeoutMs);
+    child.on("close", (code) => { clearTimeout(timer); resolve(code); });
+  });
+}
+
 together("a writer process, prune and tail --follow at once: nothing lost, nothing shown twice", async () => {
   // old records for prune to delete while the writer adds new ones
   const home = await seeded(syntheticRecords(3000, { now: Date.now() - 40 * 86_400_000, prefix: "old" }));
   const db = join(home, "audit.db");
   const env = { ...process.env, MLXS_HOME: home, NO_COLOR: "1" };
   const follower = spawn(process.execPath, [CLI, "audit", "tail", "-f", "--json", "-n", "1", "--since", "1h"], { env });
-  let followed = "";
-  follower.stdout.on("data", (c) => { followed += c; });
-  const newShown = () => followed.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).request_id).filter((id) => id.startsWith("new-"));
-  // the follower follows once a record written now reaches it
-  const store = await AuditStore.open(db);
-  await store.insert([syntheticRecord(0, { prefix: "ready" })]);
-  await store.close();
-  await waitFor(() => followed.includes('"ready-0"'), { what: "the follower to follow" });
-  const writer = spawn(process.execPath, [join(ROOT, "tests/fixtures/audit-writer-process.js"), db, "2000", "2500", "new"], { env });
-  let writerOut = "";
-  writer.stdout.on("data", (c) => { writerOut += c; });
-  const prunes = [];
-  // three prunes spread over the writing: each once the follower has shown more new records
-  for (let i = 1; i <= 3; i++) {
-    await waitFor(() => newShown().length >= i * 400, { what: `${i * 400} new records followed` });
-    prunes.push(await runCli(["audit", "prune", "--older-than", "30d"], { env: { MLXS_HOME: home } }));
+  let writer;
+  // whatever fails, no child is left running: one would keep this file alive past its deadline
+  try {
+    let followed = "";
+    let followerErr = "";
+    follower.stdout.on("data", (c) => { followed += c; });
+    follower.stderr.on("data", (c) => { followerErr += c; });
+    let shownLines = 0;
+    let shownIds = [];
+    // parsed once a line, not on every poll: the poll runs beside two processes writing and reading
+    const newShown = () => {
+      const lines = followed.split("\n");
+      lines.pop();
+      for (; shownLines < lines.length; shownLines++) {
+        if (!lines[shownLines]) continue;
+        const id = JSON.parse(lines[shownLines]).request_id;
+        if (id.startsWith("new-")) shownIds.push(id);
+      }
+      return shownIds;
+    };
+    const describe = () => `${newShown().length} new records followed; follower's stderr: ${JSON.stringify(followerErr.slice(-400))}`;
+    // deadlines for a loaded 2-core machine: each wait ends as soon as its event comes
+    const patience = { timeoutMs: 120_000, intervalMs: 50, describe };
+    // the follower follows once a record written now reaches it
+    const store = await AuditStore.open(db);
+    await store.insert([syntheticRecord(0, { prefix: "ready" })]);
+    await store.close();
+    await waitFor(() => followed.includes('"ready-0"'), { ...patience, what: "the follower to follow" });
+    writer = spawn(process.execPath, [join(ROOT, "tests/fixtures/audit-writer-process.js"), db, "2000", "2500", "new"], { env });
+    let writerOut = "";
+    writer.stdout.on("data", (c) => { writerOut += c; });
+    const prunes = [];
+    // three prunes spread over the writing: each once the follower has shown more new records
+    for (let i = 1; i <= 3; i++) {
+      await waitFor(() => newShown().length >= i * 400, { ...patience, what: `${i * 400} new records followed` });
+      prunes.push(await runCli(["audit", "prune", "--older-than", "30d"], { env: { MLXS_HOME: home }, timeoutMs: 120_000 }));
+    }
+    assert.is(await exited(writer, "the writer process"), 0);
+    assert.equal(JSON.parse(writerOut), { written: 2000, dropped: 0 });
+    await waitFor(() => newShown().length >= 2000, { ...patience, what: "all 2000 new records followed" });
+    follower.kill("SIGINT");
+    assert.is(await exited(follower, "the follower"), 0);
+    for (const p of prunes) assert.is(p.code, 0, p.stderr);
+    assert.is(prunes.reduce((n, p) => n + Number(/pruned (\d+)/.exec(p.stdout)[1]), 0), 3000);
+    const rows = await allRows(home);
+    assert.is(rows.filter((r) => r.request_id.startsWith("new-")).length, 2000);
+    assert.is(rows.length, 2001, "and the record that showed the follower ready");
+    const shown = newShown();
+    assert.is(shown.length, 2000, "every new record shown");
+    assert.is(new Set(shown).size, 2000, "none shown twice");
+  } finally {
+    for (const child of [follower, writer]) if (child && child.exitCode === null) child.kill("SIGKILL");
   }
-  await new Promise((resolve) => writer.on("close", resolve));
-  assert.equal(JSON.parse(writerOut), { written: 2000, dropped: 0 });
-  await waitFor(() => newShown().length >= 2000, { what: "all 2000 new records followed" });
-  follower.kill("SIGINT");
-  const code = await new Promise((resolve) => follower.on("close", resolve));
-  assert.is(code, 0);
-  for (const p of prunes) assert.is(p.code, 0, p.stderr);
-  assert.is(prunes.reduce((n, p) => n + Number(/pruned (\d+)/.exec(p.stdout)[1]), 0), 3000);
-  const rows = await allRows(home);
-  assert.is(rows.filter((r) => r.request_id.startsWith("new-")).length, 2000);
-  assert.is(rows.length, 2001, "and the record that showed the follower ready");
-  const shown = newShown();
-  assert.is(shown.length, 2000, "every new record shown");
-  assert.is(new Set(shown).size, 2000, "none shown twice");
 });
 
 together.run();
@@ -260,7 +291,7 @@ recording("privacy: a marker in every input never reaches any byte under the dat
   // interrupted mid-answer
   const child = spawn(process.execPath, [CLI, "chat", "--model", endless, `${marker} go`], { env: { ...process.env, ...env, MLXS_THREADS: "1", MLXS_GPU: "cpu" } });
   child.stdout.once("data", () => child.kill("SIGINT"));
-  assert.is(await new Promise((r) => child.on("close", r)), 130);
+  assert.is(await exited(child, "the interrupted chat").finally(() => child.kill("SIGKILL")), 130);
   const rows = await allRows(home);
   assert.is(rows.length, 8);
   assert.ok(rows.some((r) => r.status === "cancelled"));
