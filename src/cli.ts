@@ -9,9 +9,10 @@ import { CommandFailure, UsageError } from "./errors.js";
 import { AuditStoreError } from "./audit/errors.js";
 import { EXPORT_FORMATS } from "./audit/export.js";
 import { CoreError } from "./core/types.js";
-import { addAuditDbOption, addCoreOptions, addSamplingOptions } from "./commands/options.js";
+import { addAuditDbOption, addCoreOptions, addDaemonOptions, addSamplingOptions } from "./commands/options.js";
 import { addFilterOptions } from "./commands/audit-options.js";
 import { guardOutput, outputClosed } from "./commands/io.js";
+import { MlxsCommand } from "./commands/suggest.js";
 import { EXIT_SOFTWARE, installLastResort } from "./commands/last-resort.js";
 
 const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
@@ -26,7 +27,7 @@ const lazy = (module: string): Action => async (...args) => {
 };
 
 function buildProgram(): Command {
-  const program = new Command("mlxs")
+  const program = new MlxsCommand("mlxs")
     .description("Run local LLMs (GGUF) from one program: an OpenAI- and Anthropic-compatible server, a terminal chat, embeddings, and a privacy-first audit log.")
     .version(version, "-V, --version", "print the version")
     .helpOption("-h, --help", "show help")
@@ -41,6 +42,11 @@ Environment:
   MLXS_MEMORY_BUDGET, MLXS_LOAD_WAIT, MLXS_PIN (comma-separated)
                    defaults for the flags of the same name
   MLXS_API_KEYS    admin API keys for mlxs serve, comma-separated
+  MLXS_HOST, MLXS_PORT
+                   where mlxs serve listens (default: 127.0.0.1, 10242)
+  MLXS_URL         where ps, chat --url and audit tail --url find the daemon
+                   (default: the serve address above)
+  MLXS_API_KEY     the API key they send it
   MLXS_DEBUG       1: stack traces and llama.cpp's own log on stderr
   MLXS_AUDIT_DB    the audit database: a file, or a postgres:// URL (default: <data dir>/audit.db)
   MLXS_AUDIT_RETENTION_DAYS
@@ -60,9 +66,8 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .argument("[prompt]", "what to ask; read from stdin when piped; none on a terminal opens the interactive chat")
     .option("-s, --system <text>", "system prompt")
     .option("--json", "print one JSON object with text, usage and timings instead of streaming")
-    .option("--json-schema <file>", "answer in JSON valid against the JSON schema in this file (generated under its grammar)")
-    .option("--url <url>", "talk to a running mlxs serve (or any OpenAI-compatible server) instead of loading a model")
-    .option("--api-key <key>", "API key for --url");
+    .option("--json-schema <file>", "answer in JSON valid against the JSON schema in this file (generated under its grammar)");
+  addDaemonOptions(chat, "talk to a running mlxs serve (or any OpenAI-compatible server) instead of loading a model", { optional: true });
   addSamplingOptions(addCoreOptions(chat)).action(lazy("./commands/chat.js"));
 
   const embed = program.command("embed")
@@ -74,9 +79,9 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
 
   const serve = program.command("serve")
     .description("serve the OpenAI and Anthropic APIs over HTTP, auditing every request")
-    .option("--host <host>", "address to listen on", "127.0.0.1")
-    .addOption(new Option("-p, --port <port>", "port to listen on, 0 for any free one").default(10242).argParser(integerIn("--port", 0, 65535)))
-    .addOption(new Option("--api-key <key>", "require this API key, with every right (repeatable; also MLXS_API_KEYS, comma-separated)").argParser(collect))
+    .addOption(new Option("--host <host>", "address to listen on (default: 127.0.0.1)").argParser(parseFlag("host", "--host")))
+    .addOption(new Option("-p, --port <port>", "port to listen on, 0 for any free one (default: 10242)").argParser(parseFlag("port", "--port")))
+    .addOption(new Option("--api-key <key>", "require this API key, with every right (repeatable; visible to other users in ps: prefer MLXS_API_KEYS, comma-separated, or --api-keys-file)").argParser(collect))
     .option("--api-keys-file <file>", "API keys with labels, one \"LABEL KEY [scope=inference|audit|admin] [rpm=N] [concurrency=N] [tpm=N]\" per line")
     .option("--allow-unauthenticated", "listen on a non-loopback address without API keys")
     .option("--no-audit", "keep no audit log (the log is on by default)")
@@ -123,23 +128,19 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .addOption(modelsDir())
     .action(lazy("./commands/models-rm.js"));
 
-  program.command("ps")
-    .description("what a running mlxs serve has loaded: memory, context, requests, when each unloads")
-    .option("--url <url>", "the daemon (default: http://127.0.0.1:10242)")
-    .option("--api-key <key>", "API key for the daemon")
+  addDaemonOptions(program.command("ps")
+    .description("what a running mlxs serve has loaded: memory, context, requests, when each unloads"), "the daemon")
     .option("-f, --follow", "then print each load, unload and eviction as it happens, until Ctrl-C")
     .option("--json", "JSON (with -f: one object per line)")
     .action(lazy("./commands/ps.js"));
 
   const audit = program.command("audit")
     .description("read and maintain the audit log: one record per request, metadata only, never content");
-  addFilterOptions(audit.command("tail")
+  addDaemonOptions(addFilterOptions(audit.command("tail")
     .description("print the last records; --follow keeps printing new ones until Ctrl-C")
     .option("-n, --lines <n>", "how many recent records to show first; 0 with -f shows only new ones (default: 20)", integerIn("-n/--lines", 0, 1_000_000))
     .option("-f, --follow", "keep printing records as they are written")
-    .option("--json", "JSON lines instead of a table")
-    .option("--url <url>", "read the log of a running mlxs serve, e.g. http://127.0.0.1:10242")
-    .option("--api-key <key>", "API key for --url"), { paging: false })
+    .option("--json", "JSON lines instead of a table"), { paging: false }), "read the log of a running mlxs serve over HTTP", { optional: true })
     .action(lazy("./commands/audit-tail.js"));
   addAuditDbOption(audit.command("prune")
     .description("delete records older than the retention period; one line of output, for cron")

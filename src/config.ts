@@ -49,6 +49,16 @@ const stringList = (v: unknown) => {
   const list = typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v;
   return Array.isArray(list) && list.every((s) => typeof s === "string" && s !== "") ? (list as string[]) : undefined;
 };
+/** An http:// or https:// address, without a trailing slash. */
+const httpUrl = (v: unknown) => {
+  if (typeof v !== "string" || !/^https?:\/\/[^/\s]/i.test(v)) return undefined;
+  try {
+    new URL(v);
+  } catch {
+    return undefined;
+  }
+  return v.replace(/\/+$/, "");
+};
 const flag = (v: unknown) => (v === true || v === "1" || v === "true" ? true : v === false || v === "0" || v === "false" || v === "" ? false : undefined);
 
 const SETTINGS = {
@@ -71,6 +81,11 @@ const SETTINGS = {
   loadWait: { env: "MLXS_LOAD_WAIT", expects: "a duration such as 30s", parse: (v: unknown) => { const ms = parseDuration(v); return ms !== undefined && ms > 0 ? ms : undefined; } },
   pin: { env: "MLXS_PIN", expects: "model names, comma-separated", parse: stringList },
   apiKeys: { env: "MLXS_API_KEYS", expects: "API keys, comma-separated", parse: stringList },
+  // where mlxs serve listens, and so where the commands that talk to it look for it
+  host: { env: "MLXS_HOST", expects: "a host name or IP address", parse: nonEmptyString },
+  port: { env: "MLXS_PORT", numeric: true, expects: "an integer from 0 to 65535", parse: integer(0, 65_535) },
+  // where those commands find a daemon that listens elsewhere (another machine, a proxy)
+  url: { env: "MLXS_URL", expects: "an http:// or https:// URL", parse: httpUrl },
   debug: { env: "MLXS_DEBUG", expects: "1 or 0", parse: flag },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -80,7 +95,7 @@ type SettingValues = { [K in SettingName]: NonNullable<ReturnType<(typeof SETTIN
 /** Flags as commander hands them over: already parsed by `parseFlag`, absent when not given. */
 export type ConfigFlags = Partial<SettingValues> & { config?: string };
 
-export interface Config extends Omit<SettingValues, "model" | "threads" | "maxKeepAlive" | "pin" | "apiKeys" | "debug"> {
+export interface Config extends Omit<SettingValues, "model" | "threads" | "maxKeepAlive" | "pin" | "apiKeys" | "debug" | "host" | "port" | "url"> {
   model?: string;
   /** llama.cpp threads; absent: measured for each model when it loads (core/threads.ts) */
   threads?: number;
@@ -95,6 +110,11 @@ export interface Config extends Omit<SettingValues, "model" | "threads" | "maxKe
   /** API keys from MLXS_API_KEYS or the config file's "apiKeys" (serve adds --api-key and --api-keys-file) */
   apiKeys: string[];
   debug: boolean;
+  /** where mlxs serve listens, when set (flag, MLXS_HOST/MLXS_PORT, config file); else DEFAULTS */
+  host?: string;
+  port?: number;
+  /** the daemon's address for the commands that talk to one (MLXS_URL, config file "url") */
+  url?: string;
   configFile: string;
   configDir: string;
   dataDir: string;
@@ -102,6 +122,8 @@ export interface Config extends Omit<SettingValues, "model" | "threads" | "maxKe
 }
 
 export const DEFAULTS = {
+  host: "127.0.0.1",
+  port: 10242,
   gpu: "auto" as GpuChoice,
   ctxSize: 4096,
   // bench/parallel.js, 4 clients on 2 cores, 1 thread: parallel 4 gave 1.58x the throughput
@@ -164,6 +186,9 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     pin: [...new Set([...(pick("pin") ?? []), ...(file.pinned ?? [])])],
     apiKeys: pick("apiKeys") ?? [],
     debug: pick("debug") ?? false,
+    host: pick("host"),
+    port: pick("port"),
+    url: pick("url"),
     gpu: pick("gpu") ?? DEFAULTS.gpu,
     threads: pick("threads"),
     ctxSize: pick("ctxSize") ?? DEFAULTS.ctxSize,

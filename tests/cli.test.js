@@ -1,10 +1,11 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { join } from "node:path";
-import { CLI, ENDLESS_CONTEXT, ROOT, STACK, helpTexts, runCli, tempDir, testModel, waitForRows } from "./helpers.js";
+import { CLI, ENDLESS_CONTEXT, ROOT, STACK, helpTexts, runCli, startServer, tempDir, testModel, waitFor, waitForRows } from "./helpers.js";
 
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 
@@ -287,3 +288,154 @@ interrupt("Ctrl-C stops a streaming answer: what was said stays printed, exit 13
 });
 
 interrupt.run();
+
+const daemon = suite("finding the daemon");
+
+const KEY_WARNING = /warning: a key given with --api-key is visible to every user/;
+
+/** A port nothing listens on now: taken from the system, then let go. */
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** Runs `mlxs audit tail ...` until it succeeds with output matching `pattern`. */
+async function tailUntil(args, options, pattern) {
+  let last;
+  await waitFor(async () => {
+    last = await runCli(args, options);
+    assert.is(last.code, 0, last.stderr);
+    return pattern.test(last.stdout);
+  }, { what: `${pattern} in mlxs ${args.join(" ")}`, intervalMs: 200, timeoutMs: 60_000, describe: () => last.stdout.slice(-500) });
+}
+
+daemon("MLXS_URL finds the daemon for ps, chat --url and audit tail --url; a key given as a flag is warned of, MLXS_API_KEY is not", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-key", "env-key-123"]);
+  try {
+    // the daemon's own --api-key is warned of too
+    assert.match(server.stderr(), /warning: a key given with --api-key is visible to every user .*MLXS_API_KEYS or --api-keys-file/);
+    const env = { MLXS_URL: server.url, MLXS_API_KEY: "env-key-123" };
+    const ps = await runCli(["ps", "--json"], { env });
+    assert.is(ps.code, 0, ps.stderr);
+    assert.equal(JSON.parse(ps.stdout).models.map((m) => m.model), ["tiny"]);
+    assert.is(ps.stderr, "");
+    const chat = await runCli(["chat", "hi", "--url", "--temperature", "0", "-n", "3", "--json"], { env });
+    assert.is(chat.code, 0, chat.stderr);
+    assert.is(JSON.parse(chat.stdout).usage.completion_tokens, 3);
+    // the daemon writes its records in the background: read until the chat's is there
+    await tailUntil(["audit", "tail", "--url", "--json"], { env }, /"endpoint":"\/v1\/chat\/completions"/);
+    // the flag wins over MLXS_URL, and is warned of
+    const flagged = await runCli(["ps", "--url", server.url, "--api-key", "env-key-123"], { env: { MLXS_URL: "http://127.0.0.1:9" } });
+    assert.is(flagged.code, 0, flagged.stderr);
+    assert.match(flagged.stdout, /^NAME\s+STATE/);
+    assert.match(flagged.stderr, KEY_WARNING);
+    assert.match(flagged.stderr, /use MLXS_API_KEY or --api-key-file FILE\n$/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+daemon("the config file's host and port: mlxs serve listens there, and ps, chat --url and audit tail --url find it", async () => {
+  const home = tempDir();
+  const port = await freePort();
+  writeFileSync(join(home, "config.json"), JSON.stringify({ host: "127.0.0.1", port, model: await testModel() }));
+  const child = spawn(process.execPath, [CLI, "serve"], { env: { ...process.env, MLXS_HOME: home, MLXS_THREADS: "1", MLXS_GPU: "cpu", MLXS_CTX_SIZE: "1024" } });
+  let stderr = "";
+  child.stderr.on("data", (c) => { stderr += c; });
+  const exited = new Promise((resolve) => child.on("close", resolve));
+  try {
+    await waitFor(() => stderr.includes("listening on"), { what: "mlxs serve to listen", timeoutMs: 60_000, describe: () => stderr });
+    assert.match(stderr, new RegExp(`listening on http://127\\.0\\.0\\.1:${port} `));
+    const env = { MLXS_HOME: home };
+    const ps = await runCli(["ps", "--json"], { env });
+    assert.is(ps.code, 0, ps.stderr);
+    assert.equal(JSON.parse(ps.stdout).models.map((m) => m.model), ["tiny"]);
+    const chat = await runCli(["chat", "hi", "--url", "-n", "2", "--json"], { env });
+    assert.is(chat.code, 0, chat.stderr);
+    await tailUntil(["audit", "tail", "--url", "--json"], { env }, /"endpoint":"\/v1\/chat\/completions"/);
+  } finally {
+    child.kill("SIGTERM");
+    assert.is(await exited, 0);
+  }
+});
+
+daemon("a daemon not there: one line naming the address tried and where it came from, exit 1", async () => {
+  const port = await freePort();
+  const home = tempDir();
+  const config = join(home, "config.json");
+  const cases = [
+    [["ps"], { MLXS_URL: `http://127.0.0.1:${port}` }, `http://127.0.0.1:${port} (from MLXS_URL)`],
+    [["audit", "tail", "--url"], { MLXS_PORT: String(port) }, `http://127.0.0.1:${port} (from MLXS_HOST/MLXS_PORT)`],
+    [["chat", "hi", "--url", `http://127.0.0.1:${port}/`], {}, `http://127.0.0.1:${port} (from --url)`],
+  ];
+  for (const [args, env, tried] of cases) {
+    const r = await runCli(args, { env });
+    assert.is(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert.is(r.stderr, `mlxs: cannot reach ${tried}: connection refused (is mlxs serve running there? give --url, or set MLXS_URL)\n`);
+  }
+  writeFileSync(config, JSON.stringify({ url: `http://127.0.0.1:${port}` }));
+  const fromFile = await runCli(["chat", "hi", "--url"], { env: { MLXS_HOME: home } });
+  assert.is(fromFile.code, 1);
+  assert.ok(fromFile.stderr.startsWith(`mlxs: cannot reach http://127.0.0.1:${port} (from "url" in ${config}): connection refused`), fromFile.stderr);
+  assert.not.match(fromFile.stderr, STACK);
+  // a prompt after a bare --url would be taken for its value: said, and not quoted
+  const prompt = await runCli(["chat", "--url", "a private question"]);
+  assert.is(prompt.code, 2);
+  assert.is(prompt.stderr, "mlxs: --url must be an http:// or https:// address (given without one, put --url after the other arguments)\n");
+  const badEnv = await runCli(["ps"], { env: { MLXS_URL: "localhost:10242" } });
+  assert.is(badEnv.code, 2);
+  assert.match(badEnv.stderr, /^mlxs: environment variable MLXS_URL must be an http:\/\/ or https:\/\/ URL/);
+});
+
+daemon("an unknown option that begins a known one suggests it: --temp, --temperature", async () => {
+  const temp = await runCli(["chat", "--temp", "1", "hi"]);
+  assert.is(temp.code, 2);
+  assert.match(temp.stderr, /unknown option '--temp'\n\(Did you mean --temperature\?\)/);
+  assert.not.match(temp.stderr, /--help/);
+  const loaded = await runCli(["serve", "--max-load", "1"]);
+  assert.match(loaded.stderr, /\(Did you mean --max-loaded\?\)/);
+  // a typo still gets commander's nearest option
+  const typo = await runCli(["chat", "--temperture", "1", "hi"]);
+  assert.match(typo.stderr, /\(Did you mean --temperature\?\)/);
+});
+
+daemon("--api-key-file: the key from a file authenticates, without the warning; a file every user may read is warned of; a missing one is one line", async () => {
+  const dir = tempDir();
+  const keys = join(dir, "keys");
+  writeFileSync(keys, "ops file-key-4567 scope=admin\n");
+  const server = await startServer(["--model", await testModel(), "--api-keys-file", keys]);
+  try {
+    const keyFile = join(dir, "key");
+    writeFileSync(keyFile, "file-key-4567\n", { mode: 0o600 });
+    chmodSync(keyFile, 0o600);
+    const ps = await runCli(["ps", "--url", server.url, "--api-key-file", keyFile, "--json"]);
+    assert.is(ps.code, 0, ps.stderr);
+    assert.is(ps.stderr, "");
+    assert.equal(JSON.parse(ps.stdout).models.map((m) => m.model), ["tiny"]);
+    const chat = await runCli(["chat", "hi", "--url", server.url, "--api-key-file", keyFile, "-n", "2"]);
+    assert.is(chat.code, 0, chat.stderr);
+    assert.is(chat.stderr, "");
+    await tailUntil(["audit", "tail", "--url", server.url, "--api-key-file", keyFile, "--json"], {}, /"client":"ops"/);
+    // without it: refused, and told how to give one
+    const none = await runCli(["ps", "--url", server.url]);
+    assert.is(none.code, 1);
+    assert.match(none.stderr, /answered 401: it refused the API key \(give --api-key-file, MLXS_API_KEY or --api-key\)\n$/);
+    chmodSync(keyFile, 0o644);
+    const open = await runCli(["ps", "--url", server.url, "--api-key-file", keyFile]);
+    assert.is(open.code, 0, open.stderr);
+    assert.is(open.stderr, `mlxs: warning: ${keyFile} is readable by every user of this machine; chmod 600 it\n`);
+    const missing = await runCli(["ps", "--url", server.url, "--api-key-file", join(dir, "nope")]);
+    assert.is(missing.code, 2);
+    assert.is(missing.stderr, `mlxs: --api-key-file: cannot read ${join(dir, "nope")} (ENOENT)\n`);
+    const both = await runCli(["ps", "--url", server.url, "--api-key-file", keyFile, "--api-key", "x"]);
+    assert.is(both.code, 2);
+    assert.match(both.stderr, /give --api-key or --api-key-file, not both/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+daemon.run();

@@ -188,7 +188,7 @@ ps("ps against a daemon: a table and --json; -f prints loads and unloads as they
     assert.is(await exited, 0);
     const down = await runCli(["ps", "--url", "http://127.0.0.1:9"]);
     assert.is(down.code, 1);
-    assert.match(down.stderr, /^mlxs: cannot reach http:\/\/127.0.0.1:9: connection refused/);
+    assert.match(down.stderr, /^mlxs: cannot reach http:\/\/127.0.0.1:9 \(from --url\): connection refused/);
   } finally {
     if (follower?.exitCode === null) follower.kill("SIGKILL");
     assert.is(await server.stop(), 0);

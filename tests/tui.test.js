@@ -241,7 +241,7 @@ ui("remote mode: errors are one clear notice and the session stays usable", asyn
   const app = render(createElement(ChatApp, { backend: refused, sampling: {} }));
   try {
     await type(app, "hello");
-    await waitFor(app, (f) => f.includes("cannot reach http://127.0.0.1:1: connection refused"));
+    await waitFor(app, (f) => f.includes("cannot reach http://127.0.0.1:1 (from --url): connection refused"));
     await typeAndSee(app, "/help", /\/save FILE/);
   } finally {
     app.unmount();
@@ -292,7 +292,7 @@ remote("answers from a running server; refused, 401, 404 and a mid-stream error 
   }
   const refused = await runCli(["chat", "--url", "http://127.0.0.1:1", "hi"]);
   assert.is(refused.code, 1);
-  assert.match(refused.stderr, /^mlxs: cannot reach http:\/\/127\.0\.0\.1:1: connection refused/);
+  assert.match(refused.stderr, /^mlxs: cannot reach http:\/\/127\.0\.0\.1:1 \(from --url\): connection refused/);
   const slow = await startServer(["--model", await testModel({ endless: true }), "--request-timeout", "0.1"]);
   try {
     const broken = await runCli(["chat", "--url", slow.url, "-n", "1000", "go"]);

@@ -6,7 +6,8 @@ import type { AuditRow } from "../audit/schema.js";
 import type { AuditLogFilter } from "../audit/filter.js";
 import { CommandFailure } from "../errors.js";
 import { readSse } from "./sse-reader.js";
-import { daemonGet } from "./daemon.js";
+import { daemonAddress, daemonGet, type DaemonAddress } from "./daemon.js";
+import { clientApiKey } from "./api-key.js";
 import { filterFrom, openExisting } from "./audit-options.js";
 import { shownAuditLocation } from "../audit/open-store.js";
 import { configFlagsFrom } from "./options.js";
@@ -23,7 +24,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const print = opts.json ? (rows: AuditRow[]) => rows.forEach((r) => writeOut(JSON.stringify(presentRow(r)) + "\n")) : tablePrinter();
   // with --url, the daemon's log over HTTP rather than a local database
 
-  if (opts.url) return followRemote(String(opts.url), opts, filter, lines, print);
+  if (opts.url) return followRemote(daemonAddress(opts.url, config), clientApiKey(opts), opts, filter, lines, print);
   let store = await openExisting(config, Boolean(opts.follow));
   if (!store && !opts.follow) return;
   const stop = stopSignal();
@@ -70,7 +71,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
  * The same, from a running `mlxs serve`: the last records from /v1/audit/logs, then (with
  * --follow) each new one from the /v1/audit/stream event stream.
  */
-async function followRemote(base: string, opts: Record<string, unknown>, filter: AuditLogFilter, lines: number, print: (rows: AuditRow[]) => void): Promise<void> {
+async function followRemote(daemon: DaemonAddress, apiKey: string | undefined, opts: Record<string, unknown>, filter: AuditLogFilter, lines: number, print: (rows: AuditRow[]) => void): Promise<void> {
   const query = new URLSearchParams();
   for (const field of ["model", "backend_type", "endpoint", "status", "request_id"] as const) {
     if (filter[field] !== undefined) query.set(field, String(filter[field]));
@@ -78,7 +79,8 @@ async function followRemote(base: string, opts: Record<string, unknown>, filter:
   for (const field of ["since", "until"] as const) if (filter[field] !== undefined) query.set(field, new Date(filter[field]!).toISOString());
   if (filter.min_duration_ms !== undefined) query.set("min_duration_ms", String(filter.min_duration_ms));
   const stop = stopSignal();
-  const get = (path: string, params: URLSearchParams) => daemonGet(base, path, { apiKey: opts.apiKey as string | undefined, signal: stop.signal, query: params });
+  const base = daemon.url;
+  const get = (path: string, params: URLSearchParams) => daemonGet(daemon, path, { apiKey, signal: stop.signal, query: params });
   try {
     if (lines > 0) {
       const recent = new URLSearchParams(query);

@@ -11,6 +11,7 @@ import { AuditWriter } from "../audit/writer.js";
 import { track, type Outcome } from "../audit/track.js";
 import { CANCELLED, outcomeOf } from "./audited.js";
 import { readSse } from "./sse-reader.js";
+import { unreachable, type DaemonAddress } from "./daemon.js";
 import { recorded } from "../server/recorded.js";
 
 /** What shapes an answer: sampling, and the form asked of it (`--json-schema`). */
@@ -77,8 +78,12 @@ export class RemoteBackend implements ChatBackend {
   readonly label: string;
   private served: string[] = [];
 
-  constructor(private readonly base: string, private readonly apiKey: string | undefined, model: string | undefined) {
+  private readonly address: DaemonAddress;
+
+  /** `from`: where the address came from (see daemonAddress), said when it cannot be reached */
+  constructor(base: string, private readonly apiKey: string | undefined, model: string | undefined, from = "--url") {
     this.label = base.replace(/\/+$/, "");
+    this.address = { url: this.label, from };
     this.model = model ?? "";
   }
 
@@ -108,13 +113,12 @@ export class RemoteBackend implements ChatBackend {
       });
     } catch (error) {
       if (signal?.aborted) throw error;
-      const code = (error as { code?: string }).code ?? (error as { cause?: { code?: string } }).cause?.code;
-      throw new CommandFailure(`cannot reach ${this.label}: ${code === "ECONNREFUSED" ? "connection refused (is mlxs serve running?)" : code ?? (error as Error).message}`);
+      throw unreachable(this.address, error);
     }
     if (response.statusCode >= 400) {
       const problem = (await response.body.json().catch(() => ({}))) as { detail?: string; error?: { message?: string } };
       const detail = problem.detail ?? problem.error?.message;
-      const what = response.statusCode === 401 ? "refused the API key (give --api-key)"
+      const what = response.statusCode === 401 ? "refused the API key (give --api-key-file, MLXS_API_KEY or --api-key)"
         : response.statusCode === 404 && path.includes("chat") ? `does not serve the model "${this.model}"`
           : `answered ${response.statusCode}`;
       throw new CommandFailure(`${this.label} ${what}${detail ? `: ${detail}` : ""}`);

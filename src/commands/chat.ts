@@ -12,6 +12,8 @@ import { interruptible, outputClosed, readStdin, writeOut } from "./io.js";
 import { audited, cancelledOutcome, loadedAfter } from "./audited.js";
 import { captureTypeAhead } from "../tui/type-ahead.js";
 import { recorded } from "../server/recorded.js";
+import { daemonAddress } from "./daemon.js";
+import { clientApiKey } from "./api-key.js";
 
 export async function run(promptArg: string | undefined, _opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -115,7 +117,8 @@ function schemaFormat(file: string): ResponseFormat {
 
 async function openBackend(config: Config, opts: Record<string, unknown>): Promise<ChatBackend> {
   if (opts.url) {
-    const backend = new RemoteBackend(String(opts.url), opts.apiKey as string | undefined, opts.model as string | undefined);
+    const daemon = daemonAddress(opts.url, config);
+    const backend = new RemoteBackend(daemon.url, clientApiKey(opts), opts.model as string | undefined, daemon.from);
     await backend.connect();
     return backend;
   }

@@ -7,8 +7,8 @@ import type { SamplingOptions } from "../core/types.js";
 
 export function addCoreOptions(command: Command, { multipleModels = false } = {}): Command {
   const model = multipleModels
-    ? new Option("-m, --model <spec...>", "model(s): a .gguf path, hf:user/repo[:quant], an https:// URL, or a name from the config file (default: the built-in demo model)")
-    : new Option("-m, --model <spec>", "model: a .gguf path, hf:user/repo[:quant], an https:// URL, or a name from the config file (default: the built-in demo model)");
+    ? new Option("-m, --model <spec...>", "model(s): a .gguf path, hf:user/repo[:quant], an https:// URL, or a name from the config file (default: those of the config file and models directory, else the built-in demo model)")
+    : new Option("-m, --model <spec>", "model: a .gguf path, hf:user/repo[:quant], an https:// URL, or a name from the config file (default: those of the config file and models directory, else the built-in demo model)");
   return command
     .addOption(model)
     .addOption(new Option("--gpu <backend>", "auto, cpu, cuda or vulkan (default: auto)").argParser(parseFlag("gpu", "--gpu")))
@@ -59,9 +59,34 @@ export function samplingFrom(opts: Record<string, unknown>): SamplingOptions {
 }
 
 export function configFlagsFrom(opts: Record<string, unknown>): ConfigFlags {
-  const { config, gpu, threads, ctxSize, parallel, queue, db, retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin } =
+  const { config, gpu, threads, ctxSize, parallel, queue, db, retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin, host, port } =
     opts as ConfigFlags & { db?: string; retentionDays?: number };
-  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, auditRetentionDays: retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin };
+  // --url is not here: where a command finds the daemon is daemonAddress's to say
+  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, auditRetentionDays: retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin, host, port };
+}
+
+/** Where a command finds a running daemon without --url: said in each such command's --help. */
+const FOUND = "$MLXS_URL, else the config file's url, else the host and port mlxs serve is configured with, else http://127.0.0.1:10242";
+
+/**
+ * --url, --api-key and --api-key-file, for the commands that talk to a daemon. `what`:
+ * what --url does; `optional`: --url may come without a value (the address found as above),
+ * for a command that otherwise works without a daemon.
+ */
+export function addDaemonOptions(command: Command, what: string, { optional = false } = {}): Command {
+  const flags = optional ? `--url [url]` : `--url <url>`;
+  const parse = parseFlag("url", "--url");
+  return command
+    .addOption(new Option(flags, `${what} (${optional ? "without a value" : "default"}: ${FOUND})`).argParser((raw: string) => {
+      try {
+        return parse(raw);
+      } catch {
+        // not quoted: after a bare --url this may be a prompt
+        throw new UsageError(`--url must be an http:// or https:// address${optional ? " (given without one, put --url after the other arguments)" : ""}`);
+      }
+    }))
+    .option("--api-key <key>", "API key for the daemon (visible to other users in ps: prefer --api-key-file or $MLXS_API_KEY)")
+    .option("--api-key-file <file>", "read the API key from this file (the key alone on one line)");
 }
 
 /** --db, for every command that writes or reads the audit log. */

@@ -6,7 +6,10 @@
 import type { Command } from "commander";
 import { CommandFailure } from "../errors.js";
 import { formatDuration } from "../core/durations.js";
-import { DEFAULT_DAEMON_URL, daemonGet } from "./daemon.js";
+import { loadConfig } from "../config.js";
+import { daemonAddress, daemonGet } from "./daemon.js";
+import { clientApiKey } from "./api-key.js";
+import { configFlagsFrom } from "./options.js";
 import { readSse } from "./sse-reader.js";
 import { colours, stopSignal, writeOut } from "./io.js";
 
@@ -24,19 +27,20 @@ interface Loaded {
 
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
-  const base = String(opts.url ?? DEFAULT_DAEMON_URL).replace(/\/+$/, "");
-  const apiKey = opts.apiKey as string | undefined;
+  const daemon = daemonAddress(opts.url, loadConfig(configFlagsFrom(opts)));
+  const base = daemon.url;
+  const apiKey = clientApiKey(opts);
   const json = Boolean(opts.json);
   const stop = stopSignal();
   try {
     if (!opts.follow) {
-      const response = await daemonGet(base, "/v1/ps", { apiKey, signal: stop.signal });
+      const response = await daemonGet(daemon, "/v1/ps", { apiKey, signal: stop.signal });
       if (!response) return;
       const { data } = (await response.body.json()) as { data: Loaded[] };
       writeOut(json ? `${JSON.stringify({ models: data })}\n` : table(data));
       return;
     }
-    const stream = await daemonGet(base, "/v1/ps/events", { apiKey, signal: stop.signal });
+    const stream = await daemonGet(daemon, "/v1/ps/events", { apiKey, signal: stop.signal });
     if (!stream) return;
     try {
       for await (const { data } of readSse(stream.body)) {
