@@ -1,7 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { writeTinyModel, DEMO_MODEL } from "../dist/core/gguf-writer.js";
@@ -66,6 +66,18 @@ test("the demo model answers in readable words: valid UTF-8, no control or byte 
   } finally {
     await core.close();
   }
+});
+
+test("a demo model file of an older mlxs (other weights) is not taken for this one: another name, and removed once the new one is written", async () => {
+  const models = join(tempDir(), "models");
+  mkdirSync(models, { recursive: true });
+  // the demo model before it ended its JSON strings
+  const old = join(models, "mlxs-demo-20261129.gguf");
+  writeFileSync(old, "GGUF of an older demo model");
+  const demo = await ensureDemoModel(models);
+  assert.is.not(demo.path, old);
+  assert.not.ok(existsSync(old));
+  assert.ok(statSync(demo.path).size > 100_000);
 });
 
 test.run();

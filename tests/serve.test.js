@@ -2,6 +2,8 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { request } from "undici";
 import OpenAI from "openai";
+import { zodResponseFormat } from "openai/helpers/zod";
+import { z } from "zod";
 import { httpCall, jsonRequest, startServer, testModel, waitForRows } from "./helpers.js";
 
 const json = (body) => jsonRequest(body);
@@ -272,3 +274,60 @@ api("no seed: every request draws a fresh one (20 alike at temperature 1 give at
 });
 
 api.run();
+
+const demo = suite("the demo model ends its answers and its JSON");
+demo.before(async (ctx) => {
+  // no --model, nothing in the data dir: the demo model
+  ctx.server = await startServer([]);
+  ctx.client = new OpenAI({ baseURL: `${ctx.server.url}/v1`, apiKey: "unused", maxRetries: 0 });
+});
+demo.after(async (ctx) => { assert.is(await ctx.server.stop(), 0); });
+
+const TRIES = 10;
+
+demo("a chat at the default temperature ends by itself within 200 tokens (at least 8 of 10)", async ({ server }) => {
+  assert.match(server.stderr(), /models: demo/);
+  const reasons = [];
+  for (let i = 0; i < TRIES; i++) {
+    const r = await call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: `Tell me about the sea, ${i}` }], max_tokens: 200 }));
+    assert.is(r.status, 200, r.text);
+    reasons.push(r.body.choices[0].finish_reason);
+  }
+  assert.ok(reasons.filter((r) => r === "stop").length >= 8, reasons.join(" "));
+});
+
+demo("JSON strings without maxLength, and lists of them, close by themselves: json_schema answers finish with stop and parse (at least 8 of 10)", async ({ server }) => {
+  const schema = { type: "object", properties: { name: { type: "string" }, tags: { type: "array", items: { type: "string" } } }, required: ["name", "tags"], additionalProperties: false };
+  const done = [];
+  for (let i = 0; i < TRIES; i++) {
+    const r = await call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: `Someone, ${i}` }], max_tokens: 200, response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } } }));
+    assert.is(r.status, 200, r.text);
+    const choice = r.body.choices[0];
+    if (choice.finish_reason === "stop") {
+      const value = JSON.parse(choice.message.content);
+      assert.type(value.name, "string");
+      assert.ok(Array.isArray(value.tags));
+      done.push(choice.message.content);
+    }
+  }
+  assert.ok(done.length >= 8, `${done.length} of ${TRIES} finished`);
+});
+
+demo("the official client's parse() with a zod schema without .max(): completes (no LengthFinishReasonError) at least 8 of 10 times", async ({ client }) => {
+  const Person = z.object({ name: z.string(), hobbies: z.array(z.string()), city: z.string() });
+  let completed = 0;
+  const failures = [];
+  for (let i = 0; i < TRIES; i++) {
+    try {
+      const r = await client.chat.completions.parse({ model: "demo", messages: [{ role: "user", content: `Describe someone, ${i}` }], max_tokens: 200, response_format: zodResponseFormat(Person, "person") });
+      assert.is(r.choices[0].finish_reason, "stop");
+      assert.ok(Person.safeParse(r.choices[0].message.parsed).success);
+      completed++;
+    } catch (error) {
+      failures.push(error.constructor.name);
+    }
+  }
+  assert.ok(completed >= 8, `${completed} of ${TRIES}; failures: ${failures.join(", ")}`);
+});
+
+demo.run();

@@ -25,6 +25,12 @@ export interface TinyModelSpec {
   wordCount?: number;
   /** false: end-of-turn is never generated, so every answer runs to its token limit (benchmarks) */
   canEnd?: boolean;
+  /**
+   * Ends as a small real model would (the demo model): answers within tens of tokens, and
+   * JSON strings, arrays and objects within a few (see `closers`). Other models keep the
+   * plain recipe, which the tests' expectations are measured on.
+   */
+  closes?: boolean;
   seed: number;
 }
 
@@ -180,12 +186,68 @@ function uniform(std: number) {
   };
 }
 const ones = (_row: number, out: Float32Array) => out.fill(1);
-/** a projection that never writes residual dimension 0, which must stay constant */
-function sparingDimensionZero(std: number) {
+/** a projection that never writes the residual dimensions below `kept`, which carry what they were given */
+function sparing(kept: number, std: number) {
   const fill = uniform(std);
   return (row: number, out: Float32Array, random: () => number) => {
     fill(row, out, random);
-    if (row === 0) out.fill(0);
+    if (row < kept) out.fill(0);
+  };
+}
+
+/*
+ * How a closing model (`closes`) ends its JSON strings: two residual dimensions beside the
+ * constant 0, which no layer writes but the ones below. IS_QUOTE is set by the embedding of
+ * `"`. SAW_QUOTE is written by head 0 of block 0, which attends to the quotes in the context
+ * (its query is the constant, its key IS_QUOTE, on the slowest-turning rope pair so that
+ * distance hardly matters) and copies IS_QUOTE: about 1 once a quote was written, 0 before.
+ * The output rows then make `"` likely once a quote was seen (a JSON string, a key, a tool
+ * call's arguments) but not right after one (no empty strings), and `]` and `}` likely
+ * there too (an array or object ends); without a quote in the context they are as unlikely
+ * as ever, so free text stays words.
+ */
+const IS_QUOTE = 1;
+const SAW_QUOTE = 2;
+/** the quote head's query and key scale: attention to a quote outweighs thousands of other tokens */
+const QUOTE_ATTENTION = 8;
+/** logit weights on [constant, IS_QUOTE, SAW_QUOTE]: a closing token's row, and a closing model's end of turn */
+const CLOSING: Record<string, [number, number, number]> = {
+  // measured on the demo model (temperature 0.8): a string of 1 to 10 words, 2 or 3 at the median
+  "\"": [-10, -40, 19],
+  // in a string, less likely than words; where the grammar only allows "," or a closer, likelier than ","
+  "]": [-12, 0, 15],
+  "}": [-12, 0, 15],
+};
+/** end of turn: a plain model's weight on the constant, and a closing model's (answers of 20 to 30 tokens at the median) */
+const END_WEIGHT = 3;
+const CLOSING_END_WEIGHT = 5;
+
+/** Head 0 of block 0 of a closing model: the quote detector (above). */
+function quoteHead(headDim: number) {
+  const designed = (set: (row: number, out: Float32Array) => void, std: number) => {
+    const fill = uniform(std);
+    return (row: number, out: Float32Array, random: () => number) => {
+      fill(row, out, random);
+      if (row >= headDim) return;
+      out.fill(0);
+      set(row, out);
+    };
+  };
+  // rope turns the pairs (2i, 2i+1); the last pair turns slowest
+  const pair = headDim - 2;
+  return {
+    q: (std: number) => designed((row, out) => { if (row === pair) out[0] = QUOTE_ATTENTION; }, std),
+    k: (std: number) => designed((row, out) => { if (row === pair) out[IS_QUOTE] = QUOTE_ATTENTION; }, std),
+    v: (std: number) => designed((row, out) => { if (row === 0) out[IS_QUOTE] = 1; }, std),
+    /** the head's first value lands on SAW_QUOTE, and nowhere else */
+    output: (std: number) => {
+      const fill = sparing(SAW_QUOTE + 1, std);
+      return (row: number, out: Float32Array, random: () => number) => {
+        fill(row, out, random);
+        if (row === SAW_QUOTE) out[0] = 1;
+        else out.fill(0, 0, headDim);
+      };
+    },
   };
 }
 
@@ -193,24 +255,38 @@ function planTensors(spec: TinyModelSpec, vocab: Vocabulary): TensorPlan[] {
   const d = spec.embeddingLength;
   const ff = spec.feedForwardLength;
   const nVocab = vocab.tokens.length;
+  const closes = spec.closes === true;
+  // residual dimensions no layer writes: the constant, and a closing model's two
+  const kept = closes ? SAW_QUOTE + 1 : 1;
+  const closing = new Map(closes ? Object.entries(CLOSING).map(([piece, weights]) => [vocab.tokens.indexOf(piece), weights] as const) : []);
+  const quote = vocab.tokens.indexOf('"');
   const plans: TensorPlan[] = [
     {
       name: "token_embd.weight", dims: [d, nVocab],
-      fill: (row, out, random) => { uniform(1)(row, out, random); out[0] = 1; },
+      fill: (row, out, random) => {
+        uniform(1)(row, out, random);
+        out[0] = 1;
+        if (closes) {
+          out[IS_QUOTE] = row === quote ? 1 : 0;
+          out[SAW_QUOTE] = 0;
+        }
+      },
     },
   ];
   for (let b = 0; b < spec.blockCount; b++) {
     const p = `blk.${b}.`;
+    const head = closes && b === 0 ? quoteHead(d / spec.headCount) : undefined;
+    const std = 1 / Math.sqrt(d);
     plans.push(
       { name: p + "attn_norm.weight", dims: [d], fill: ones },
-      { name: p + "attn_q.weight", dims: [d, d], fill: uniform(1 / Math.sqrt(d)) },
-      { name: p + "attn_k.weight", dims: [d, d], fill: uniform(1 / Math.sqrt(d)) },
-      { name: p + "attn_v.weight", dims: [d, d], fill: uniform(1 / Math.sqrt(d)) },
-      { name: p + "attn_output.weight", dims: [d, d], fill: sparingDimensionZero(1 / Math.sqrt(d)) },
+      { name: p + "attn_q.weight", dims: [d, d], fill: head ? head.q(std) : uniform(std) },
+      { name: p + "attn_k.weight", dims: [d, d], fill: head ? head.k(std) : uniform(std) },
+      { name: p + "attn_v.weight", dims: [d, d], fill: head ? head.v(std) : uniform(std) },
+      { name: p + "attn_output.weight", dims: [d, d], fill: head ? head.output(std) : sparing(kept, std) },
       { name: p + "ffn_norm.weight", dims: [d], fill: ones },
-      { name: p + "ffn_gate.weight", dims: [d, ff], fill: uniform(1 / Math.sqrt(d)) },
-      { name: p + "ffn_up.weight", dims: [d, ff], fill: uniform(1 / Math.sqrt(d)) },
-      { name: p + "ffn_down.weight", dims: [ff, d], fill: sparingDimensionZero(1 / Math.sqrt(ff)) },
+      { name: p + "ffn_gate.weight", dims: [d, ff], fill: uniform(std) },
+      { name: p + "ffn_up.weight", dims: [d, ff], fill: uniform(std) },
+      { name: p + "ffn_down.weight", dims: [ff, d], fill: sparing(kept, 1 / Math.sqrt(ff)) },
     );
   }
   const wordLogits = uniform(2.5 / Math.sqrt(d));
@@ -219,10 +295,15 @@ function planTensors(spec: TinyModelSpec, vocab: Vocabulary): TensorPlan[] {
     {
       name: "output.weight", dims: [d, nVocab],
       fill: (token, out, random) => {
+        const weights = closing.get(token);
         if (vocab.generatable[token]) {
           wordLogits(token, out, random);
           // end-of-turn a little likelier than any one word: answers end on their own
-          out[0] = token === vocab.eos ? 3 : 0;
+          out[0] = token === vocab.eos ? (closes ? CLOSING_END_WEIGHT : END_WEIGHT) : 0;
+          if (closes) out[IS_QUOTE] = out[SAW_QUOTE] = 0;
+        } else if (weights) {
+          out.fill(0);
+          [out[0], out[IS_QUOTE], out[SAW_QUOTE]] = weights;
         } else {
           out.fill(0);
           out[0] = -1000;
@@ -323,7 +404,10 @@ export async function writeTinyModel(path: string, spec: TinyModelSpec): Promise
 /** The built-in demo model: about 1 MB, loads in milliseconds. */
 export const DEMO_MODEL: TinyModelSpec = {
   name: "mlxs-demo", embeddingLength: 64, blockCount: 2, headCount: 4, feedForwardLength: 128,
-  contextLength: 4096, seed: 20261129,
+  contextLength: 4096, closes: true,
+  // the demo's file name carries the seed: change it whenever the demo's weights change, so
+  // that a file written by an older mlxs is not taken for this one
+  seed: 20261202,
 };
 
 /** The benchmark model: the same recipe at about 100 MB, so that inference dominates. */

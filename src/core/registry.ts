@@ -60,7 +60,7 @@ export class ModelRegistry {
     if (first) return first.name;
     const names = this.list().map((e) => e.name);
     if (names.length === 1) return names[0]!;
-    throw new CoreError("invalid_request", names.length === 0 ? "no model to serve" : `name the model: this server serves ${names.join(", ")}`, { param: "model" });
+    throw new CoreError("invalid_request", names.length === 0 ? "no model to serve" : `no model named, and several can be served: ${names.join(", ")} (name one: a request's "model", or --model)`, { param: "model" });
   }
 
   /** The model it was started with, if any: the one whose runner starts llama.cpp before any request. */
