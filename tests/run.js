@@ -7,7 +7,7 @@
 // failed: the suite can fail, but never hang.
 //   node tests/run.js [NAME ...]      only the files whose names contain a NAME
 //   MLXS_TEST_JOBS=N                  files at once (default 2)
-//   MLXS_TEST_FILE_TIMEOUT=SECONDS    the deadline of each file (default 420)
+//   MLXS_TEST_FILE_TIMEOUT=SECONDS    the deadline of each file (default 600)
 import { spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 const dir = dirname(fileURLToPath(import.meta.url));
 const only = process.argv.slice(2);
 const files = readdirSync(dir).filter((f) => f.endsWith(".test.js") && (only.length === 0 || only.some((o) => f.includes(o)))).sort();
-const deadlineMs = Number(process.env.MLXS_TEST_FILE_TIMEOUT || 420) * 1000;
+const deadlineMs = Number(process.env.MLXS_TEST_FILE_TIMEOUT || 600) * 1000;
 
 const jobs = Math.max(1, Number(process.env.MLXS_TEST_JOBS || 2));
 

@@ -169,7 +169,9 @@ ui("Ctrl-C stops an answer and keeps the session; the record says cancelled", as
 });
 
 ui("typing goes on while an answer comes; a line sent meanwhile waits for it, then is sent", async () => {
-  const { app, close } = await localApp({ endless: true, sampling: { temperature: 1, maxTokens: 2000 } });
+  // long enough to be still coming while the next line is typed (a few keys); short enough that the
+  // screen, redrawn at every token, stays cheap on a loaded machine (2 000 tokens took minutes there)
+  const { app, close } = await localApp({ endless: true, sampling: { temperature: 1, maxTokens: 400 } });
   try {
     await type(app, "first question");
     await waitFor(app, (f) => f.includes("answering…"));
