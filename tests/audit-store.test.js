@@ -5,7 +5,7 @@ import { join } from "node:path";
 import sqlite3 from "sqlite3";
 import { open } from "sqlite";
 import { AuditStore, AuditStoreError } from "../dist/audit/store.js";
-import { COLUMNS, SCHEMA_VERSION } from "../dist/audit/schema.js";
+import { COLUMNS, MIGRATIONS, SCHEMA_VERSION } from "../dist/audit/schema.js";
 import { FilterError, parseFilter, parseDuration } from "../dist/audit/filter.js";
 import { AuditWriter } from "../dist/audit/writer.js";
 import { track } from "../dist/audit/track.js";
@@ -233,11 +233,12 @@ queries("stats: counts, percentiles, tokens, error rate", async ({ store }) => {
   assert.is(none.durationMs.p50, null);
 });
 
-queries("prune deletes only what is older, in batches; a duplicate request id is stored once", async ({ store }) => {
+queries("prune deletes only what is older, in batches; a request id sent again is another row", async ({ store }) => {
   assert.is(await store.countOlderThan(NOW - 100 * 60_000), 199);
   assert.is(await store.prune(NOW - 100 * 60_000, { batchSize: 16 }), 199);
   assert.is((await q(store, {})).length, 101);
-  assert.is(await store.insert([syntheticRecord(0, { now: NOW })]), 0);
+  assert.is(await store.insert([syntheticRecord(0, { now: NOW })]), 1);
+  assert.is((await q(store, { request_id: "r-0" })).length, 2);
 });
 
 queries.run();
@@ -337,3 +338,77 @@ writer("track(): one record per request with status, tokens, ttft and a bounded 
 });
 
 writer.run();
+
+const identity = suite("one row per request");
+
+identity("100 records with one request id: 100 rows, and the writer's written count says 100", async () => {
+  const path = join(tempDir(), "same.db");
+  const w = new AuditWriter(async () => AuditStore.open(path), { flushIntervalMs: 20, batchSize: 30 });
+  for (let i = 0; i < 100; i++) w.record({ ...syntheticRecord(i), request_id: "same-id-123", timestamp: NOW });
+  await w.close();
+  assert.equal(w.stats, { recorded: 100, written: 100, dropped: 0, pending: 0 });
+  const store = await AuditStore.open(path);
+  const rows = await store.query(parseFilter({ request_id: "same-id-123" }, { defaultLimit: null }));
+  assert.is(rows.length, 100);
+  assert.is(new Set(rows.map((r) => r.id)).size, 100, "each its own row id");
+  await store.close();
+});
+
+identity("a database of the old schema (request_id unique) migrates in place: rows and ids kept, ids never given again", async () => {
+  const path = join(tempDir(), "v4.db");
+  const db = await rawDb(path);
+  // the schema as mlxs made it before this migration: the first four migrations
+  for (const sql of MIGRATIONS.slice(0, 4)) await db.exec(sql);
+  await db.exec("PRAGMA user_version = 4");
+  const old = syntheticRecords(50, { now: NOW });
+  for (const [i, r] of old.entries()) {
+    await db.run(`INSERT INTO audit_logs (id, request_id, timestamp, endpoint, duration_ms, status, stream, load_ms, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      i * 2 + 1, r.request_id, r.timestamp, r.endpoint, r.duration_ms, r.status, r.stream ? 1 : 0, 12.5, "box");
+  }
+  const refused = await db.run("INSERT INTO audit_logs (request_id, timestamp, endpoint, duration_ms, status) VALUES ('r-1', 1, 'x', 1, 'success')").then(() => null, (e) => e);
+  assert.match(refused?.message ?? "", /UNIQUE constraint failed: audit_logs.request_id/, "the old schema keys by request id");
+  await db.close();
+
+  const store = await AuditStore.open(path);
+  const rows = await store.query(parseFilter({ order: "asc" }, { defaultLimit: null }));
+  assert.is(rows.length, 50);
+  assert.equal(rows.map((r) => r.id).sort((a, b) => a - b), old.map((_, i) => i * 2 + 1));
+  assert.ok(rows.every((r) => r.load_ms === 12.5 && r.instance === "box"));
+  assert.equal(rows.find((r) => r.id === 1).request_id, "r-0");
+  // the same request id again: another row, after the old ones
+  assert.is(await store.insert([{ ...syntheticRecord(0, { now: NOW }), request_id: "r-0" }]), 1);
+  assert.is((await store.query(parseFilter({ request_id: "r-0" }))).length, 2);
+  // a prune that empties the log: a new row's id is still past every id given before
+  await store.prune(NOW + 1);
+  assert.is(await store.insert([syntheticRecord(1, { now: NOW })]), 1);
+  assert.is(await store.lastId(), 101);
+  await store.close();
+
+  const raw = await rawDb(path);
+  assert.is((await raw.get("PRAGMA user_version")).user_version, SCHEMA_VERSION);
+  const plan = await raw.all("EXPLAIN QUERY PLAN SELECT * FROM audit_logs WHERE request_id = 'r-0'");
+  assert.match(plan.map((p) => p.detail).join(" "), /audit_logs_request_id/);
+  await raw.close();
+});
+
+identity("tokens per second count generation time only: not the time to first token, not the model's load", async () => {
+  const store = await AuditStore.open(join(tempDir(), "tps.db"));
+  // 3 tokens in 4 s, of which 3.7 s waiting for the model and 0.1 s to the first token: 0.2 s generating
+  const base = { ...syntheticRecord(0, { now: NOW }), status: "success", model: "m", client: "k" };
+  await store.insert([
+    { ...base, duration_ms: 4000, ttft_ms: 100, load_ms: 3700, completion_tokens: 3 },
+    { ...base, duration_ms: 1100, ttft_ms: 100, load_ms: null, completion_tokens: 3 },
+    { ...base, duration_ms: 50, ttft_ms: null, load_ms: null, completion_tokens: 0, endpoint: "/v1/embeddings" },
+  ]);
+  const all = parseFilter({}, { defaultLimit: null });
+  // 6 tokens in 0.2 s + 1.0 s
+  assert.ok(Math.abs((await store.stats(all)).tokensPerSecond - 5) < 1e-9, `${(await store.stats(all)).tokensPerSecond}`);
+  const [group] = await store.statsBy(all, "model");
+  assert.is(group.key, "m");
+  assert.ok(Math.abs(group.tokens_per_second - 5) < 1e-9, `${group.tokens_per_second}`);
+  const byEndpoint = await store.statsBy(all, "endpoint");
+  assert.is(byEndpoint.find((g) => g.key === "/v1/embeddings")?.tokens_per_second ?? null, null);
+  await store.close();
+});
+
+identity.run();

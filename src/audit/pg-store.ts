@@ -17,7 +17,7 @@ import pg from "pg";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError, describePgError } from "./errors.js";
 import { COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { statsOf, whereOf, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
+import { GENERATING_MS, statsOf, whereOf, withTokensPerSecond, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
 
 const DAY_MS = 86_400_000;
 const CHANNEL = "mlxs_audit";
@@ -66,6 +66,15 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
    CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
    CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);`,
+  // 2: one row per request, whatever its X-Request-ID: the row's identity is its id, from
+  // the sequence; request_id is what the client sent (or what mlxs made for it), searchable
+  // but not unique (a retry that reused an id, landing on the same millisecond, was skipped)
+  `DO $$ DECLARE c text; BEGIN
+     FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = 'audit_logs'::regclass AND contype = 'u' LOOP
+       EXECUTE format('ALTER TABLE audit_logs DROP CONSTRAINT %I', c);
+     END LOOP;
+   END $$;
+   CREATE INDEX audit_logs_request_id ON audit_logs (request_id);`,
 ];
 
 // Export lines rendered by PostgreSQL, byte for byte as SQLite renders them: a REAL with
@@ -125,12 +134,11 @@ class ClosingClient extends pg.Client {
 export class PgAuditStore {
   /** day partitions known to exist (their first millisecond) */
   private readonly partitions = new Set<number>();
-  /** ids after() has given lately: a record committed late, with an older id, comes once */
-  private readonly given = new Set<number>();
-  /** the ids before a follower's first cursor are known (none of them is news) */
-  private primed = false;
+  /** one LISTEN connection wakes every follower of this store that waits */
   private listener?: Promise<pg.PoolClient>;
-  private wake?: () => void;
+  private readonly wakers = new Set<() => void>();
+  /** the follower of after() and waitForChange() called on the store itself */
+  private own?: PgFollower;
 
   private constructor(private readonly pool: pg.Pool, readonly path: string) {}
 
@@ -204,7 +212,7 @@ export class PgAuditStore {
     }
   }
 
-  /** Inserts the records in one statement; a request id already stored (same time) is skipped. Returns how many were stored. */
+  /** Inserts the records in one statement, one row each (request ids may repeat). Returns how many were stored. */
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
     await this.ensurePartitions(records);
@@ -213,7 +221,7 @@ export class PgAuditStore {
       `WITH stored AS (
          INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
          SELECT * FROM unnest(${INSERT_COLUMNS.map((c, i) => `$${i + 1}::${TYPES[c]}[]`).join(", ")})
-         ON CONFLICT (request_id, timestamp) DO NOTHING RETURNING 1)
+         RETURNING 1)
        SELECT count(*) AS n, pg_notify('${CHANNEL}', count(*)::text) FROM stored`,
       columns,
     );
@@ -254,51 +262,35 @@ export class PgAuditStore {
   }
 
   /**
-   * Records stored after row `afterId`, by id: what `tail --follow` prints next. Writers
-   * commit in their own order, so a record with an older id may appear after newer ones:
-   * the query looks back over recent ids and leaves out those already there at the first
-   * call or given since.
+   * A follower of its own: what one `tail -f` or one `/v1/audit/stream` has been given.
+   * Each keeps its own, so that two streams with overlapping filters each get every row once.
    */
-  async after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
-    const from = Math.max(0, afterId - LOOKBACK_IDS);
-    if (!this.primed) {
-      this.primed = true;
-      for (const { id } of (await this.pool.query("SELECT id FROM audit_logs WHERE id > $1 AND id <= $2", [from, afterId])).rows) this.given.add(id as number);
-    }
-    for (const id of this.given) if (id <= from) this.given.delete(id);
-    const { where, params } = numbered(whereOf(filter, [["id > ?", from], ["NOT (id = ANY(?::bigint[]))", [...this.given]]]));
-    const rows = (await this.pool.query(`SELECT ${COLUMNS.join(", ")} FROM audit_logs ${where} ORDER BY id ASC LIMIT $${params.length + 1}`, [...params, limit])).rows.map(toRow);
-    for (const row of rows) this.given.add(row.id);
-    return rows;
+  follower(): PgFollower {
+    return new PgFollower(this.pool, () => {
+      this.listener ??= this.listen();
+      return this.listener;
+    }, this.wakers);
+  }
+
+  /** after() of this store's own follower (see PgFollower.after). */
+  after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
+    this.own ??= this.follower();
+    return this.own.after(afterId, filter, limit);
+  }
+
+  /** waitForChange() of this store's own follower (see PgFollower.waitForChange). */
+  waitForChange(ms: number, signal?: AbortSignal): Promise<void> {
+    this.own ??= this.follower();
+    return this.own.waitForChange(ms, signal);
   }
 
   async lastId(): Promise<number> {
     return (await this.pool.query("SELECT coalesce(max(id), 0) AS id FROM audit_logs")).rows[0].id as number;
   }
 
-  /**
-   * Resolves when a writer has stored records (LISTEN), or after `ms` at the latest: a
-   * follower sleeps here instead of polling.
-   */
-  async waitForChange(ms: number, signal?: AbortSignal): Promise<void> {
-    this.listener ??= this.listen();
-    await this.listener.catch(() => undefined);
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(ms, 5_000));
-      signal?.addEventListener("abort", done, { once: true });
-      this.wake = done;
-    });
-  }
-
   private async listen(): Promise<pg.PoolClient> {
     const client = await this.checkout();
-    client.on("notification", () => this.wake?.());
+    client.on("notification", () => { for (const wake of [...this.wakers]) wake(); });
     // a dropped connection (a restart): listen again on the next wait
     client.on("error", () => { this.listener = undefined; });
     client.on("end", () => { this.listener = undefined; });
@@ -360,7 +352,7 @@ export class PgAuditStore {
       `SELECT count(*) AS total, sum(prompt_tokens)::bigint AS prompt, sum(completion_tokens)::bigint AS completion, sum(total_tokens)::bigint AS tokens,
               count(*) FILTER (WHERE status = 'error') AS errors, min(timestamp) AS first, max(timestamp) AS last,
               sum(completion_tokens) FILTER (WHERE completion_tokens > 0)::bigint AS generated,
-              sum(duration_ms - coalesce(ttft_ms, 0)) FILTER (WHERE completion_tokens > 0) AS generating_ms
+              sum(${GENERATING_MS}) FILTER (WHERE completion_tokens > 0) AS generating_ms
          FROM audit_logs ${where}`, params)).rows[0] as Record<string, number | null>;
     return statsOf(totals, groups, async (offset) => (await this.pool.query(
       `SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET $${params.length + 1}`, [...params, offset])).rows[0].d as number);
@@ -371,15 +363,17 @@ export class PgAuditStore {
     const key = GROUP_SQL[by];
     return (await this.pool.query(
       `WITH g AS (
-         SELECT ${key} AS k, duration_ms AS d, status, prompt_tokens, completion_tokens,
+         SELECT ${key} AS k, duration_ms AS d, status, prompt_tokens, completion_tokens, ${GENERATING_MS} AS gen,
                 row_number() OVER (PARTITION BY ${key} ORDER BY duration_ms) AS rn, count(*) OVER (PARTITION BY ${key}) AS n
            FROM audit_logs ${where})
        SELECT coalesce(k, '(none)') AS key, count(*) AS requests, count(*) FILTER (WHERE status = 'error') AS errors,
               coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens, coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
-              min(d) FILTER (WHERE rn * 100 >= 50 * n) AS p50_ms, min(d) FILTER (WHERE rn * 100 >= 95 * n) AS p95_ms
+              min(d) FILTER (WHERE rn * 100 >= 50 * n) AS p50_ms, min(d) FILTER (WHERE rn * 100 >= 95 * n) AS p95_ms,
+              sum(completion_tokens) FILTER (WHERE completion_tokens > 0)::bigint AS generated,
+              sum(gen) FILTER (WHERE completion_tokens > 0) AS generating_ms
          FROM g GROUP BY k ORDER BY requests DESC, coalesce(k, '(none)') COLLATE "C"`,
       params,
-    )).rows as GroupStats[];
+    )).rows.map(withTokensPerSecond);
   }
 
   async countOlderThan(before: number): Promise<number> {
@@ -421,8 +415,60 @@ export class PgAuditStore {
   async close(): Promise<void> {
     const listener = await this.listener?.catch(() => undefined);
     listener?.release(true);
-    this.wake?.();
+    for (const wake of [...this.wakers]) wake();
     await this.pool.end();
+  }
+}
+
+/**
+ * One follower of the log (a `tail -f`, a `/v1/audit/stream`): rows after a cursor, each
+ * given once. Writers commit in their own order, so a record with an older id may appear
+ * after newer ones: after() looks back over recent ids and leaves out those already there
+ * at its first call or given since. That memory is this follower's alone.
+ */
+export class PgFollower {
+  /** ids given lately: a record committed late, with an older id, comes once */
+  private readonly given = new Set<number>();
+  /** the ids before the first cursor are known (none of them is news) */
+  private primed = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly listening: () => Promise<pg.PoolClient>,
+    private readonly wakers: Set<() => void>,
+  ) {}
+
+  /** Records stored after row `afterId`, by id, none given before: what a follower prints next. */
+  async after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
+    const from = Math.max(0, afterId - LOOKBACK_IDS);
+    if (!this.primed) {
+      this.primed = true;
+      for (const { id } of (await this.pool.query("SELECT id FROM audit_logs WHERE id > $1 AND id <= $2", [from, afterId])).rows) this.given.add(id as number);
+    }
+    for (const id of this.given) if (id <= from) this.given.delete(id);
+    const { where, params } = numbered(whereOf(filter, [["id > ?", from], ["NOT (id = ANY(?::bigint[]))", [...this.given]]]));
+    const rows = (await this.pool.query(`SELECT ${COLUMNS.join(", ")} FROM audit_logs ${where} ORDER BY id ASC LIMIT $${params.length + 1}`, [...params, limit])).rows.map(toRow);
+    for (const row of rows) this.given.add(row.id);
+    return rows;
+  }
+
+  /**
+   * Resolves when a writer has stored records (LISTEN), or after `ms` at the latest: a
+   * follower sleeps here instead of polling.
+   */
+  async waitForChange(ms: number, signal?: AbortSignal): Promise<void> {
+    await this.listening().catch(() => undefined);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        this.wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(ms, 5_000));
+      signal?.addEventListener("abort", done, { once: true });
+      this.wakers.add(done);
+    });
   }
 }
 

@@ -41,6 +41,43 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE audit_logs ADD COLUMN load_ms REAL;`,
   // 4: which daemon (or machine) served it, for a fleet sharing one log
   `ALTER TABLE audit_logs ADD COLUMN instance TEXT;`,
+  // 5: one row per request, whatever its X-Request-ID. The row's identity is the id mlxs
+  // mints (AUTOINCREMENT: never given again, even after a prune emptied the table, so a
+  // follower's cursor never skips a new row); request_id is what the client sent (or what
+  // mlxs made for it), echoed and searchable but not unique: four retries with one id are
+  // four rows. SQLite drops a constraint only by rebuilding the table; ids are kept.
+  `CREATE TABLE audit_logs_v5 (
+     id                INTEGER PRIMARY KEY AUTOINCREMENT,
+     request_id        TEXT    NOT NULL,
+     timestamp         INTEGER NOT NULL,
+     model             TEXT,
+     backend_type      TEXT,
+     endpoint          TEXT    NOT NULL,
+     duration_ms       REAL    NOT NULL,
+     ttft_ms           REAL,
+     status            TEXT    NOT NULL CHECK (status IN ('success', 'error', 'timeout', 'cancelled')),
+     status_code       INTEGER,
+     prompt_tokens     INTEGER,
+     completion_tokens INTEGER,
+     total_tokens      INTEGER,
+     error_type        TEXT,
+     error_message     TEXT    CHECK (error_message IS NULL OR length(error_message) <= 500),
+     stream            INTEGER NOT NULL DEFAULT 0,
+     client            TEXT,
+     tool_calls        INTEGER,
+     response_format   TEXT    CHECK (response_format IN ('text', 'json_object', 'json_schema')),
+     load_ms           REAL,
+     instance          TEXT
+   );
+   INSERT INTO audit_logs_v5 SELECT id, request_id, timestamp, model, backend_type, endpoint, duration_ms, ttft_ms, status, status_code,
+     prompt_tokens, completion_tokens, total_tokens, error_type, error_message, stream, client, tool_calls, response_format, load_ms, instance
+     FROM audit_logs ORDER BY id;
+   DROP TABLE audit_logs;
+   ALTER TABLE audit_logs_v5 RENAME TO audit_logs;
+   CREATE INDEX audit_logs_timestamp ON audit_logs (timestamp);
+   CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
+   CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);
+   CREATE INDEX audit_logs_request_id ON audit_logs (request_id);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -20,7 +20,10 @@ export interface AuditStats {
   byEndpoint: Record<string, number>;
   durationMs: { p50: number | null; p95: number | null; p99: number | null };
   tokens: { prompt: number; completion: number; total: number };
-  /** generated tokens per second of generation time, over records that generated */
+  /**
+   * generated tokens per second of generation time (duration less the time to first token
+   * and the model's load, as /metrics times output tokens), over records that generated
+   */
   tokensPerSecond: number | null;
   errorRate: number | null;
   first: number | null;
@@ -33,8 +36,14 @@ const INSERT_COLUMNS = COLUMNS.filter((c) => c !== "id");
 // jsonb_each hands each row over as binary JSON, which ->> reads without parsing again
 // (measured 1.5x faster than json_each)
 const INSERT_SQL = `INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
-  SELECT ${INSERT_COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")} FROM jsonb_each(?)
-  WHERE true ON CONFLICT (request_id) DO NOTHING`;
+  SELECT ${INSERT_COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")} FROM jsonb_each(?)`;
+
+/** One follower of the log: the rows after its cursor, each once, and a wait for more. */
+export interface AuditFollower {
+  after(afterId: number, filter: AuditLogFilter, limit?: number): Promise<AuditRow[]>;
+  /** resolves when records may have been stored, after `ms` at the latest, or at once on `signal` */
+  waitForChange(ms: number, signal?: AbortSignal): Promise<void>;
+}
 
 /** What `stats --by` groups records by. */
 export const STATS_GROUPS = ["client", "model", "endpoint", "day"] as const;
@@ -49,7 +58,15 @@ export interface GroupStats {
   completion_tokens: number;
   p50_ms: number | null;
   p95_ms: number | null;
+  /** generated tokens per second of generation time, as stats() counts it; null where nothing was generated */
+  tokens_per_second: number | null;
 }
+
+/**
+ * A record's generation time: its duration less the time to its first token and the wait
+ * for its model to load (ttft_ms no longer holds the load). Both stores and /metrics count it so.
+ */
+export const GENERATING_MS = "(duration_ms - coalesce(ttft_ms, 0) - coalesce(load_ms, 0))";
 
 const GROUP_SQL: Record<StatsGroup, string> = {
   client: "client",
@@ -171,7 +188,7 @@ export class AuditStore {
     );
   }
 
-  /** Inserts the records in one transaction; a request id already stored is skipped. Returns how many were stored. */
+  /** Inserts the records in one transaction, one row each (request ids may repeat). Returns how many were stored. */
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
     const rows = records.map((r) => INSERT_COLUMNS.map((c) => (c === "stream" ? (r.stream ? 1 : 0) : r[c] ?? null)));
@@ -197,6 +214,21 @@ export class AuditStore {
 
   async lastId(): Promise<number> {
     return (await this.db.get<{ id: number | null }>("SELECT max(id) AS id FROM audit_logs"))?.id ?? 0;
+  }
+
+  /**
+   * A follower (a `tail -f`, a `/v1/audit/stream`): an SQLite file's ids commit in order, so
+   * a cursor is all it keeps, and a file has no one to say that it changed: it is polled.
+   */
+  follower(): AuditFollower {
+    return {
+      after: (afterId, filter, limit) => this.after(afterId, filter, limit),
+      waitForChange: (ms, signal) => new Promise<void>((resolve) => {
+        const done = () => { clearTimeout(timer); signal?.removeEventListener("abort", done); resolve(); };
+        const timer = setTimeout(done, ms);
+        signal?.addEventListener("abort", done, { once: true });
+      }),
+    };
   }
 
   /**
@@ -226,7 +258,7 @@ export class AuditStore {
       `SELECT count(*) AS total, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion, sum(total_tokens) AS tokens,
               sum(status = 'error') AS errors, min(timestamp) AS first, max(timestamp) AS last,
               sum(CASE WHEN completion_tokens > 0 THEN completion_tokens END) AS generated,
-              sum(CASE WHEN completion_tokens > 0 THEN duration_ms - coalesce(ttft_ms, 0) END) AS generating_ms
+              sum(CASE WHEN completion_tokens > 0 THEN ${GENERATING_MS} END) AS generating_ms
          FROM audit_logs ${where}`, ...params))!;
     return statsOf(totals, groups, async (offset) => (await this.db.get<{ d: number }>(
       `SELECT duration_ms AS d FROM audit_logs ${where} ORDER BY duration_ms LIMIT 1 OFFSET ?`, ...params, offset))!.d);
@@ -240,17 +272,19 @@ export class AuditStore {
   async statsBy(filter: AuditLogFilter, by: StatsGroup): Promise<GroupStats[]> {
     const { where, params } = whereOf(filter);
     const key = GROUP_SQL[by];
-    return this.db.all<GroupStats[]>(
+    return (await this.db.all<GroupRow[]>(
       `WITH g AS (
-         SELECT ${key} AS k, duration_ms AS d, status, prompt_tokens, completion_tokens,
+         SELECT ${key} AS k, duration_ms AS d, status, prompt_tokens, completion_tokens, ${GENERATING_MS} AS gen,
                 row_number() OVER (PARTITION BY ${key} ORDER BY duration_ms) AS rn, count(*) OVER (PARTITION BY ${key}) AS n
            FROM audit_logs ${where})
        SELECT coalesce(k, '(none)') AS key, count(*) AS requests, sum(status = 'error') AS errors,
               coalesce(sum(prompt_tokens), 0) AS prompt_tokens, coalesce(sum(completion_tokens), 0) AS completion_tokens,
-              min(CASE WHEN rn * 100 >= 50 * n THEN d END) AS p50_ms, min(CASE WHEN rn * 100 >= 95 * n THEN d END) AS p95_ms
+              min(CASE WHEN rn * 100 >= 50 * n THEN d END) AS p50_ms, min(CASE WHEN rn * 100 >= 95 * n THEN d END) AS p95_ms,
+              sum(CASE WHEN completion_tokens > 0 THEN completion_tokens END) AS generated,
+              sum(CASE WHEN completion_tokens > 0 THEN gen END) AS generating_ms
          FROM g GROUP BY k ORDER BY requests DESC, key`,
       ...params,
-    );
+    )).map(withTokensPerSecond);
   }
 
   async countOlderThan(before: number): Promise<number> {
@@ -354,11 +388,23 @@ export async function statsOf(
     byEndpoint: await groups("endpoint"),
     durationMs: { p50: await percentile(0.5), p95: await percentile(0.95), p99: await percentile(0.99) },
     tokens: { prompt: totals.prompt ?? 0, completion: totals.completion ?? 0, total: totals.tokens ?? 0 },
-    tokensPerSecond: totals.generated && totals.generating_ms ? totals.generated / (totals.generating_ms / 1000) : null,
+    tokensPerSecond: tokensPerSecond(totals.generated ?? null, totals.generating_ms ?? null),
     errorRate: total === 0 ? null : (totals.errors ?? 0) / total,
     first: totals.first ?? null,
     last: totals.last ?? null,
   };
+}
+
+/** Tokens per second of generation time; null where nothing was generated (or in no time). */
+function tokensPerSecond(generated: number | null, generatingMs: number | null): number | null {
+  return generated && generatingMs && generatingMs > 0 ? generated / (generatingMs / 1000) : null;
+}
+
+/** A group as both stores' statsBy() query it: tokens and generation time summed, not yet divided. */
+export type GroupRow = Omit<GroupStats, "tokens_per_second"> & { generated: number | null; generating_ms: number | null };
+
+export function withTokensPerSecond({ generated, generating_ms, ...group }: GroupRow): GroupStats {
+  return { ...group, tokens_per_second: tokensPerSecond(generated, generating_ms) };
 }
 
 /** The WHERE clause of a filter, with `?` placeholders (the PostgreSQL store numbers them). */

@@ -111,14 +111,16 @@ export class AuditWriter {
       try {
         const store = await this.currentStore();
         const started = performance.now();
-        await store.insert(batch);
+        const stored = await store.insert(batch);
         this.onWrite?.((performance.now() - started) / 1000);
-        this.counts.written += batch.length;
+        // what the database says it stored, not what was handed to it: the count and the rows agree
+        this.counts.written += stored;
         if (this.failing) {
           this.failing = false;
           this.droppingSaid = false;
           this.warn(`audit log writable again (${this.counts.dropped} records dropped in all)`);
         }
+        if (stored < batch.length) this.drop(batch.length - stored, "the audit database stored fewer records than it was given");
       } catch (error) {
         const reason = this.postgres ? describePgError(error) : describeStoreError(error);
         if (!this.closed && isPassing(error)) {

@@ -54,9 +54,9 @@ function printGroups(by: StatsGroup, groups: GroupStats[], json: boolean): void 
     return;
   }
   const c = colours();
-  const num = (n: number | null) => (n === null ? "-" : String(Math.round(n)));
-  const rows = [[by, "requests", "errors", "tokens in", "tokens out", "p50 ms", "p95 ms"],
-    ...groups.map((g) => [g.key, String(g.requests), String(g.errors), String(g.prompt_tokens), String(g.completion_tokens), num(g.p50_ms), num(g.p95_ms)])];
+  const num = (n: number | null, digits = 0) => (n === null ? "-" : n.toFixed(digits));
+  const rows = [[by, "requests", "errors", "tokens in", "tokens out", "p50 ms", "p95 ms", "tokens/s"],
+    ...groups.map((g) => [g.key, String(g.requests), String(g.errors), String(g.prompt_tokens), String(g.completion_tokens), num(g.p50_ms), num(g.p95_ms), num(g.tokens_per_second, 1)])];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   rows.forEach((row, i) => {
     const line = row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join("  ");

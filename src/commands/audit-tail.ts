@@ -44,19 +44,20 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     else if (!opts.follow && lines > 0) process.stderr.write("mlxs: no matching audit records\n");
     if (!opts.follow) return;
     const follow = { ...filter, limit: undefined, offset: 0 };
+    let follower = store.follower();
     while (!stop.signal.aborted) {
       // PostgreSQL tells when a writer stored records (LISTEN/NOTIFY); an SQLite file is polled
-      await ("waitForChange" in store ? store.waitForChange(POLL_MS, stop.signal) : sleep(POLL_MS, stop.signal));
+      await follower.waitForChange(POLL_MS, stop.signal);
       // like tail -F: when the file is moved or deleted, follow the one begun in its place
       if (store.isDetached()) {
         const next = await openExisting(config, true).catch(() => undefined);
         if (next) {
           await store.close();
           process.stderr.write(`mlxs: ${config.auditDb} was moved or deleted; following the new file\n`);
-          [store, cursor] = [next, 0];
+          [store, follower, cursor] = [next, next.follower(), 0];
         }
       }
-      const rows = await store.after(cursor, follow);
+      const rows = await follower.after(cursor, follow);
       if (rows.length === 0) continue;
       cursor = rows[rows.length - 1]!.id;
       print(rows);

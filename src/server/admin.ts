@@ -101,6 +101,8 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
       handler: async (ctx) => {
         const filter = { ...filterOf(ctx, { defaultLimit: null }), limit: undefined, offset: 0 };
         let store = await reader();
+        // this stream's own follower: what another stream was given is no business of this one
+        let follower = store.follower();
         let cursor = await store.lastId();
         const sse = ctx.sse();
         sse.start();
@@ -110,11 +112,11 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
         ctx.outcome = { status: "success", statusCode: 200 };
         while (sse.open && state() !== "draining") {
           // PostgreSQL tells when a writer stored records (LISTEN/NOTIFY); an SQLite file is polled
-          await ("waitForChange" in store ? store.waitForChange(POLL_MS, ctx.signal) : new Promise((r) => setTimeout(r, POLL_MS)));
+          await follower.waitForChange(POLL_MS, ctx.signal);
           // the file was moved or deleted and a new one begun: follow that one from its start
           const current = await reader();
-          if (current !== store) [store, cursor] = [current, 0];
-          const rows = await store.after(cursor, filter);
+          if (current !== store) [store, follower, cursor] = [current, current.follower(), 0];
+          const rows = await follower.after(cursor, filter);
           for (const row of rows) {
             cursor = row.id;
             if (!(await sse.send(JSON.stringify(presentRow(row))))) break;
