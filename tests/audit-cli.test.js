@@ -305,3 +305,36 @@ recording("privacy: a marker in every input never reaches any byte under the dat
 });
 
 recording.run();
+
+const identity = suite("one row per request; generation time");
+
+identity("100 requests sharing one X-Request-ID through mlxs serve (SQLite): 100 rows, each stream gives each once, /metrics agrees", async () => {
+  const { startServer } = await import("./helpers.js");
+  const { checkSharedRequestId, SHARED_ID } = await import("./fixtures/same-request-id.js");
+  const server = await startServer(["--model", await testModel(), "--metrics"]);
+  try {
+    await checkSharedRequestId(server, async () => (await allRows(server.home)).filter((r) => r.request_id === SHARED_ID));
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+identity("audit stats and stats --by: tokens/s over generation time only (a 3.7 s model load is not generation)", async () => {
+  // 3 tokens in 4 s: 3.7 s loading the model, 0.1 s to the first token, 0.2 s generating
+  const record = { ...syntheticRecord(0), status: "success", model: "m", duration_ms: 4000, ttft_ms: 100, load_ms: 3700, completion_tokens: 3 };
+  const home = await seeded([record]);
+  const stats = await runCli(["audit", "stats"], { env: { MLXS_HOME: home } });
+  assert.is(stats.code, 0, stats.stderr);
+  assert.match(stats.stdout, /^tokens\/s\s+15\.0$/m);
+  const json = await runCli(["audit", "stats", "--json"], { env: { MLXS_HOME: home } });
+  assert.ok(Math.abs(JSON.parse(json.stdout).tokensPerSecond - 15) < 1e-9, json.stdout);
+  const by = await runCli(["audit", "stats", "--by", "model"], { env: { MLXS_HOME: home } });
+  assert.is(by.code, 0, by.stderr);
+  const [head, row] = by.stdout.trimEnd().split("\n");
+  assert.match(head, /\btokens\/s$/);
+  assert.match(row, /^m\s.*\s15\.0$/);
+  const byJson = await runCli(["audit", "stats", "--by", "model", "--json"], { env: { MLXS_HOME: home } });
+  assert.ok(Math.abs(JSON.parse(byJson.stdout).data[0].tokens_per_second - 15) < 1e-9, byJson.stdout);
+});
+
+identity.run();

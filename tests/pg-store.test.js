@@ -15,6 +15,11 @@ import { AuditStore } from "../dist/audit/store.js";
 import { openAuditStore } from "../dist/audit/open-store.js";
 import { parseFilter } from "../dist/audit/filter.js";
 import { exportRows } from "../dist/audit/export.js";
+import { MIGRATIONS as PG_MIGRATIONS } from "../dist/audit/pg-store.js";
+import { checkSharedRequestId, SHARED_ID } from "./fixtures/same-request-id.js";
+import pgDriver from "pg";
+
+const { Client } = pgDriver;
 
 const pg = await startPostgres();
 // the cluster goes with this process
@@ -48,7 +53,8 @@ contract("queries, follows, exports, stats and prunes: the same rows and bytes f
     assert.is(await sqlite.insert(records.slice(i, i + 500)), Math.min(500, records.length - i));
     assert.is(await postgres.insert(records.slice(i, i + 500)), Math.min(500, records.length - i));
   }
-  assert.is(await postgres.insert(records.slice(0, 10)), 0, "a request id stored already is skipped");
+  assert.is(await postgres.insert(records.slice(0, 10)), 10, "a request id stored already is another row");
+  assert.is(await sqlite.insert(records.slice(0, 10)), 10, "a request id stored already is another row");
   const filters = [
     {}, { order: "asc", limit: "50", offset: "7" }, { model: "beta" }, { status: "error" }, { endpoint: "/v1/chat/completions", min_duration_ms: "500" },
     { since: new Date(NOW - 86_400_000).toISOString(), until: new Date(NOW - 3_600_000).toISOString() }, { client: "ci-bot", limit: "1000" }, { request_id: "r-42" },
@@ -214,6 +220,45 @@ fleet("PostgreSQL restarts under load: records are held and written when it is b
   } finally {
     if (down) await pg.start();
     assert.is(await server.stop(), 0);
+  }
+});
+
+fleet("one row per request: 100 requests sharing one X-Request-ID give 100 rows; two streams with overlapping filters each give every row once; /metrics agrees", async () => {
+  const url = await freshDatabase();
+  const server = await startServer(["--model", await testModel(), "--db", url, "--metrics"]);
+  const store = await openAuditStore(url);
+  try {
+    await checkSharedRequestId(server, () => store.query(parseFilter({ request_id: SHARED_ID }, { defaultLimit: null })));
+  } finally {
+    await store.close();
+    assert.is(await server.stop(), 0);
+  }
+});
+
+fleet("a database of the old schema (unique request id and time) migrates in place: its rows kept, a repeated id another row", async () => {
+  const url = await freshDatabase();
+  const admin = new Client({ connectionString: url });
+  await admin.connect();
+  await admin.query(PG_MIGRATIONS[0]);
+  await admin.query("CREATE TABLE mlxs_audit_schema (version int NOT NULL); INSERT INTO mlxs_audit_schema VALUES (1)");
+  await admin.query(`CREATE TABLE audit_logs_p20261128 PARTITION OF audit_logs FOR VALUES FROM (${Date.UTC(2026, 10, 28)}) TO (${Date.UTC(2026, 10, 29)})`);
+  for (let i = 0; i < 20; i++) {
+    await admin.query("INSERT INTO audit_logs (request_id, timestamp, endpoint, duration_ms, status) VALUES ($1, $2, '/v1/embeddings', 5, 'success')", [`old-${i}`, NOW]);
+  }
+  const refused = await admin.query("INSERT INTO audit_logs (request_id, timestamp, endpoint, duration_ms, status) VALUES ('old-1', $1, 'x', 1, 'success')", [NOW]).then(() => null, (e) => e);
+  assert.match(refused?.message ?? "", /duplicate key/, "the old schema keys by request id and time");
+  await admin.end();
+  const store = await openAuditStore(url);
+  try {
+    const before = await store.query(parseFilter({ order: "asc" }, { defaultLimit: null }));
+    assert.equal(before.map((r) => r.request_id), Array.from({ length: 20 }, (_, i) => `old-${i}`));
+    assert.is(await store.insert([{ ...syntheticRecords(1, { now: NOW })[0], request_id: "old-1" }]), 1);
+    const again = await store.query(parseFilter({ request_id: "old-1" }));
+    assert.is(again.length, 2);
+    assert.ok(again.every((r) => r.id > 0) && again[0].id !== again[1].id);
+    assert.is((await store.pool.query("SELECT max(version) AS v FROM mlxs_audit_schema")).rows[0].v, PG_MIGRATIONS.length);
+  } finally {
+    await store.close();
   }
 });
 

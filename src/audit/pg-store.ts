@@ -36,7 +36,8 @@ const TYPES: Record<string, string> = {
   error_message: "text", stream: "smallint", client: "text", tool_calls: "int", response_format: "text", load_ms: "float8", instance: "text",
 };
 
-const MIGRATIONS: readonly string[] = [
+/** The schema as numbered migrations; mlxs_audit_schema holds the number applied. */
+export const MIGRATIONS: readonly string[] = [
   `CREATE SEQUENCE audit_logs_id_seq;
    CREATE TABLE audit_logs (
      id                bigint  NOT NULL DEFAULT nextval('audit_logs_id_seq'),
