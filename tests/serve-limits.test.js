@@ -5,7 +5,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import { AuditStore } from "../dist/audit/store.js";
-import { CLI, assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitFor, waitForRows, waitForText } from "./helpers.js";
+import { CLI, ENDLESS_CONTEXT, assertNoMarker, auditRows, httpCall, jsonRequest, runCli, startServer, tempDir, testModel, waitFor, waitForRows, waitForText } from "./helpers.js";
 
 const json = jsonRequest;
 const call = httpCall;
@@ -326,3 +326,71 @@ lifecycle("mlxs audit tail --url follows a running server's log", async () => {
 });
 
 lifecycle.run();
+
+const shutdown = suite("shutdown: every request answered and recorded");
+
+/** The pids of a process's children (a daemon's model runners). */
+function childPids(pid) {
+  return readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number));
+}
+
+shutdown("a request still running past the drain (its runner stopped) is recorded once the daemon has exited", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--ctx-size", String(ENDLESS_CONTEXT), "--drain-timeout", "1"]);
+  const stopped = [];
+  try {
+    const stream = await openStream(server.url, endlessAsk(), { "x-request-id": "stuck-1" });
+    assert.is(stream.status, 200);
+    // the runners no longer answer: the request outlives the drain and ends when its runner is killed
+    for (const pid of childPids(server.child.pid)) { process.kill(pid, "SIGSTOP"); stopped.push(pid); }
+    assert.ok(stopped.length > 0);
+    const rest = stream.rest().catch(() => "");
+    server.child.kill("SIGTERM");
+    assert.is(await server.exited, 0);
+    await rest;
+  } finally {
+    for (const pid of stopped) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+    if (server.child.exitCode === null) server.child.kill("SIGKILL");
+  }
+  assert.not.match(server.stderr(), /dropped/);
+  const row = (await auditRows(server.db)).find((r) => r.request_id === "stuck-1");
+  assert.ok(row, "the stuck request's record");
+  assert.is(row.status, "cancelled");
+  assert.is(row.status_code, 200);
+});
+
+shutdown("draining: queued requests are answered 503 with Retry-After, new connections 503 until the listener closes; all recorded", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true }), "--ctx-size", String(ENDLESS_CONTEXT), "--parallel", "1", "--queue", "4", "--drain-timeout", "3"]);
+  try {
+    const stream = await openStream(server.url, endlessAsk(), { "x-request-id": "drain-run" });
+    const queued = ["drain-q0", "drain-q1"].map((id) => call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 50 }), { "x-request-id": id })));
+    await waitFor(async () => (await call(`${server.url}/health`)).body.models[0].waiting === 2, { what: "2 waiting" });
+    const rest = stream.rest().catch(() => "");
+    server.child.kill("SIGTERM");
+    await waitForText(server.stderr, /SIGTERM: draining/);
+    // the listener stays open for the drain: a new connection is answered, not refused
+    const fresh = await call(`${server.url}/v1/models`, { headers: { "x-request-id": "drain-new" } });
+    assert.is(fresh.status, 503);
+    assert.is(fresh.headers["retry-after"], "5");
+    assert.is(fresh.body.code, "draining");
+    const answers = await Promise.all(queued);
+    for (const answer of answers) {
+      assert.is(answer.status, 503, answer.text.slice(0, 400));
+      assert.is(answer.headers["retry-after"], "5");
+      assert.is(answer.body.code, "shutting_down");
+      assert.ok(answer.body.request_id.startsWith("drain-q"));
+    }
+    assert.match(await rest, /shutting_down/);
+    assert.is(await server.exited, 0);
+  } finally {
+    if (server.child.exitCode === null) server.child.kill("SIGKILL");
+  }
+  const rows = await auditRows(server.db);
+  const by = (id) => rows.filter((r) => r.request_id === id);
+  for (const id of ["drain-q0", "drain-q1"]) {
+    assert.equal(by(id).map((r) => [r.status, r.status_code, r.error_type]), [["cancelled", 503, "shutting_down"]], id);
+  }
+  assert.equal(by("drain-new").map((r) => [r.status, r.status_code, r.error_type]), [["error", 503, "draining"]]);
+  assert.equal(by("drain-run").map((r) => [r.status, r.status_code]), [["cancelled", 200]]);
+});
+
+shutdown.run();

@@ -21,8 +21,10 @@ import type { ModelInfo } from "../core/types.js";
 import { formatDuration } from "../core/durations.js";
 
 const DAY_MS = 86_400_000;
-/** past --drain-timeout, what the rest of a stop (the last audit flush, freeing the models) may take */
-const STOP_MARGIN_MS = 15_000;
+/** past --drain-timeout, what the rest of a stop (freeing the models, a runner killed when it will not leave, the last audit flush) may take */
+const STOP_MARGIN_MS = 25_000;
+/** once the models are closed: how long the requests they still held get to end and be recorded */
+const SETTLE_MS = 2_000;
 
 export async function run(_opts: unknown, command: Command): Promise<void> {
   const opts = command.optsWithGlobals();
@@ -123,11 +125,14 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
       void (async () => {
         clearInterval(pruneTimer);
         await server.drain((opts.drainTimeout as number) * 1000);
+        // the core before the writer: a request still running past the drain (a runner that
+        // does not answer) ends when its runner is closed, and its record must find the writer open
+        await core.close();
+        await server.settled(SETTLE_MS);
         await writer?.close();
         const dropped = writer?.stats.dropped ?? 0;
         if (dropped > 0) process.stderr.write(`mlxs: ${dropped} audit records were dropped\n`);
         await (await reader?.catch(() => undefined))?.close().catch(() => undefined);
-        await core.close();
         process.stderr.write("mlxs: stopped\n");
         resolve();
       })();

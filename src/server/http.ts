@@ -84,6 +84,8 @@ export interface RequestContext {
   readonly signal: AbortSignal;
   readonly timedOut: () => boolean;
   readonly clientGone: () => boolean;
+  /** the drain stopped waiting for it (the server is shutting down): it ends as cancelled, answered 503 */
+  readonly stopped: () => boolean;
   /** the API key's label and scope; null when no keys are configured */
   readonly caller: Caller | null;
   /** the audit record in the making (absent with --no-audit) */
@@ -138,6 +140,13 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const UNKNOWN_ENDPOINT = "unknown";
 /** once the drain timeout is over: how long cancelled requests get to end, and then their connections */
 const DRAIN_GRACE_MS = 1_000;
+/** the problem of a request the server stopped because it shuts down (see drain) */
+const SHUTTING_DOWN = "shutting_down";
+
+/** The answer to a request cancelled by a drain: the client may send it again, elsewhere or later. */
+export function shutDownProblem(): HttpProblem {
+  return new HttpProblem(503, SHUTTING_DOWN, "The server shut down before the request finished; send it again.", { headers: { "Retry-After": "5", Connection: "close" } });
+}
 
 const requestScope = new AsyncLocalStorage<string>();
 
@@ -150,9 +159,11 @@ export class MlxsServer {
   readonly server: Server;
   state: "loading" | "ready" | "draining" = "loading";
   private readonly compiled: { route: Route; pattern: RegExp; names: string[] }[];
-  /** requests not yet answered and closed: their cancel switches */
-  private readonly running = new Set<AbortController>();
+  /** requests not yet answered and recorded */
+  private readonly running = new Set<RequestContext>();
   private whenIdle?: () => void;
+  /** aborted when a drain stops waiting: what still runs is cancelled (and answered 503) */
+  private readonly stopping = new AbortController();
   private readonly keys: { label: string; scope: KeyScope; digest: Buffer }[];
   private readonly limits: KeyLimits;
 
@@ -204,20 +215,37 @@ export class MlxsServer {
   }
 
   /**
-   * Stops accepting, lets running requests finish for up to `timeoutMs`, then cancels them,
-   * then closes the connections still open (readers that never read). Bounded whatever the
-   * handlers and the readers do: it returns within `timeoutMs` plus two short graces.
+   * Lets running requests finish for up to `timeoutMs` while every new request is answered
+   * 503 (and recorded), then cancels what still runs (answered 503, recorded as cancelled),
+   * then stops listening and closes the connections still open (readers that never read).
+   * Bounded whatever the handlers and the readers do: it returns within `timeoutMs` plus two
+   * short graces. A request whose handler is still stuck then (a runner that does not answer)
+   * has its answer and its outcome; its record comes when its handler ends, which closing the
+   * core brings about: so the audit writer is closed after the core, once `settled()`.
    */
   async drain(timeoutMs: number): Promise<void> {
     this.state = "draining";
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     await this.idle(timeoutMs);
-    for (const controller of this.running) controller.abort();
+    this.stopping.abort();
     await this.idle(DRAIN_GRACE_MS);
+    for (const ctx of this.running) this.stopRunning(ctx);
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
-    await this.idle(DRAIN_GRACE_MS);
     await Promise.race([closed, delay(DRAIN_GRACE_MS)]);
+  }
+
+  /** Resolves once every request has ended and been recorded, or after `ms`. */
+  settled(ms: number): Promise<void> {
+    return this.idle(ms);
+  }
+
+  /** A request the drain gave up on: answered 503 if nothing was sent yet, recorded as cancelled by the shutdown. */
+  private stopRunning(ctx: RequestContext): void {
+    const problem = shutDownProblem();
+    const { res } = ctx;
+    ctx.outcome ??= { status: "cancelled", statusCode: res.headersSent ? res.statusCode : 503, errorType: problem.code, errorMessage: problem.message };
+    if (!res.writableEnded) this.fail(ctx, problem);
   }
 
   /** Resolves when no request is running, or after `ms`. */
@@ -256,8 +284,7 @@ export class MlxsServer {
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), this.options.requestTimeoutMs);
     timer.unref();
-    const signal = AbortSignal.any([clientGone.signal, timeout.signal]);
-    this.running.add(clientGone);
+    const signal = AbortSignal.any([clientGone.signal, timeout.signal, this.stopping.signal]);
     const auth = this.authenticate(req);
     // the endpoint as the audit log names it: the route's template, never the raw path
     const tracker = this.recording()
@@ -270,6 +297,7 @@ export class MlxsServer {
       caller: auth.ok && auth.label !== null ? { label: auth.label, scope: auth.scope! } : null,
       timedOut: () => timeout.signal.aborted,
       clientGone: () => clientGone.signal.aborted,
+      stopped: () => this.stopping.signal.aborted,
       json: (status, body, headers = {}) => {
         const text = JSON.stringify(body);
         res.writeHead(status, { ...headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
@@ -294,8 +322,11 @@ export class MlxsServer {
       },
       bodyWriter: () => new BodyWriter(res, { signal, stallTimeoutMs }),
     };
+    this.running.add(ctx);
     /** the key's place under its limits, given back when the handler is done */
     let release: (() => void) | undefined;
+    /** the route's handler answered (an unaudited route's refusals are still recorded) */
+    let routeAnswered = false;
     let handled!: () => void;
     const handlerDone = new Promise<void>((resolve) => { handled = resolve; });
     res.once("close", () => {
@@ -303,9 +334,9 @@ export class MlxsServer {
       if (!res.writableFinished) clientGone.abort();
       // the record waits for the handler: a cancelled generation still reports its tokens
       void handlerDone.then(() => {
-        this.running.delete(clientGone);
+        if (ctx.route?.audited !== false || !routeAnswered) tracker?.end(ctx.outcome ?? outcomeOf(res, clientGone.signal.aborted, ctx.problem));
+        this.running.delete(ctx);
         if (this.running.size === 0) this.whenIdle?.();
-        if (ctx.route?.audited !== false) tracker?.end(ctx.outcome ?? outcomeOf(res, clientGone.signal.aborted, ctx.problem));
       });
     });
 
@@ -356,6 +387,7 @@ export class MlxsServer {
       }
       if (!route.open && ctx.caller) release = this.limits.admit(ctx.caller.label);
       if (route.body) ctx.body = await this.readJson(req);
+      routeAnswered = true;
       await route.handler(ctx);
     } catch (error) {
       this.fail(ctx, error);
@@ -370,14 +402,16 @@ export class MlxsServer {
 
   /** The answer to a request that failed, and what its record will say. Never throws. */
   private fail(ctx: RequestContext, error: unknown): void {
-    const problem = toProblem(error);
+    let problem = toProblem(error);
+    // cancelled by the drain, not by its client: the client is told, and may send it again
+    if (problem.status === 499 && ctx.stopped() && !ctx.clientGone()) problem = shutDownProblem();
     if (problem.status === 500 && this.options.debug) process.stderr.write(`mlxs: ${(error as Error)?.stack ?? String(error)}\n`);
     ctx.problem = problem;
     const { res } = ctx;
     try {
       if (res.headersSent || res.destroyed) {
         // the status line already said 200: the record must still say the request failed
-        if (!ctx.clientGone()) ctx.outcome ??= { status: "error", statusCode: res.statusCode, errorType: problem.code, errorMessage: problem.message };
+        if (!ctx.clientGone()) ctx.outcome ??= { status: stoppedBy(problem) ? "cancelled" : "error", statusCode: res.statusCode, errorType: problem.code, errorMessage: problem.message };
         // an event stream ends cleanly (its reader sees no closing event); any other body cut
         // short must not look whole to its reader
         if (!res.destroyed) {
@@ -555,8 +589,13 @@ function outcomeOf(res: ServerResponse, gone: boolean, problem?: HttpProblem): O
   const status = res.statusCode;
   if (status < 400) return { status: "success", statusCode: status };
   if (status === 504) return { status: "timeout", statusCode: status, errorType: "timeout", errorMessage: problem?.message };
-  if (problem && cancelledBy(problem)) return { status: "cancelled", statusCode: status, errorType: problem.code, errorMessage: problem.message };
+  if (problem && stoppedBy(problem)) return { status: "cancelled", statusCode: status, errorType: problem.code, errorMessage: problem.message };
   return { status: "error", statusCode: status, errorType: problem?.code ?? "http_error", errorMessage: problem?.message };
+}
+
+/** Whether the request was ended by the server's operator (a forced unload, a shutdown): cancelled, not an error. */
+export function stoppedBy(problem: HttpProblem): boolean {
+  return cancelledBy(problem) || problem.code === SHUTTING_DOWN;
 }
 
 /** The host name of a Host header, lower-cased, without its port or a final dot: `[::1]:80` is `::1`. */

@@ -5,8 +5,8 @@
  * error or a timeout after the first byte becomes an error event that ends the stream.
  */
 import type { GenerationEvent, GenerationResult } from "../core/types.js";
-import type { RequestContext } from "./http.js";
-import { cancelledBy, problemBody, timeoutProblem, toProblem, type HttpProblem } from "./problem.js";
+import { shutDownProblem, stoppedBy, type RequestContext } from "./http.js";
+import { problemBody, timeoutProblem, toProblem, type HttpProblem } from "./problem.js";
 import type { SseStream } from "./sse.js";
 
 /** What the generation said of its prompt before its first token. */
@@ -34,7 +34,8 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
     await hooks.start(opening);
   };
   const fail = async (problem: HttpProblem, status: "error" | "timeout" | "cancelled", statusCode: number) => {
-    ctx.outcome = { status, statusCode, errorType: problem.code, errorMessage: problem.message };
+    // a drain that gave up on the stream has already said how it ended
+    ctx.outcome ??= { status, statusCode, errorType: problem.code, errorMessage: problem.message };
     // the route's own error body: OpenAI's or Anthropic's
     await sse.send(JSON.stringify((ctx.route?.errorBody ?? problemBody)(problem, ctx.requestId)), "error");
     sse.end();
@@ -60,10 +61,16 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
   } catch (error) {
     if (!started) throw error;
     const problem = toProblem(error);
-    await fail(problem, cancelledBy(problem) ? "cancelled" : "error", 200);
+    await fail(problem, stoppedBy(problem) ? "cancelled" : "error", 200);
     return undefined;
   }
   if (!result || ctx.clientGone()) return undefined;
+  // cut short by a drain: a 503 when nothing was sent yet, else an error event
+  if (ctx.stopped() && result.finishReason === "cancelled") {
+    if (!started) throw shutDownProblem();
+    await fail(shutDownProblem(), "cancelled", 200);
+    return undefined;
+  }
   if (!started) await start();
   if (ctx.timedOut()) {
     await fail(timeoutProblem(), "timeout", 504);
@@ -77,6 +84,7 @@ export async function collect(ctx: RequestContext, events: AsyncGenerator<Genera
   let result: GenerationResult | undefined;
   for await (const event of events) if (event.type === "done") result = event;
   if (ctx.clientGone()) return undefined;
+  if (ctx.stopped() && result?.finishReason === "cancelled") throw shutDownProblem();
   if (ctx.timedOut()) throw timeoutProblem();
   return result;
 }
