@@ -367,3 +367,30 @@ clock("stats --by against figures computed by hand", async () => {
 });
 
 clock.run();
+
+const refusals = suite("refusals leave records, on every route");
+
+refusals("401 and 403 on /metrics (and a foreign Host on /health) are recorded and counted; answered scrapes and health checks are not", async () => {
+  const server = await startServer(["--model", await testModel(), "--api-keys-file", keysFile(), "--metrics"]);
+  try {
+    const host = new URL(server.url).host;
+    for (let i = 0; i < 20; i++) assert.is((await raw(server.url, "/metrics", { Host: host, ...bearer(`guess-${i}-0000000000`), "x-request-id": `guess-${i}` })).status, 401);
+    for (let i = 0; i < 3; i++) assert.is((await raw(server.url, "/metrics", { Host: host, ...bearer(KEYS.alice), "x-request-id": `scope-${i}` })).status, 403);
+    assert.is((await raw(server.url, "/health", { Host: "rebound.example", "x-request-id": "rebound-health" })).status, 403);
+    assert.is((await raw(server.url, "/health", { Host: host, "x-request-id": "health-ok" })).status, 200);
+    assert.is((await raw(server.url, "/metrics", { Host: host, ...bearer(KEYS.auditor), "x-request-id": "scrape-ok" })).status, 200);
+    const rows = await waitForRows(server.db, (r) => r.filter((x) => /^(guess|scope|rebound)-/.test(x.request_id)).length === 24);
+    const of = (prefix) => rows.filter((r) => r.request_id.startsWith(prefix));
+    assert.ok(of("guess-").every((r) => r.endpoint === "/metrics" && r.status === "error" && r.status_code === 401 && r.error_type === "invalid_api_key"));
+    assert.ok(of("scope-").every((r) => r.endpoint === "/metrics" && r.status_code === 403 && r.error_type === "insufficient_scope" && r.client === "alice"));
+    assert.equal(of("rebound-").map((r) => [r.endpoint, r.status_code, r.error_type]), [["/health", 403, "host_not_allowed"]]);
+    assert.equal([...of("health-ok"), ...of("scrape-ok")], []);
+    const scrape = await raw(server.url, "/metrics", { Host: host, ...bearer(KEYS.auditor) });
+    assert.match(scrape.text, /mlxs_requests_total\{http_route="\/metrics",status="error"\} 23\n/);
+    assert.match(scrape.text, /mlxs_requests_total\{http_route="\/health",status="error"\} 1\n/);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+refusals.run();

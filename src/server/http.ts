@@ -127,7 +127,7 @@ export interface Route {
   scope?: KeyScope;
   /** an audit route an inference key may read with `?mine=true`: its own records only */
   mine?: boolean;
-  /** false: no audit record (health checks, which load balancers send every few seconds) */
+  /** false: no audit record when its handler answers (health checks and scrapes, sent every few seconds); its refusals are recorded */
   audited?: boolean;
   /** not bound by --request-timeout (a live stream that lasts as long as its reader) */
   longLived?: boolean;

@@ -49,7 +49,7 @@ export class ServerMetrics {
     this.ttft = new Histogram({ name: "gen_ai_server_time_to_first_token_seconds", help: "Time to the first generated token, once the model was ready.", labelNames, buckets: TTFT_BUCKETS, registers });
     this.tpot = new Histogram({ name: "gen_ai_server_time_per_output_token_seconds", help: "Time per generated token after the first.", labelNames, buckets: TPOT_BUCKETS, registers });
     this.tokens = new Histogram({ name: "gen_ai_client_token_usage", help: "Tokens per request, input (prompt) and output (completion).", labelNames: [...labelNames, "gen_ai_token_type"], buckets: TOKEN_BUCKETS, registers });
-    this.requests = new Counter({ name: "mlxs_requests_total", help: "Requests answered, by route and outcome (health checks and scrapes excepted).", labelNames: ["http_route", "status"], registers });
+    this.requests = new Counter({ name: "mlxs_requests_total", help: "Requests answered, by route and outcome (answered health checks and scrapes excepted).", labelNames: ["http_route", "status"], registers });
     this.auditWrite = new Histogram({ name: "mlxs_audit_write_seconds", help: "Time of each write of a batch of audit records.", buckets: WRITE_BUCKETS, registers });
     const loaded = () => core.loadedModels();
     new Gauge({ name: "mlxs_queue_depth", help: "Requests waiting for a model or a sequence.", registers, collect() { this.set(loaded().reduce((sum, m) => sum + m.queued, 0)); } });
@@ -97,6 +97,7 @@ export class ServerMetrics {
 /** GET /metrics: behind the API key when keys are set, unless `open` (--metrics-public). */
 export function metricsRoute(metrics: ServerMetrics, open: boolean): Route {
   return {
+    // a scrape is not recorded; a refused one (a key guessed, a scope too small) is, by the boundary
     method: "GET", path: "/metrics", open, audited: false, scope: "audit",
     handler: async (ctx) => {
       const text = await metrics.registry.metrics();
