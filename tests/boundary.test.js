@@ -257,3 +257,51 @@ fuzz("the same with an API key configured", async () => {
 });
 
 fuzz.run();
+
+const given = suite("what the parser and its timers give up on: answered and recorded");
+
+given("Transfer-Encoding: xchunked is answered 400 (problem+json, request id) and recorded", async () => {
+  const server = await startServer(["--model", await testModel()]);
+  const port = Number(new URL(server.url).port);
+  try {
+    const res = await rawRequest(port, `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Request-ID: xchunked-1\r\nTransfer-Encoding: xchunked\r\n\r\n{"messages":[]}`);
+    assert.is(res.status, 400, res.head);
+    assert.match(res.headers["content-type"], /application\/problem\+json/);
+    assert.is(res.headers["x-request-id"], "xchunked-1");
+    const rows = await waitForRows(server.db, (r) => r.some((x) => x.request_id === "xchunked-1"));
+    assert.equal(rows.filter((r) => r.request_id === "xchunked-1").map((r) => [r.endpoint, r.status, r.status_code, r.error_type]),
+      [["/v1/chat/completions", "error", 400, "unsupported_transfer_encoding"]]);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+given("slow headers (slowloris) get 408 and a record each; a body trickled past --body-timeout gets 408, recorded as 408 (not 499)", async () => {
+  const server = await startServer(["--model", await testModel(), "--header-timeout", "1", "--body-timeout", "2"]);
+  const port = Number(new URL(server.url).port);
+  try {
+    const slow = await Promise.all(Array.from({ length: 30 }, () => rawRequest(port, "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")));
+    assert.equal(slow.map((r) => r.status), Array(30).fill(408));
+    assert.ok(slow.every((r) => r.headers["x-request-id"]));
+    // a declared body of 200 bytes, 10 bytes every 300 ms: 6 s, past the 2 s body timeout
+    const trickled = await new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      let data = "";
+      socket.on("error", () => undefined);
+      socket.on("data", (c) => { data += c; });
+      socket.on("close", () => { clearInterval(timer); resolve(data); });
+      socket.write("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Request-ID: trickle-1\r\nContent-Length: 200\r\n\r\n");
+      const timer = setInterval(() => socket.write(" ".repeat(10)), 300);
+    });
+    assert.match(trickled, /^HTTP\/1\.1 408 /);
+    assert.match(trickled, /request_timeout/);
+    const rows = await waitForRows(server.db, (r) => r.length >= 31);
+    assert.is(rows.filter((r) => r.endpoint === "unknown" && r.status_code === 408 && r.error_type === "request_timeout").length, 30);
+    assert.equal(rows.filter((r) => r.request_id === "trickle-1").map((r) => [r.endpoint, r.status, r.status_code, r.error_type]),
+      [["/v1/chat/completions", "error", 408, "request_timeout"]]);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+given.run();

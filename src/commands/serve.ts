@@ -69,6 +69,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     maxBodyBytes: opts.maxBody as number,
     requestTimeoutMs: (opts.requestTimeout as number) * 1000,
     headersTimeoutMs: (opts.headerTimeout as number) * 1000,
+    bodyTimeoutMs: (opts.bodyTimeout as number) * 1000,
     stallTimeoutMs: (opts.stallTimeout as number) * 1000,
   }, [
     ...adminRoutes(openReader, () => server.state), ...apiRoutes(() => server.state),

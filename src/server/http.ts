@@ -63,8 +63,10 @@ export interface ServerOptions {
   loopback?: boolean;
   maxBodyBytes: number;
   requestTimeoutMs: number;
-  /** a client must send its headers within this (slow or half-open connections are closed) */
+  /** a client must send its headers within this (slow or half-open connections get 408) */
   headersTimeoutMs?: number;
+  /** and its whole request, body included, within this (default 60 s; a body trickled past it gets 408) */
+  bodyTimeoutMs?: number;
   /** a streamed response whose reader takes nothing for this long is ended */
   stallTimeoutMs?: number;
   /** a 500's stack on stderr (MLXS_DEBUG) */
@@ -164,6 +166,8 @@ export class MlxsServer {
   private whenIdle?: () => void;
   /** aborted when a drain stops waiting: what still runs is cancelled (and answered 503) */
   private readonly stopping = new AbortController();
+  /** each running request's context, by its response: for a connection error that strikes it */
+  private readonly contexts = new WeakMap<ServerResponse, RequestContext>();
   private readonly keys: { label: string; scope: KeyScope; digest: Buffer }[];
   private readonly limits: KeyLimits;
 
@@ -183,9 +187,10 @@ export class MlxsServer {
     const headersTimeout = options.headersTimeoutMs ?? 10_000;
     this.server = createServer({
       // slow or idle clients: headers within 10 s, the whole request within 60 s, checked
-      // often enough that a crowd of half-open connections does not linger
+      // often enough that a crowd of half-open connections does not linger (each is answered
+      // 408 and recorded by clientError)
       headersTimeout,
-      requestTimeout: Math.max(60_000, headersTimeout),
+      requestTimeout: Math.max(options.bodyTimeoutMs ?? 60_000, headersTimeout),
       keepAliveTimeout: 5_000,
       connectionsCheckingInterval: Math.min(1_000, headersTimeout),
       // checked inside the boundary, so that the refusal is a problem with a record
@@ -323,6 +328,7 @@ export class MlxsServer {
       bodyWriter: () => new BodyWriter(res, { signal, stallTimeoutMs }),
     };
     this.running.add(ctx);
+    this.contexts.set(res, ctx);
     /** the key's place under its limits, given back when the handler is done */
     let release: (() => void) | undefined;
     /** the route's handler answered (an unaudited route's refusals are still recorded) */
@@ -439,26 +445,46 @@ export class MlxsServer {
 
   /**
    * Bytes that are not HTTP (a bad request line, a header too large, headers that never
-   * came): answered with a problem where the connection allows it, and recorded.
+   * came, a body framed in a way this server does not read, a body that never came): answered
+   * with a problem where the connection allows it, and recorded.
    */
   private clientError(error: NodeJS.ErrnoException, socket: Duplex): void {
-    // the peer is gone, or a request on this connection is already being answered (its
-    // handler sees the connection end and records that): nothing more can be said
-    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
-    if (error.code === "ECONNRESET" || !socket.writable || inFlight) {
+    // the peer is gone: nothing more can be said
+    if (error.code === "ECONNRESET" || !socket.writable) {
       socket.destroy();
       return;
     }
-    const [status, code, message] =
-      error.code === "HPE_HEADER_OVERFLOW" ? [431, "headers_too_large", "The request headers are too large."]
-        : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "request_timeout", "The request did not arrive in time."]
-          : [400, "bad_request", "The request is not valid HTTP."];
+    const problem = connectionProblem(error);
+    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (inFlight) {
+      this.failInFlight(inFlight, problem, socket);
+      return;
+    }
+    // node:http only times out a connection that began a request: slow headers are one
+    const { status, code, message } = problem;
     const requestId = newRequestId();
-    const text = JSON.stringify(problemBody(new HttpProblem(status, code, message), requestId));
+    const text = JSON.stringify(problemBody(problem, requestId));
     socket.end(`HTTP/1.1 ${status} ${titleOf(status)}\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(text)}\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`);
-    // a connection that sent nothing in time is not a request; a malformed one is
-    if (status !== 408) this.recordRefusal(requestId, status, code, message);
+    this.recordRefusal(requestId, status, code, message);
+  }
+
+  /**
+   * The connection of a routed request broke after its headers (a Transfer-Encoding it
+   * cannot read, a body past the body timeout): the request is answered with the problem
+   * unless it already was, and the connection, which cannot be read on, ends after the answer.
+   */
+  private failInFlight(res: ServerResponse, problem: HttpProblem, socket: Duplex): void {
+    const ctx = this.contexts.get(res);
+    if (ctx && !res.headersSent && !res.destroyed) {
+      // what the handler does next (its body read fails) cannot change what the request was
+      ctx.outcome ??= { status: "error", statusCode: problem.status, errorType: problem.code, errorMessage: problem.message };
+      this.fail(ctx, problem);
+    }
+    // the handler may still be reading the body, which will never come whole: it is told so
+    const end = () => { socket.destroy(); res.req.destroy(); };
+    if (res.writableFinished || res.destroyed) end();
+    else res.once("close", end);
   }
 
   private refuseConnect(socket: Duplex): void {
@@ -548,6 +574,18 @@ export class MlxsServer {
       // JSON.parse's own message quotes the input: it never goes out
       throw new HttpProblem(400, "invalid_json", "The request body is not valid JSON.");
     }
+  }
+}
+
+/** The problem of a connection that node:http's parser or its timers gave up on. */
+function connectionProblem(error: NodeJS.ErrnoException): HttpProblem {
+  const close = { headers: { Connection: "close" } };
+  switch (error.code) {
+    case "HPE_HEADER_OVERFLOW": return new HttpProblem(431, "headers_too_large", "The request headers are too large.", close);
+    case "ERR_HTTP_REQUEST_TIMEOUT": return new HttpProblem(408, "request_timeout", "The request did not arrive in time.", close);
+    // a 400, not RFC 9112's 501: the request is at fault, and a 5xx would say the server was
+    case "HPE_INVALID_TRANSFER_ENCODING": return new HttpProblem(400, "unsupported_transfer_encoding", "The only Transfer-Encoding this server reads is chunked.", close);
+    default: return new HttpProblem(400, "bad_request", "The request is not valid HTTP.", close);
   }
 }
 
