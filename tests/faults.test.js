@@ -357,3 +357,40 @@ fuzz("generated bodies and raw bytes at every endpoint: never a crash or a hang,
 
 fuzz.run();
 
+
+const killed = suite("a runner killed mid-stream");
+
+killed("a stream whose runner is SIGKILLed after 20+ tokens ends with an error event and is recorded with the tokens sent", async () => {
+  const server = await startServer(["--model", await testModel({ endless: true })]);
+  try {
+    const res = await request(`${server.url}/v1/chat/completions`, json({ messages: [{ role: "user", content: "go on" }], max_tokens: 100_000, temperature: 1, stream: true }, { "x-request-id": "killed-1" }));
+    assert.is(res.statusCode, 200);
+    let text = "";
+    const iterator = res.body[Symbol.asyncIterator]();
+    const pieces = () => (text.match(/"content":"[^"]/g) ?? []).length;
+    while (pieces() < 25) {
+      const { value, done } = await iterator.next();
+      if (done) break;
+      text += value;
+    }
+    const sent = pieces();
+    assert.ok(sent >= 25, `${sent} pieces`);
+    const runners = readdirSync(`/proc/${server.child.pid}/task`).flatMap((t) => execFileSync("cat", [`/proc/${server.child.pid}/task/${t}/children`], { encoding: "utf8" }).trim().split(/\s+/).filter(Boolean).map(Number));
+    for (const pid of runners) process.kill(pid, "SIGKILL");
+    for (;;) {
+      const { value, done } = await iterator.next();
+      if (done) break;
+      text += value;
+    }
+    assert.match(text, /event: error/);
+    const [row] = (await waitForRows(server.db, (r) => r.some((x) => x.request_id === "killed-1"))).filter((r) => r.request_id === "killed-1");
+    assert.is(row.status, "error");
+    // at least what the client was seen to receive (more may have been sent as it was killed)
+    assert.ok(row.completion_tokens >= pieces(), `${row.completion_tokens} completion tokens, ${pieces()} pieces received`);
+    assert.is(row.total_tokens, row.prompt_tokens + row.completion_tokens);
+  } finally {
+    assert.is(await server.stop(), 0);
+  }
+});
+
+killed.run();
