@@ -258,7 +258,7 @@ keys("usage per key: audit stats --by client|model|endpoint|day, and /v1/audit/s
     assert.equal(JSON.parse(cli.stdout).data, byClient.body.data);
     const table = await runCli(["audit", "stats", "--by", "day"], { env: { MLXS_HOME: server.home } });
     assert.is(table.code, 0, table.stderr);
-    assert.match(table.stdout, /^day\s+requests\s+errors\s+tokens in\s+tokens out\s+p50 ms\s+p95 ms\n\d{4}-\d\d-\d\d\s+\d+/);
+    assert.match(table.stdout, /^day\s+requests\s+errors\s+tokens in\s+tokens out\s+p50 ms\s+p95 ms\s+tokens\/s\n\d{4}-\d\d-\d\d\s+\d+/);
     const bad = await runCli(["audit", "stats", "--by", "colour"], { env: { MLXS_HOME: server.home } });
     assert.is(bad.code, 2);
     assert.is(bad.stderr.trim().split("\n").length, 1);
@@ -354,13 +354,15 @@ clock("stats --by against figures computed by hand", async () => {
   const all = parseFilter({}, { defaultLimit: null });
   // nearest rank: p50 of [10, 20, 30, 40] is the 2nd, p95 the 4th
   assert.equal(await store.statsBy(all, "client"), [
-    { key: "a", requests: 4, errors: 1, prompt_tokens: 46, completion_tokens: 18, p50_ms: 20, p95_ms: 40 },
-    { key: "(none)", requests: 1, errors: 0, prompt_tokens: 2, completion_tokens: 0, p50_ms: 7, p95_ms: 7 },
-    { key: "b", requests: 1, errors: 0, prompt_tokens: 1, completion_tokens: 1, p50_ms: 5, p95_ms: 5 },
+    // tokens/s: generated tokens over generation time (duration less ttft, which is 10 + i here, and
+    // load, none here) of the records that generated; none where that time is not positive
+    { key: "a", requests: 4, errors: 1, prompt_tokens: 46, completion_tokens: 18, p50_ms: 20, p95_ms: 40, tokens_per_second: 18 / ((40 - 11 + 10 - 12 + 20 - 14) / 1000) },
+    { key: "(none)", requests: 1, errors: 0, prompt_tokens: 2, completion_tokens: 0, p50_ms: 7, p95_ms: 7, tokens_per_second: null },
+    { key: "b", requests: 1, errors: 0, prompt_tokens: 1, completion_tokens: 1, p50_ms: 5, p95_ms: 5, tokens_per_second: null },
   ]);
   assert.equal(await store.statsBy(all, "day"), [
-    { key: "2026-11-28", requests: 4, errors: 1, prompt_tokens: 28, completion_tokens: 8, p50_ms: 7, p95_ms: 30 },
-    { key: "2026-11-27", requests: 2, errors: 0, prompt_tokens: 21, completion_tokens: 11, p50_ms: 10, p95_ms: 40 },
+    { key: "2026-11-28", requests: 4, errors: 1, prompt_tokens: 28, completion_tokens: 8, p50_ms: 7, p95_ms: 30, tokens_per_second: null },
+    { key: "2026-11-27", requests: 2, errors: 0, prompt_tokens: 21, completion_tokens: 11, p50_ms: 10, p95_ms: 40, tokens_per_second: 11 / ((40 - 11 + 10 - 12) / 1000) },
   ]);
   assert.equal((await store.statsBy(parseFilter({ client: "a", since: new Date(day2 - 1).toISOString() }, { defaultLimit: null }), "model")).map((g) => [g.key, g.requests, g.p50_ms]), [["m", 2, 20]]);
   await store.close();
