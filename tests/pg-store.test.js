@@ -53,8 +53,16 @@ contract("queries, follows, exports, stats and prunes: the same rows and bytes f
     assert.is(await sqlite.insert(records.slice(i, i + 500)), Math.min(500, records.length - i));
     assert.is(await postgres.insert(records.slice(i, i + 500)), Math.min(500, records.length - i));
   }
-  assert.is(await postgres.insert(records.slice(0, 10)), 10, "a request id stored already is another row");
-  assert.is(await sqlite.insert(records.slice(0, 10)), 10, "a request id stored already is another row");
+  // new records (new objects) whose request ids are stored already: another row each
+  const again = records.slice(0, 10).map((r) => ({ ...r }));
+  assert.is(await postgres.insert(again), 10, "a request id stored already is another row");
+  assert.is(await sqlite.insert(again), 10, "a request id stored already is another row");
+  // the same records tried again (a writer whose commit's answer was lost): stored once
+  assert.is(await postgres.insert(again), 10, "all of them are stored");
+  const reopened = await openAuditStore(url);
+  assert.is(await reopened.insert(again.slice(0, 5)), 5, "through a new connection too");
+  await reopened.close();
+  assert.is((await postgres.query(parseFilter({ request_id: "r-3" }))).length, 2);
   const filters = [
     {}, { order: "asc", limit: "50", offset: "7" }, { model: "beta" }, { status: "error" }, { endpoint: "/v1/chat/completions", min_duration_ms: "500" },
     { since: new Date(NOW - 86_400_000).toISOString(), until: new Date(NOW - 3_600_000).toISOString() }, { client: "ci-bot", limit: "1000" }, { request_id: "r-42" },

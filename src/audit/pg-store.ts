@@ -68,14 +68,18 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
    CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);`,
   // 2: one row per request, whatever its X-Request-ID: the row's identity is its id, from
-  // the sequence; request_id is what the client sent (or what mlxs made for it), searchable
-  // but not unique (a retry that reused an id, landing on the same millisecond, was skipped)
+  // the sequence, minted before the insert (unique with the partition key, as PostgreSQL
+  // requires of a partitioned table), so a batch tried again is not stored twice;
+  // request_id is what the client sent (or what mlxs made for it), searchable but not
+  // unique (a retry that reused an id, landing on the same millisecond, was skipped)
   `DO $$ DECLARE c text; BEGIN
      FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = 'audit_logs'::regclass AND contype = 'u' LOOP
        EXECUTE format('ALTER TABLE audit_logs DROP CONSTRAINT %I', c);
      END LOOP;
    END $$;
-   CREATE INDEX audit_logs_request_id ON audit_logs (request_id);`,
+   CREATE INDEX audit_logs_request_id ON audit_logs (request_id);
+   DROP INDEX audit_logs_id;
+   CREATE UNIQUE INDEX audit_logs_id ON audit_logs (id, timestamp);`,
 ];
 
 // Export lines rendered by PostgreSQL, byte for byte as SQLite renders them: a REAL with
@@ -213,20 +217,32 @@ export class PgAuditStore {
     }
   }
 
-  /** Inserts the records in one statement, one row each (request ids may repeat). Returns how many were stored. */
+  /**
+   * Inserts the records in one statement, one row each (request ids may repeat). Each
+   * record's row id is minted before its first try and kept with it: when a connection
+   * breaks after the commit but before its answer (a restart), the writer tries the batch
+   * again and the rows already stored are known by their ids, not stored twice. Returns how
+   * many of the records the database holds now.
+   */
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
     await this.ensurePartitions(records);
-    const columns = INSERT_COLUMNS.map((c) => records.map((r) => (c === "stream" ? (r.stream ? 1 : 0) : c === "instance" ? r.instance ?? null : r[c])));
-    const result = await this.pool.query(
+    const fresh = records.filter((r) => !minted.has(r));
+    if (fresh.length > 0) {
+      const ids = (await this.pool.query("SELECT nextval('audit_logs_id_seq') AS id FROM generate_series(1, $1)", [fresh.length])).rows.map((r) => r.id as number);
+      ids.sort((a, b) => a - b).forEach((id, i) => minted.set(fresh[i]!, id));
+    }
+    const columns = [records.map((r) => minted.get(r)!), ...INSERT_COLUMNS.map((c) => records.map((r) => (c === "stream" ? (r.stream ? 1 : 0) : c === "instance" ? r.instance ?? null : r[c])))];
+    await this.pool.query(
       `WITH stored AS (
-         INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
-         SELECT * FROM unnest(${INSERT_COLUMNS.map((c, i) => `$${i + 1}::${TYPES[c]}[]`).join(", ")})
-         RETURNING 1)
-       SELECT count(*) AS n, pg_notify('${CHANNEL}', count(*)::text) FROM stored`,
+         INSERT INTO audit_logs (id, ${INSERT_COLUMNS.join(", ")})
+         SELECT * FROM unnest($1::bigint[], ${INSERT_COLUMNS.map((c, i) => `$${i + 2}::${TYPES[c]}[]`).join(", ")})
+         ON CONFLICT (id, timestamp) DO NOTHING RETURNING 1)
+       SELECT pg_notify('${CHANNEL}', count(*)::text) FROM stored`,
       columns,
     );
-    return Number(result.rows[0].n);
+    // those not inserted now are in conflict on their own row id: stored by a try whose answer was lost
+    return records.length;
   }
 
   /** Makes the day partitions the records fall in, once each. */
@@ -472,6 +488,12 @@ export class PgFollower {
     });
   }
 }
+
+/**
+ * The row id minted for each record on its first try, for every store of this process: the
+ * writer opens a new store after a broken connection, and tries the same records again.
+ */
+const minted = new WeakMap<AuditRecord, number>();
 
 /** `audit_logs_p20261128`: the partition of one UTC day. */
 function partitionName(day: number): string {
