@@ -56,15 +56,20 @@ export class ServerMetrics {
     new Gauge({ name: "mlxs_sequences_busy", help: "Sequences generating now, over all loaded models.", registers, collect() { this.set(loaded().reduce((sum, m) => sum + m.running, 0)); } });
     new Gauge({ name: "mlxs_models_loaded", help: "Models in memory.", registers, collect() { this.set(loaded().filter((m) => m.state === "loaded").length); } });
     new Gauge({ name: "mlxs_audit_pending", help: "Audit records waiting to be written.", registers, collect() { this.set(writer?.stats.pending ?? 0); } });
-    let droppedSeen = 0;
-    new Counter({
-      name: "mlxs_audit_dropped_total", help: "Audit records dropped because they could not be written.", registers,
-      collect() {
-        const dropped = writer?.stats.dropped ?? 0;
-        if (dropped > droppedSeen) this.inc(dropped - droppedSeen);
-        droppedSeen = dropped;
-      },
-    });
+    // the writer's own running totals, counted as they grow
+    const writerTotal = (name: string, help: string, total: () => number) => {
+      let seen = 0;
+      new Counter({
+        name, help, registers,
+        collect() {
+          const now = total();
+          if (now > seen) this.inc(now - seen);
+          seen = now;
+        },
+      });
+    };
+    writerTotal("mlxs_audit_written_total", "Audit records the store holds, as it counted them.", () => writer?.stats.written ?? 0);
+    writerTotal("mlxs_audit_dropped_total", "Audit records dropped because they could not be written.", () => writer?.stats.dropped ?? 0);
     collectDefaultMetrics({ register: this.registry });
     // gauges that prom-client names like counters: `promtool check metrics` refuses them
     for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
