@@ -4,6 +4,7 @@ import { request } from "undici";
 import OpenAI from "openai";
 import { zodResponseFormat } from "openai/helpers/zod";
 import { z } from "zod";
+import { Agent, OpenAIResponsesModel, run as runAgent, setTracingDisabled } from "@openai/agents";
 import { httpCall, jsonRequest, startServer, testModel, waitForRows } from "./helpers.js";
 
 const json = (body) => jsonRequest(body);
@@ -331,6 +332,25 @@ demo("the official client's parse() with a zod schema without .max(): completes 
       completed++;
     } catch (error) {
       failures.push(error.constructor.name);
+    }
+  }
+  assert.ok(completed >= 8, `${completed} of ${TRIES}; failures: ${failures.join(", ")}`);
+});
+
+demo("@openai/agents: an agent with a structured output type without .max() on the Responses API completes (no incomplete response) at least 8 of 10 times", async ({ client }) => {
+  // its traces would be sent to OpenAI: nothing leaves this machine
+  setTracingDisabled(true);
+  const Person = z.object({ name: z.string(), hobbies: z.array(z.string()), city: z.string() });
+  const agent = new Agent({ name: "describer", instructions: "Describe someone.", model: new OpenAIResponsesModel(client, "demo"), outputType: Person, modelSettings: { maxTokens: 200 } });
+  let completed = 0;
+  const failures = [];
+  for (let i = 0; i < TRIES; i++) {
+    try {
+      const result = await runAgent(agent, `Describe someone, ${i}`);
+      assert.ok(Person.safeParse(result.finalOutput).success);
+      completed++;
+    } catch (error) {
+      failures.push(`${error.constructor.name}: ${String(error.message).slice(0, 80)}`);
     }
   }
   assert.ok(completed >= 8, `${completed} of ${TRIES}; failures: ${failures.join(", ")}`);
