@@ -162,6 +162,10 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .addOption(new Option("--by <group>", "usage per group instead: requests, errors, tokens, p50/p95 duration per API key, model, endpoint or UTC day").choices(["client", "model", "endpoint", "day"]))
     .option("--json", "one JSON object"), { paging: false })
     .action(lazy("./commands/audit-stats.js"));
+  addAuditDbOption(audit.command("verify")
+    .description("check the hash chain of every instance: its records and head, or the first broken link (altered, removed, inserted, reordered, truncated); exit 1 on a break")
+    .option("--json", "one JSON object"))
+    .action(lazy("./commands/audit-verify.js"));
 
   const exitOverride = (command: Command) => { command.exitOverride(); command.commands.forEach(exitOverride); };
   exitOverride(program);

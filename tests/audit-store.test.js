@@ -35,7 +35,8 @@ database("a new database: WAL, NORMAL sync, busy timeout, the schema and its ind
   assert.is((await db.get("PRAGMA journal_mode")).journal_mode, "wal");
   assert.is((await db.get("PRAGMA user_version")).user_version, SCHEMA_VERSION);
   const columns = (await db.all("PRAGMA table_info(audit_logs)")).map((c) => c.name);
-  assert.equal(columns, [...COLUMNS]);
+  // the record's columns, then the hash chain's (chain.ts)
+  assert.equal(columns, [...COLUMNS, "chain_seq", "chain_prev", "chain_link"]);
   for (const forbidden of ["prompt", "messages", "content", "answer", "input", "text", "headers", "arguments"]) {
     assert.not.ok(columns.includes(forbidden), forbidden);
   }

@@ -78,7 +78,30 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX audit_logs_model_timestamp ON audit_logs (model, timestamp);
    CREATE INDEX audit_logs_status_timestamp ON audit_logs (status, timestamp);
    CREATE INDEX audit_logs_request_id ON audit_logs (request_id);`,
+  // 6: the hash chain (chain.ts): each row's place in its instance's chain, the link before
+  // it and its own; the head of each chain, kept where the insert that moves it takes the
+  // write lock; the last link a prune removed from each chain, which the chain goes on from.
+  // Rows already there are chained in place as the migration runs (store.ts), in id order.
+  `ALTER TABLE audit_logs ADD COLUMN chain_seq INTEGER;
+   ALTER TABLE audit_logs ADD COLUMN chain_prev TEXT;
+   ALTER TABLE audit_logs ADD COLUMN chain_link TEXT;
+   CREATE TABLE audit_chain_heads (
+     instance TEXT PRIMARY KEY,
+     seq      INTEGER NOT NULL,
+     link     TEXT    NOT NULL,
+     id       INTEGER
+   );
+   CREATE TABLE audit_chain_checkpoints (
+     instance  TEXT PRIMARY KEY,
+     seq       INTEGER NOT NULL,
+     link      TEXT    NOT NULL,
+     id        INTEGER NOT NULL,
+     pruned_at INTEGER NOT NULL
+   );`,
 ];
+
+/** The migration that began the hash chain: rows older than it are chained when it runs. */
+export const CHAIN_MIGRATION = 6;
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

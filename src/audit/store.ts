@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError } from "./errors.js";
-import { COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+import { CHAIN_MIGRATION, COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+import { chainOf, chainRecords, encodeRow, genesisLink, linkOf, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
 
 export { AuditStoreError };
 
@@ -30,13 +31,18 @@ export interface AuditStats {
   last: number | null;
 }
 
-const INSERT_COLUMNS = COLUMNS.filter((c) => c !== "id");
+const SELECT_COLUMNS = COLUMNS.join(", ");
+/** the columns an insert writes: the record's (with the id the chain needs first) and the chain's */
+const WRITE_COLUMNS = [...COLUMNS, "chain_seq", "chain_prev", "chain_link"];
+/** columns that may hold a fraction: sent as [millionths] where they do (chain.ts, exactNumber) */
+const NUMERIC = new Set(["timestamp", "duration_ms", "ttft_ms", "status_code", "prompt_tokens", "completion_tokens", "total_tokens", "tool_calls", "load_ms"]);
 // one statement per batch: the batch travels as one JSON array of arrays and SQLite
 // unpacks it, instead of one native round trip (or one bound parameter) per value;
 // jsonb_each hands each row over as binary JSON, which ->> reads without parsing again
 // (measured 1.5x faster than json_each)
-const INSERT_SQL = `INSERT INTO audit_logs (${INSERT_COLUMNS.join(", ")})
-  SELECT ${INSERT_COLUMNS.map((_, i) => `value ->> ${i}`).join(", ")} FROM jsonb_each(?)`;
+const INSERT_SQL = `INSERT INTO audit_logs (${WRITE_COLUMNS.join(", ")})
+  SELECT ${WRITE_COLUMNS.map((c, i) => (NUMERIC.has(c) ? `coalesce((value ->> '$[${i}][0]') / 1000000.0, value ->> ${i})` : `value ->> ${i}`)).join(", ")} FROM jsonb_each(?)`;
+const CHAIN_SELECT = `SELECT ${SELECT_COLUMNS}, chain_seq, chain_prev, chain_link FROM audit_logs`;
 
 /** One follower of the log: the rows after its cursor, each once, and a wait for more. */
 export interface AuditFollower {
@@ -170,6 +176,7 @@ export class AuditStore {
         if (tables.length > 0) throw new AuditStoreError(`${this.path} is an SQLite database, but not an mlxs audit log; refusing to change it`);
       }
       for (let v = current; v < SCHEMA_VERSION; v++) await this.db.exec(MIGRATIONS[v]!);
+      if (current < CHAIN_MIGRATION) await this.chainExisting();
       await this.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       await this.db.exec("COMMIT");
     } catch (error) {
@@ -188,19 +195,101 @@ export class AuditStore {
     );
   }
 
-  /** Inserts the records in one transaction, one row each (request ids may repeat). Returns how many were stored. */
+  /**
+   * Rows written before the chain began, chained in place in id order (inside the
+   * migration's transaction: the chain begins whole, or not at all).
+   */
+  private async chainExisting(): Promise<void> {
+    const heads = new Map<string, ChainHead>();
+    for (let after = 0; ;) {
+      const rows = await this.db.all<ChainedRow[]>(`${CHAIN_SELECT} WHERE id > ? ORDER BY id LIMIT 5000`, after);
+      if (rows.length === 0) break;
+      const updates = rows.map((row) => {
+        const chain = chainOf(row.instance);
+        const head = heads.get(chain) ?? { seq: 0, link: genesisLink(chain), id: null };
+        const seq = head.seq + 1;
+        const link = linkOf(head.link, encodeRow({ ...row, chain_seq: seq }));
+        heads.set(chain, { seq, link, id: row.id as number });
+        return [row.id, seq, head.link, link];
+      });
+      await this.db.run(
+        `UPDATE audit_logs SET chain_seq = u.seq, chain_prev = u.prev, chain_link = u.link
+           FROM (SELECT value ->> 0 AS id, value ->> 1 AS seq, value ->> 2 AS prev, value ->> 3 AS link FROM jsonb_each(?)) AS u
+          WHERE audit_logs.id = u.id`, JSON.stringify(updates));
+      after = rows[rows.length - 1]!.id as number;
+    }
+    await this.saveHeads(heads);
+  }
+
+  private async saveHeads(heads: Map<string, ChainHead>): Promise<void> {
+    if (heads.size === 0) return;
+    await this.db.run(
+      `INSERT INTO audit_chain_heads (instance, seq, link, id) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM jsonb_each(?) WHERE true
+         ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, link = excluded.link, id = excluded.id`,
+      JSON.stringify([...heads].map(([chain, h]) => [chain, h.seq, h.link, h.id])));
+  }
+
+  /** The head of every chain, as the last insert left it. */
+  async chainHeads(): Promise<Map<string, ChainHead>> {
+    const rows = await this.db.all<{ instance: string; seq: number; link: string; id: number | null }[]>("SELECT instance, seq, link, id FROM audit_chain_heads");
+    return new Map(rows.map((r) => [r.instance, { seq: r.seq, link: r.link, id: r.id }]));
+  }
+
+  /** The last link each prune removed from each chain. */
+  async chainCheckpoints(): Promise<Map<string, ChainCheckpoint>> {
+    const rows = await this.db.all<{ instance: string; seq: number; link: string; id: number }[]>("SELECT instance, seq, link, id FROM audit_chain_checkpoints");
+    return new Map(rows.map((r) => [r.instance, { seq: r.seq, link: r.link, id: r.id }]));
+  }
+
+  /** Every row with its chain columns, a page at a time in id order (keyset: flat memory). */
+  async *chainPages(pageSize = 5_000): AsyncGenerator<ChainedRow[]> {
+    for (let after = 0; ;) {
+      const rows = await this.db.all<ChainedRow[]>(`${CHAIN_SELECT} WHERE id > ? ORDER BY id LIMIT ?`, after, pageSize);
+      if (rows.length > 0) yield rows;
+      if (rows.length < pageSize) return;
+      after = rows[rows.length - 1]!.id as number;
+    }
+  }
+
+  /**
+   * Inserts the records in one transaction, one row each (request ids may repeat), linked
+   * into their chains. The transaction takes the write lock before it reads the chains'
+   * heads (IMMEDIATE), so processes writing one file at once (a daemon and `mlxs chat`)
+   * take turns and every chain stays whole; the row ids are minted here, under that lock,
+   * as AUTOINCREMENT would (never given again), because each link covers its row's id.
+   * Returns how many were stored.
+   */
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
-    const rows = records.map((r) => INSERT_COLUMNS.map((c) => (c === "stream" ? (r.stream ? 1 : 0) : r[c] ?? null)));
-    const result = await this.db.run(INSERT_SQL, JSON.stringify(rows));
-    return result.changes ?? 0;
+    await this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const last = (await this.db.get<{ n: number | null }>(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0), coalesce((SELECT max(id) FROM audit_logs), 0)) AS n"))!.n ?? 0;
+      const heads = await this.chainHeads();
+      const chained = chainRecords(records, records.map((_, i) => last + 1 + i), heads);
+      const rows = chained.map(({ values, prev, link }) => [
+        ...COLUMNS.map((c) => {
+          const v = values[c];
+          // a fraction travels as its millionths, for SQLite to divide exactly as JavaScript did
+          return typeof v === "number" && !Number.isInteger(v) && Number.isFinite(v) ? [Math.round(v * 1e6)] : v;
+        }),
+        values.chain_seq, prev, link,
+      ]);
+      const result = await this.db.run(INSERT_SQL, JSON.stringify(rows));
+      await this.saveHeads(heads);
+      await this.db.exec("COMMIT");
+      return result.changes ?? 0;
+    } catch (error) {
+      await this.db.exec("ROLLBACK").catch(() => undefined);
+      throw error;
+    }
   }
 
   async query(filter: AuditLogFilter): Promise<AuditRow[]> {
     const { where, params } = whereOf(filter);
     const direction = filter.order === "asc" ? "ASC" : "DESC";
     const rows = await this.db.all<RawRow[]>(
-      `SELECT * FROM audit_logs ${where} ORDER BY timestamp ${direction}, id ${direction} LIMIT ? OFFSET ?`,
+      `SELECT ${SELECT_COLUMNS} FROM audit_logs ${where} ORDER BY timestamp ${direction}, id ${direction} LIMIT ? OFFSET ?`,
       ...params, filter.limit ?? -1, filter.offset,
     );
     return rows.map(toRow);
@@ -209,7 +298,7 @@ export class AuditStore {
   /** Records stored after row `afterId`, oldest first: what `tail --follow` prints next. */
   async after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
     const { where, params } = whereOf(filter, [["id > ?", afterId]]);
-    return (await this.db.all<RawRow[]>(`SELECT * FROM audit_logs ${where} ORDER BY id ASC LIMIT ?`, ...params, limit)).map(toRow);
+    return (await this.db.all<RawRow[]>(`SELECT ${SELECT_COLUMNS} FROM audit_logs ${where} ORDER BY id ASC LIMIT ?`, ...params, limit)).map(toRow);
   }
 
   async lastId(): Promise<number> {
@@ -301,6 +390,7 @@ export class AuditStore {
     await this.db.exec("PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0");
     let deleted = 0;
     try {
+      await this.checkpoint(before);
       for (;;) {
         const { changes } = await this.db.run(
           "DELETE FROM audit_logs WHERE id IN (SELECT id FROM audit_logs WHERE timestamp < ? ORDER BY timestamp LIMIT ?)", before, batchSize,
@@ -314,6 +404,22 @@ export class AuditStore {
       if (deleted > 0) await this.db.exec("PRAGMA wal_checkpoint(PASSIVE)");
     }
     return deleted;
+  }
+
+  /**
+   * Before a prune: for each chain, the newest row it will delete becomes the chain's
+   * checkpoint (in one transaction, before any row goes), so the rows left verify from it.
+   * A row older than the checkpoint that the prune keeps (its request began after the
+   * cutoff but was written before a pruned one) is skipped by verify until a later prune.
+   */
+  private async checkpoint(before: number): Promise<void> {
+    await this.db.run(
+      `INSERT INTO audit_chain_checkpoints (instance, seq, link, id, pruned_at)
+         SELECT coalesce(instance, ''), chain_seq, chain_link, id, ? FROM audit_logs
+          WHERE id IN (SELECT max(id) FROM audit_logs WHERE timestamp < ? GROUP BY coalesce(instance, '')) AND chain_link IS NOT NULL
+         ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, link = excluded.link, id = excluded.id, pruned_at = excluded.pruned_at
+          WHERE excluded.id > audit_chain_checkpoints.id`,
+      Date.now(), before);
   }
 
   /** Gives the space of deleted records back to the file system (takes the write lock while it runs). */
