@@ -46,10 +46,12 @@ export function genesisLink(chain: string): string {
 
 /** The canonical encoding of a row: every column, in one order, nulls explicit. */
 export function encodeRow(row: ChainValues): string {
-  let out = "[";
-  for (const c of COLUMNS) out += `${JSON.stringify(row[c] ?? null)},`;
-  return `${out}${JSON.stringify(row.chain_seq ?? null)}]`;
+  const values: unknown[] = new Array(ENCODED.length);
+  for (let i = 0; i < ENCODED.length; i++) values[i] = row[ENCODED[i]!] ?? null;
+  return JSON.stringify(values);
 }
+
+const ENCODED = [...COLUMNS, "chain_seq"] as const;
 
 export function linkOf(prev: string, encoding: string): string {
   return createHash("sha256").update(Buffer.from(prev, "hex")).update(encoding).digest("hex");
@@ -84,21 +86,30 @@ export interface ChainHead {
  */
 export function chainRecords(
   records: readonly AuditRecord[], ids: readonly number[], heads: Map<string, ChainHead>,
-): { values: ChainValues; prev: string; link: string; chain: string }[] {
-  return records.map((record, i) => {
+): { values: unknown[]; prev: string; link: string }[] {
+  const out = new Array<{ values: unknown[]; prev: string; link: string }>(records.length);
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i] as unknown as Record<string, unknown>;
     const chain = chainOf(record.instance);
-    const head = heads.get(chain) ?? { seq: 0, link: genesisLink(chain), id: null };
-    const values = { id: ids[i]! } as ChainValues;
-    for (const c of COLUMNS) {
-      if (c === "id") continue;
-      const v = c === "stream" ? (record.stream ? 1 : 0) : (record as unknown as Record<string, unknown>)[c] ?? null;
-      values[c] = typeof v === "number" ? exactNumber(v).stored : v;
+    let head = heads.get(chain);
+    if (!head) heads.set(chain, (head = { seq: 0, link: genesisLink(chain), id: null }));
+    // the row in ENCODED order: what is hashed, and what the store is sent
+    const values: unknown[] = new Array(ENCODED.length);
+    values[0] = ids[i]!;
+    for (let k = 1; k < COLUMNS.length; k++) {
+      const c = COLUMNS[k]!;
+      const v = c === "stream" ? (record.stream ? 1 : 0) : record[c] ?? null;
+      values[k] = typeof v === "number" && !Number.isInteger(v) ? exactNumber(v).stored : v;
     }
-    values.chain_seq = head.seq + 1;
-    const link = linkOf(head.link, encodeRow(values));
-    heads.set(chain, { seq: head.seq + 1, link, id: ids[i]! });
-    return { values, prev: head.link, link, chain };
-  });
+    values[COLUMNS.length] = head.seq + 1;
+    const prev = head.link;
+    const link = linkOf(prev, JSON.stringify(values));
+    head.seq++;
+    head.link = link;
+    head.id = ids[i]!;
+    out[i] = { values, prev, link };
+  }
+  return out;
 }
 
 /** How a chain broke at a row. */

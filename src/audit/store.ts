@@ -10,7 +10,7 @@ import { dirname } from "node:path";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError } from "./errors.js";
 import { CHAIN_MIGRATION, COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { chainOf, chainRecords, encodeRow, genesisLink, linkOf, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
+import { chainOf, chainRecords, encodeRow, exactNumber, genesisLink, linkOf, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
 
 export { AuditStoreError };
 
@@ -267,14 +267,18 @@ export class AuditStore {
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0), coalesce((SELECT max(id) FROM audit_logs), 0)) AS n"))!.n ?? 0;
       const heads = await this.chainHeads();
       const chained = chainRecords(records, records.map((_, i) => last + 1 + i), heads);
-      const rows = chained.map(({ values, prev, link }) => [
-        ...COLUMNS.map((c) => {
-          const v = values[c];
+      const rows = chained.map(({ values, prev, link }) => {
+        for (let i = 0; i < values.length; i++) {
+          const v = values[i];
           // a fraction travels as its millionths, for SQLite to divide exactly as JavaScript did
-          return typeof v === "number" && !Number.isInteger(v) && Number.isFinite(v) ? [Math.round(v * 1e6)] : v;
-        }),
-        values.chain_seq, prev, link,
-      ]);
+          if (typeof v === "number" && !Number.isInteger(v)) {
+            const exact = exactNumber(v);
+            if (exact.scaled) values[i] = [exact.sent];
+          }
+        }
+        values.push(prev, link);
+        return values;
+      });
       const result = await this.db.run(INSERT_SQL, JSON.stringify(rows));
       await this.saveHeads(heads);
       await this.db.exec("COMMIT");
