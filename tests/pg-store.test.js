@@ -16,6 +16,8 @@ import { openAuditStore } from "../dist/audit/open-store.js";
 import { parseFilter } from "../dist/audit/filter.js";
 import { exportRows } from "../dist/audit/export.js";
 import { MIGRATIONS as PG_MIGRATIONS } from "../dist/audit/pg-store.js";
+import { AuditWriter } from "../dist/audit/writer.js";
+import { encodeRow, linkOf, verifyChains } from "../dist/audit/chain.js";
 import { checkSharedRequestId, SHARED_ID } from "./fixtures/same-request-id.js";
 import pgDriver from "pg";
 
@@ -113,7 +115,7 @@ contract("queries, follows, exports, stats and prunes: the same rows and bytes f
 
   // every audit command, byte for byte
   const home = tempDir();
-  for (const args of [["tail", "-n", "30"], ["tail", "--json", "-n", "5", "--status", "error"], ["export", "--format", "csv"], ["export", "--format", "json", "--model", "gamma"], ["stats"], ["stats", "--by", "day", "--json"], ["prune", "--dry-run", "--older-than", new Date(NOW - 86_400_000).toISOString()]]) {
+  for (const args of [["tail", "-n", "30"], ["tail", "--json", "-n", "5", "--status", "error"], ["export", "--format", "csv"], ["export", "--format", "json", "--model", "gamma"], ["stats"], ["stats", "--by", "day", "--json"], ["verify"], ["prune", "--dry-run", "--older-than", new Date(NOW - 86_400_000).toISOString()]]) {
     const fromFile = await runCli(["audit", ...args, "--db", file], { env: { MLXS_HOME: home } });
     const fromPg = await runCli(["audit", ...args, "--db", url], { env: { MLXS_HOME: home } });
     assert.is(fromFile.code, 0, fromFile.stderr);
@@ -265,12 +267,179 @@ fleet("a database of the old schema (unique request id and time) migrates in pla
     assert.is(again.length, 2);
     assert.ok(again.every((r) => r.id > 0) && again[0].id !== again[1].id);
     assert.is((await store.pool.query("SELECT max(version) AS v FROM mlxs_audit_schema")).rows[0].v, PG_MIGRATIONS.length);
+    // the rows from before the chain were chained in place, in id order, from genesis
+    const result = await verifyChains(store);
+    assert.equal(result.chains.map((c) => [c.chain, c.records, c.from, c.broken]), [["", 21, "genesis", null]]);
   } finally {
     await store.close();
   }
 });
 
 fleet.run();
+
+const chained = suite("the hash chain on PostgreSQL");
+
+/**
+ * A log of 300 records in two chains ("a", "b"), fractional durations, written by the real
+ * writer in three runs, ten minutes apart over three days (partitions); ids burnt between runs.
+ */
+async function writtenPgLog() {
+  const url = await freshDatabase();
+  const start = NOW - 3 * 86_400_000;
+  for (let batch = 0; batch < 3; batch++) {
+    const writer = AuditWriter.forFile(url);
+    for (let i = batch * 100; i < (batch + 1) * 100; i++) {
+      writer.record({ ...syntheticRecords(1, { now: start })[0], request_id: `c-${i}`, timestamp: start + i * 600_000, duration_ms: 100 + Math.random() * 1000, ttft_ms: Math.random() * 50, instance: i % 3 === 0 ? "b" : "a" });
+    }
+    await writer.close();
+    assert.is(writer.stats.written, 100);
+    await sql(url, "SELECT setval('audit_logs_id_seq', nextval('audit_logs_id_seq') + 5)");
+  }
+  return url;
+}
+
+async function sql(url, text, params = []) {
+  const client = new Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** A copy of the database at `url` (no one connected to it), with `text` run in it. */
+let copies = 0;
+async function tamperedPg(url, text, params = []) {
+  const name = `copy${++copies}`;
+  await sql(pg.url, `CREATE DATABASE ${name} TEMPLATE ${new URL(url).pathname.slice(1)}`);
+  const copy = pg.url.replace(/\/postgres$/, `/${name}`);
+  if (text) await sql(copy, text, params);
+  return copy;
+}
+
+async function verifyPg(url) {
+  const store = await openAuditStore(url, { create: false });
+  try {
+    return await verifyChains(store);
+  } finally {
+    await store.close();
+  }
+}
+
+const brokenAt = (result) => result.chains.filter((c) => c.broken).map((c) => [c.chain, c.broken.id, c.broken.kind]);
+const chainRows = (url, instance) => sql(url, "SELECT * FROM audit_logs WHERE instance = $1 ORDER BY chain_seq", [instance]);
+
+chained("records written through the real writer verify whole, and mlxs audit verify prints each chain as on SQLite; each tampering is found at its row", async () => {
+  const url = await writtenPgLog();
+  const { code, stdout, stderr } = await runCli(["audit", "verify", "--db", url, "--json"]);
+  assert.is(code, 0, stderr);
+  const report = JSON.parse(stdout);
+  assert.equal([report.whole, report.rows], [true, 300]);
+  assert.equal(report.chains.map((c) => [c.chain, c.records, c.broken]), [["a", 200, null], ["b", 100, null]]);
+  const heads = await sql(url, "SELECT instance, seq, link FROM audit_chain_heads ORDER BY instance");
+  assert.equal(heads.map((h) => [h.instance, Number(h.seq), h.link]), report.chains.map((c) => [c.chain, c.records, c.head]));
+  const text = await runCli(["audit", "verify", "--db", url]);
+  assert.is(text.code, 0);
+  assert.match(text.stdout, /chain "a": whole, 200 records/);
+  assert.match(text.stdout, /audit log whole: 2 chain\(s\), 300 rows/);
+
+  const a = await chainRows(url, "a");
+  const b = await chainRows(url, "b");
+  // one column of one row edited
+  const edited = await tamperedPg(url, "UPDATE audit_logs SET duration_ms = duration_ms + 0.001 WHERE id = $1", [a[120].id]);
+  assert.equal(brokenAt(await verifyPg(edited)), [["a", Number(a[120].id), "altered"]]);
+  const cli = await runCli(["audit", "verify", "--db", edited]);
+  assert.is(cli.code, 1);
+  assert.match(cli.stdout, new RegExp(`chain "a": BROKEN at row ${a[120].id}: altered`));
+  assert.match(cli.stdout, /chain "b": whole/);
+  // a row deleted: found at the row after it in its chain
+  assert.equal(brokenAt(await verifyPg(await tamperedPg(url, "DELETE FROM audit_logs WHERE id = $1", [b[40].id]))), [["b", Number(b[41].id), "removed"]]);
+  // the newest rows deleted: found against the kept head
+  const cut = brokenAt(await verifyPg(await tamperedPg(url, "DELETE FROM audit_logs WHERE instance = 'a' AND chain_seq > 196")));
+  assert.equal(cut, [["a", Number(a[195].id), "truncated"]]);
+  // two rows' contents swapped (every column but the id and the chain's): the first no longer matches its link
+  const columns = Object.keys(a[0]).filter((c) => !["id", "chain_seq", "chain_prev", "chain_link"].includes(c) && a[50][c] !== a[51][c]);
+  const swap = `UPDATE audit_logs SET ${columns.map((c, i) => `${c} = CASE id WHEN $1 THEN $${i + 3}::${c === "timestamp" ? "bigint" : "text"} ELSE $${i + 3 + columns.length}::${c === "timestamp" ? "bigint" : "text"} END${["duration_ms", "ttft_ms", "load_ms"].includes(c) ? "::float8" : ["prompt_tokens", "completion_tokens", "total_tokens", "status_code", "tool_calls"].includes(c) ? "::int" : c === "stream" ? "::smallint" : ""}`).join(", ")} WHERE id IN ($1, $2)`;
+  const swapped = await tamperedPg(url, swap, [a[50].id, a[51].id, ...columns.map((c) => a[51][c]), ...columns.map((c) => a[50][c])]);
+  assert.equal(brokenAt(await verifyPg(swapped)), [["a", Number(a[50].id), "altered"]]);
+  // a forged row in an unused id, its link computed from the row before it
+  const [gap] = await sql(url, "SELECT max(id) + 1 AS id FROM audit_logs WHERE id <= 100");
+  const before = a.filter((r) => Number(r.id) < Number(gap.id)).at(-1);
+  const forged = { ...before, id: Number(gap.id), request_id: "forged", chain_seq: Number(before.chain_seq) + 1, chain_prev: before.chain_link };
+  for (const c of ["timestamp", "chain_seq"]) forged[c] = Number(forged[c]);
+  forged.chain_link = linkOf(forged.chain_prev, encodeRow(forged));
+  const keys = Object.keys(forged);
+  const inserted = await tamperedPg(url, `INSERT INTO audit_logs (${keys.join(", ")}) VALUES (${keys.map((_, i) => `$${i + 1}`).join(", ")})`, keys.map((c) => forged[c]));
+  assert.equal(brokenAt(await verifyPg(inserted)), [["a", forged.id, "inserted"]]);
+  // one put in with no link at all
+  const bare = await tamperedPg(url, "INSERT INTO audit_logs (id, request_id, timestamp, endpoint, duration_ms, status, instance) VALUES ($1, 'x', $2, '/v1/models', 1, 'success', 'b')", [forged.id, Number(before.timestamp)]);
+  assert.equal(brokenAt(await verifyPg(bare)), [["b", forged.id, "unchained"]]);
+  // an untouched copy: no false alarm
+  assert.equal(brokenAt(await verifyPg(await tamperedPg(url))), []);
+});
+
+chained("a pruned log (whole days dropped, the rest deleted) verifies from its checkpoint; a change after the prune is still found", async () => {
+  const url = await writtenPgLog();
+  const store = await openAuditStore(url);
+  const [{ t: cutoff }] = await sql(url, "SELECT timestamp AS t FROM audit_logs ORDER BY timestamp OFFSET 150 LIMIT 1");
+  const pruned = await store.prune(Number(cutoff));
+  await store.close();
+  assert.is(pruned, 150);
+  const result = await verifyPg(url);
+  assert.equal(brokenAt(result), []);
+  assert.ok(result.chains.every((c) => c.from === "checkpoint" && c.skipped === 0), JSON.stringify(result.chains));
+  assert.is(result.rows, 150);
+  const a = await chainRows(url, "a");
+  assert.equal(brokenAt(await verifyPg(await tamperedPg(url, "UPDATE audit_logs SET prompt_tokens = prompt_tokens + 1 WHERE id = $1", [a.at(-10).id]))), [["a", Number(a.at(-10).id), "altered"]]);
+});
+
+chained("two writers on one database at once (as two daemons) keep every chain whole, though their ids interleave out of chain order", async () => {
+  const url = await freshDatabase();
+  await (await openAuditStore(url)).close();
+  const writers = ["p", "q"].map(() => AuditWriter.forFile(url, { batchSize: 50, flushIntervalMs: 5 }));
+  await Promise.all(writers.map(async (writer, w) => {
+    for (let i = 0; i < 1500; i++) {
+      writer.record({ ...syntheticRecords(1, { now: NOW })[0], request_id: `w${w}-${i}`, timestamp: NOW + i, instance: i % 2 ? "a" : "b" });
+      if (i % 25 === 24) await new Promise((r) => setImmediate(r));
+    }
+    await writer.close();
+  }));
+  assert.equal(writers.map((w) => w.stats.written), [1500, 1500]);
+  const result = await verifyPg(url);
+  assert.equal(brokenAt(result), []);
+  assert.is(result.rows, 3000);
+  assert.equal(result.chains.map((c) => [c.chain, c.records]), [["a", 1500], ["b", 1500]]);
+
+  // ids are minted before the chain's lock: a writer that minted first may link last. Made
+  // to happen here: p's first try waits on a held head lock past its lock_timeout (ids
+  // minted, nothing stored), q writes, p tries again with the same ids; a retry of rows
+  // already stored (a lost commit's answer) links nothing twice
+  const racing = await freshDatabase();
+  await (await openAuditStore(racing)).insert([{ ...syntheticRecords(1, { now: NOW })[0], instance: "a" }]);
+  await sql(pg.url, `ALTER DATABASE ${new URL(racing).pathname.slice(1)} SET lock_timeout = '300ms'`);
+  const [p, q] = [await openAuditStore(racing), await openAuditStore(racing)];
+  const batch = (name) => syntheticRecords(20, { now: NOW, prefix: name }).map((r) => ({ ...r, instance: "a" }));
+  const first = batch("p");
+  const holder = new Client({ connectionString: racing });
+  await holder.connect();
+  await holder.query("BEGIN; SELECT * FROM audit_chain_heads FOR UPDATE");
+  const refused = await p.insert(first).then(() => null, (e) => e);
+  assert.match(refused?.message ?? "", /lock timeout/);
+  await holder.query("COMMIT");
+  await holder.end();
+  assert.is(await q.insert(batch("q")), 20);
+  assert.is(await p.insert(first), 20);
+  assert.is(await p.insert(first), 20, "tried again: stored once, linked once");
+  await p.close();
+  await q.close();
+  const [{ n }] = await sql(racing, "SELECT count(*) AS n FROM (SELECT id < lag(id) OVER (PARTITION BY instance ORDER BY chain_seq) AS back FROM audit_logs) x WHERE back");
+  assert.is(Number(n), 1, "p's rows follow q's in the chain, with lower ids");
+  const raced = await verifyPg(racing);
+  assert.equal([brokenAt(raced), raced.rows, raced.chains.map((c) => c.records)], [[], 41, [41]]);
+});
+
+chained.run();
 
 const secrets = suite("the password");
 

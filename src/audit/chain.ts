@@ -150,6 +150,7 @@ interface Walk {
   /** the link before the last one, to tell a row put in from one removed */
   before: string | null;
   checkpointId: number;
+  checkpointSeq: number;
 }
 
 /**
@@ -159,9 +160,16 @@ interface Walk {
 export class ChainVerifier {
   private readonly walks = new Map<string, Walk>();
 
+  /**
+   * `order`: how the rows come. By id (SQLite, whose ids are minted under the write lock,
+   * so each chain's order is its id order), or by chain and place (PostgreSQL, whose ids are
+   * minted before the lock: two writers' ids interleave with their chains' order). It says
+   * which rows a prune's checkpoint leaves behind it: older by id, or by place.
+   */
   constructor(
     private readonly checkpoints: Map<string, ChainCheckpoint>,
     private readonly heads: Map<string, ChainHead>,
+    private readonly order: ChainOrder = "id",
   ) {}
 
   private walk(chain: string): Walk {
@@ -173,6 +181,7 @@ export class ChainVerifier {
         expect: checkpoint ? { seq: checkpoint.seq, link: checkpoint.link, id: checkpoint.id } : { seq: 0, link: genesisLink(chain), id: null },
         before: null,
         checkpointId: checkpoint?.id ?? 0,
+        checkpointSeq: checkpoint?.seq ?? 0,
       };
       this.walks.set(chain, walk);
     }
@@ -185,7 +194,8 @@ export class ChainVerifier {
     const { report, expect } = walk;
     if (report.broken) return;
     const id = row.id as number;
-    if (id <= walk.checkpointId) {
+    const behind = this.order === "id" ? id <= walk.checkpointId : row.chain_seq != null && Number(row.chain_seq) <= walk.checkpointSeq;
+    if (behind) {
       report.skipped++;
       return;
     }
@@ -232,8 +242,13 @@ export class ChainVerifier {
   }
 }
 
+/** The order a store gives its rows to the verifier in (ChainVerifier). */
+export type ChainOrder = "id" | "chain";
+
 /** What verifyChains() reads: the stores' chain views. */
 export interface ChainSource {
+  /** by id when absent */
+  readonly chainOrder?: ChainOrder;
   chainCheckpoints(): Promise<Map<string, ChainCheckpoint>>;
   chainHeads(): Promise<Map<string, ChainHead>>;
   chainPages(): AsyncGenerator<ChainedRow[]>;
@@ -242,7 +257,7 @@ export interface ChainSource {
 /** Walks every chain of a store, page by page (memory bounded): a report per chain, and the rows read. */
 export async function verifyChains(source: ChainSource): Promise<{ rows: number; chains: ChainReport[] }> {
   // heads and checkpoints first: rows written while the walk runs lie past the heads read here
-  const verifier = new ChainVerifier(await source.chainCheckpoints(), await source.chainHeads());
+  const verifier = new ChainVerifier(await source.chainCheckpoints(), await source.chainHeads(), source.chainOrder);
   let rows = 0;
   for await (const page of source.chainPages()) {
     rows += page.length;

@@ -17,6 +17,7 @@ import pg from "pg";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError, describePgError } from "./errors.js";
 import { COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+import { chainOf, chainRecords, encodeRow, genesisLink, linkOf, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
 import { GENERATING_MS, statsOf, whereOf, withTokensPerSecond, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
 
 const DAY_MS = 86_400_000;
@@ -29,12 +30,16 @@ const LOOKBACK_IDS = 5_000;
  * pool's six connections leave one free.
  */
 const PAGES_AHEAD = 3;
-const INSERT_COLUMNS = COLUMNS.filter((c) => c !== "id");
 const TYPES: Record<string, string> = {
+  id: "bigint", chain_seq: "bigint", chain_prev: "text", chain_link: "text",
   request_id: "text", timestamp: "bigint", model: "text", backend_type: "text", endpoint: "text", duration_ms: "float8", ttft_ms: "float8",
   status: "text", status_code: "int", prompt_tokens: "int", completion_tokens: "int", total_tokens: "int", error_type: "text",
   error_message: "text", stream: "smallint", client: "text", tool_calls: "int", response_format: "text", load_ms: "float8", instance: "text",
 };
+/** a row as the chain reads it: its columns, then its chain's */
+const CHAIN_SELECT = `SELECT ${COLUMNS.join(", ")}, chain_seq, chain_prev, chain_link FROM audit_logs`;
+/** a chain's rows in its order: by chain, then place (id and time make the key unique, for keyset pages) */
+const CHAIN_KEY = "coalesce(instance, ''), coalesce(chain_seq, 0), id, timestamp";
 
 /** The schema as numbered migrations; mlxs_audit_schema holds the number applied. */
 export const MIGRATIONS: readonly string[] = [
@@ -80,7 +85,31 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX audit_logs_request_id ON audit_logs (request_id);
    DROP INDEX audit_logs_id;
    CREATE UNIQUE INDEX audit_logs_id ON audit_logs (id, timestamp);`,
+  // 3: the hash chain (chain.ts), as on SQLite: each row's place in its instance's chain,
+  // the link before it and its own; each chain's head, which an insert locks (FOR UPDATE)
+  // while it links its rows, so daemons writing one database each keep their chain whole;
+  // the last link a prune removed from each chain. Rows already there are chained in place
+  // as the migration runs (chainExisting), in id order. Ids are minted before the lock, so
+  // a chain's order is not its id order across writers: verify walks the chain key's index.
+  `ALTER TABLE audit_logs ADD COLUMN chain_seq bigint, ADD COLUMN chain_prev text, ADD COLUMN chain_link text;
+   CREATE TABLE audit_chain_heads (
+     instance text PRIMARY KEY,
+     seq      bigint NOT NULL,
+     link     text   NOT NULL,
+     id       bigint
+   );
+   CREATE TABLE audit_chain_checkpoints (
+     instance  text PRIMARY KEY,
+     seq       bigint NOT NULL,
+     link      text   NOT NULL,
+     id        bigint NOT NULL,
+     pruned_at bigint NOT NULL
+   );
+   CREATE INDEX audit_logs_chain ON audit_logs ((coalesce(instance, '')), (coalesce(chain_seq, 0)), id, timestamp);`,
 ];
+
+/** The migration that began the hash chain: rows older than it are chained when it runs. */
+export const PG_CHAIN_MIGRATION = 3;
 
 // Export lines rendered by PostgreSQL, byte for byte as SQLite renders them: a REAL with
 // no fraction keeps its ".0", times are ISO-8601 with milliseconds, CSV quotes as RFC 4180.
@@ -206,6 +235,7 @@ export class PgAuditStore {
         throw new AuditStoreError(`${this.path} was written by a newer mlxs (audit schema ${version}; this mlxs knows up to ${MIGRATIONS.length}): upgrade mlxs, or use another --db`);
       }
       for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
+      if (version < PG_CHAIN_MIGRATION && MIGRATIONS.length >= PG_CHAIN_MIGRATION) await chainExisting(client);
       if (version < MIGRATIONS.length) await client.query("INSERT INTO mlxs_audit_schema (version) VALUES ($1)", [MIGRATIONS.length]);
       await client.query("COMMIT");
       return true;
@@ -218,31 +248,103 @@ export class PgAuditStore {
   }
 
   /**
-   * Inserts the records in one statement, one row each (request ids may repeat). Each
+   * Inserts the records in one transaction, one row each (request ids may repeat). Each
    * record's row id is minted before its first try and kept with it: when a connection
    * breaks after the commit but before its answer (a restart), the writer tries the batch
    * again and the rows already stored are known by their ids, not stored twice. Returns how
    * many of the records the database holds now.
+   *
+   * The rows are linked into their chains (chain.ts) inside the transaction that holds their
+   * chains' heads: a record stored by an earlier try is found there and left out, so no
+   * record is chained twice and no link is skipped.
    */
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
     await this.ensurePartitions(records);
+    const retried = records.some((r) => minted.has(r));
     const fresh = records.filter((r) => !minted.has(r));
     if (fresh.length > 0) {
       const ids = (await this.pool.query("SELECT nextval('audit_logs_id_seq') AS id FROM generate_series(1, $1)", [fresh.length])).rows.map((r) => r.id as number);
       ids.sort((a, b) => a - b).forEach((id, i) => minted.set(fresh[i]!, id));
     }
-    const columns = [records.map((r) => minted.get(r)!), ...INSERT_COLUMNS.map((c) => records.map((r) => (c === "stream" ? (r.stream ? 1 : 0) : c === "instance" ? r.instance ?? null : r[c])))];
-    await this.pool.query(
-      `WITH stored AS (
-         INSERT INTO audit_logs (id, ${INSERT_COLUMNS.join(", ")})
-         SELECT * FROM unnest($1::bigint[], ${INSERT_COLUMNS.map((c, i) => `$${i + 2}::${TYPES[c]}[]`).join(", ")})
-         ON CONFLICT (id, timestamp) DO NOTHING RETURNING 1)
-       SELECT pg_notify('${CHANNEL}', count(*)::text) FROM stored`,
-      columns,
-    );
-    // those not inserted now are in conflict on their own row id: stored by a try whose answer was lost
+    const chains = [...new Set(records.map((r) => chainOf(r.instance)))].sort();
+    const client = await this.checkout();
+    try {
+      await client.query("BEGIN");
+      // the heads of the batch's chains, locked (in one order: two writers never deadlock)
+      // until the commit: another writer of these chains waits here, and links after it
+      await client.query(
+        "INSERT INTO audit_chain_heads (instance, seq, link, id) SELECT c, 0, g, NULL FROM unnest($1::text[], $2::text[]) AS u(c, g) ORDER BY c ON CONFLICT (instance) DO NOTHING",
+        [chains, chains.map(genesisLink)],
+      );
+      const heads = new Map<string, ChainHead>();
+      for (const h of (await client.query("SELECT instance, seq, link, id FROM audit_chain_heads WHERE instance = ANY($1) ORDER BY instance FOR UPDATE", [chains])).rows) {
+        heads.set(h.instance as string, { seq: h.seq as number, link: h.link as string, id: h.id as number | null });
+      }
+      // records tried before (a commit whose answer was lost) that are stored: never chained twice
+      let todo = records;
+      if (retried) {
+        const stored = new Set((await client.query("SELECT id FROM audit_logs WHERE id = ANY($1::bigint[])", [records.map((r) => minted.get(r)!)])).rows.map((r) => r.id as number));
+        todo = records.filter((r) => !stored.has(minted.get(r)!));
+      }
+      if (todo.length > 0) {
+        const chained = chainRecords(todo, todo.map((r) => minted.get(r)!), heads);
+        const columns = [...COLUMNS, "chain_seq"].map((_, k) => chained.map((c) => c.values[k]));
+        const moved = [...heads];
+        await client.query(
+          `WITH stored AS (
+             INSERT INTO audit_logs (${COLUMNS.join(", ")}, chain_seq, chain_prev, chain_link)
+             SELECT * FROM unnest(${[...COLUMNS, "chain_seq", "chain_prev", "chain_link"].map((c, i) => `$${i + 1}::${TYPES[c]}[]`).join(", ")})
+             RETURNING 1),
+           moved AS (
+             UPDATE audit_chain_heads h SET seq = u.seq, link = u.link, id = u.id
+               FROM unnest($${COLUMNS.length + 4}::text[], $${COLUMNS.length + 5}::bigint[], $${COLUMNS.length + 6}::text[], $${COLUMNS.length + 7}::bigint[]) AS u(instance, seq, link, id)
+              WHERE h.instance = u.instance)
+           SELECT pg_notify('${CHANNEL}', count(*)::text) FROM stored`,
+          [
+            ...columns, chained.map((c) => c.prev), chained.map((c) => c.link),
+            moved.map(([c]) => c), moved.map(([, h]) => h.seq), moved.map(([, h]) => h.link), moved.map(([, h]) => h.id),
+          ],
+        );
+      }
+      await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw error;
+    } finally {
+      client.done();
+    }
     return records.length;
+  }
+
+  /** The head of every chain, as the last insert left it. */
+  async chainHeads(): Promise<Map<string, ChainHead>> {
+    const rows = (await this.pool.query("SELECT instance, seq, link, id FROM audit_chain_heads")).rows;
+    return new Map(rows.map((h) => [h.instance as string, { seq: h.seq as number, link: h.link as string, id: h.id as number | null }]));
+  }
+
+  /** The last link each prune removed from each chain. */
+  async chainCheckpoints(): Promise<Map<string, ChainCheckpoint>> {
+    const rows = (await this.pool.query("SELECT instance, seq, link, id FROM audit_chain_checkpoints")).rows;
+    return new Map(rows.map((c) => [c.instance as string, { seq: c.seq as number, link: c.link as string, id: c.id as number }]));
+  }
+
+  /** verify walks each chain in its own order (ids are minted before the chain's lock) */
+  readonly chainOrder = "chain" as const;
+
+  /** Every row with its chain columns, a page at a time, by chain then place (keyset on the chain index: flat memory). */
+  async *chainPages(pageSize = 5_000): AsyncGenerator<ChainedRow[]> {
+    let key: unknown[] | undefined;
+    for (;;) {
+      const rows = (await this.pool.query(
+        `${CHAIN_SELECT} ${key ? `WHERE (${CHAIN_KEY}) > ($1, $2, $3, $4)` : ""} ORDER BY ${CHAIN_KEY} LIMIT ${Math.floor(pageSize)}`,
+        key ?? [],
+      )).rows as ChainedRow[];
+      if (rows.length > 0) yield rows;
+      if (rows.length < pageSize) return;
+      const last = rows[rows.length - 1]!;
+      key = [chainOf(last.instance), last.chain_seq ?? 0, last.id, last.timestamp];
+    }
   }
 
   /** Makes the day partitions the records fall in, once each. */
@@ -399,6 +501,17 @@ export class PgAuditStore {
 
   /** Drops the day partitions wholly older than `before`, then deletes inside the one it falls in. */
   async prune(before: number): Promise<number> {
+    // first, each chain's newest link that goes (by place: a chain's order is not its id
+    // order): the rows left verify from it
+    await this.pool.query(
+      `INSERT INTO audit_chain_checkpoints (instance, seq, link, id, pruned_at)
+         SELECT DISTINCT ON (coalesce(instance, '')) coalesce(instance, ''), chain_seq, chain_link, id, $2 FROM audit_logs
+          WHERE timestamp < $1 AND chain_seq IS NOT NULL AND chain_link IS NOT NULL
+          ORDER BY coalesce(instance, ''), chain_seq DESC
+       ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, link = excluded.link, id = excluded.id, pruned_at = excluded.pruned_at
+          WHERE excluded.seq > audit_chain_checkpoints.seq`,
+      [before, Date.now()],
+    );
     const partitions = (await this.pool.query(
       `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_logs'::regclass`,
     )).rows as { name: string }[];
@@ -487,6 +600,40 @@ export class PgFollower {
       this.wakers.add(done);
     });
   }
+}
+
+/**
+ * Rows written before the chain began, chained in place in id order (inside the
+ * migration's transaction: the chain begins whole, or not at all).
+ */
+async function chainExisting(client: pg.PoolClient): Promise<void> {
+  const heads = new Map<string, ChainHead>();
+  for (let after = 0; ;) {
+    const rows = (await client.query(`${CHAIN_SELECT} WHERE id > $1 ORDER BY id LIMIT 5000`, [after])).rows as ChainedRow[];
+    if (rows.length === 0) break;
+    const update: [number[], number[], number[], string[], string[]] = [[], [], [], [], []];
+    for (const row of rows) {
+      const chain = chainOf(row.instance);
+      const head = heads.get(chain) ?? { seq: 0, link: genesisLink(chain), id: null };
+      const seq = head.seq + 1;
+      const link = linkOf(head.link, encodeRow({ ...row, chain_seq: seq }));
+      update[0].push(row.id as number); update[1].push(row.timestamp as number); update[2].push(seq); update[3].push(head.link); update[4].push(link);
+      heads.set(chain, { seq, link, id: row.id as number });
+    }
+    await client.query(
+      `UPDATE audit_logs SET chain_seq = u.seq, chain_prev = u.prev, chain_link = u.link
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS u(id, ts, seq, prev, link)
+        WHERE audit_logs.id = u.id AND audit_logs.timestamp = u.ts`,
+      update,
+    );
+    after = rows[rows.length - 1]!.id as number;
+  }
+  const chains = [...heads];
+  await client.query(
+    `INSERT INTO audit_chain_heads (instance, seq, link, id) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
+     ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq, link = excluded.link, id = excluded.id`,
+    [chains.map(([c]) => c), chains.map(([, h]) => h.seq), chains.map(([, h]) => h.link), chains.map(([, h]) => h.id)],
+  );
 }
 
 /**
