@@ -111,7 +111,7 @@ chat("the cli:chat record's time to first token leaves the load out, as --json's
   assert.ok(record.ttft_ms <= record.duration_ms - record.load_ms, JSON.stringify(record));
   // the record's clock and the runner's differ by the messages between the processes; starting
   // the engine (a runner process, llama.cpp, the backend: a second or so here) was in it before
-  assert.ok(record.ttft_ms < printed.ttft_ms + 250, `record ${record.ttft_ms} ms, --json ${printed.ttft_ms} ms`);
+  assert.ok(record.ttft_ms < printed.ttft_ms + 700, `record ${record.ttft_ms} ms, --json ${printed.ttft_ms} ms`);
 });
 
 chat("temperature 0 answers the same twice; --stop ends before the stop text", async () => {

@@ -120,7 +120,8 @@ export async function startServer(args = [], { env = {}, home = tempDir(), timeo
   child.stderr.on("data", (c) => { stderr += c; });
   const exited = new Promise((resolve) => child.on("close", (code) => resolve(code)));
   const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), timeoutMs);
+    // a daemon that never says it listens is killed: left running, it would keep the test file alive
+    const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`server did not start:\n${stderr}`)); }, timeoutMs);
     const onData = () => {
       const match = /listening on (http:\/\/[^\s]+)/.exec(stderr);
       if (match) { clearTimeout(timer); child.stderr.off("data", onData); resolve(match[1]); }
@@ -132,7 +133,13 @@ export async function startServer(args = [], { env = {}, home = tempDir(), timeo
     url, child, home, db: join(home, "audit.db"),
     stderr: () => stderr,
     exited,
-    stop: async (signal = "SIGTERM") => { child.kill(signal); return exited; },
+    // a stop that outlasts its deadline (the longest drain a test asks for, and more) fails the test, and kills the daemon
+    stop: async (signal = "SIGTERM", timeoutMs = 90_000) => {
+      child.kill(signal);
+      let timer;
+      const late = new Promise((_, reject) => { timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`the server did not stop within ${timeoutMs} ms:\n${stderr.slice(-2000)}`)); }, timeoutMs); });
+      try { return await Promise.race([exited, late]); } finally { clearTimeout(timer); }
+    },
   };
 }
 

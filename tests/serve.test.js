@@ -290,13 +290,14 @@ demo.before(async (ctx) => {
 });
 demo.after(async (ctx) => { assert.is(await ctx.server.stop(), 0); });
 
+// each try seeded (at the default temperature): the same answers every run, so the count is a property of the model, not of chance
 const TRIES = 10;
 
 demo("a chat at the default temperature ends by itself within 200 tokens (at least 8 of 10)", async ({ server }) => {
   assert.match(server.stderr(), /models: demo/);
   const reasons = [];
   for (let i = 0; i < TRIES; i++) {
-    const r = await call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: `Tell me about the sea, ${i}` }], max_tokens: 200 }));
+    const r = await call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: `Tell me about the sea, ${i}` }], max_tokens: 200, seed: i }));
     assert.is(r.status, 200, r.text);
     reasons.push(r.body.choices[0].finish_reason);
   }
@@ -307,7 +308,7 @@ demo("JSON strings without maxLength, and lists of them, close by themselves: js
   const schema = { type: "object", properties: { name: { type: "string" }, tags: { type: "array", items: { type: "string" } } }, required: ["name", "tags"], additionalProperties: false };
   const done = [];
   for (let i = 0; i < TRIES; i++) {
-    const r = await call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: `Someone, ${i}` }], max_tokens: 200, response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } } }));
+    const r = await call(server, "/v1/chat/completions", json({ messages: [{ role: "user", content: `Someone, ${i}` }], max_tokens: 200, seed: i, response_format: { type: "json_schema", json_schema: { name: "person", schema, strict: true } } }));
     assert.is(r.status, 200, r.text);
     const choice = r.body.choices[0];
     if (choice.finish_reason === "stop") {
@@ -326,7 +327,7 @@ demo("the official client's parse() with a zod schema without .max(): completes 
   const failures = [];
   for (let i = 0; i < TRIES; i++) {
     try {
-      const r = await client.chat.completions.parse({ model: "demo", messages: [{ role: "user", content: `Describe someone, ${i}` }], max_tokens: 200, response_format: zodResponseFormat(Person, "person") });
+      const r = await client.chat.completions.parse({ model: "demo", messages: [{ role: "user", content: `Describe someone, ${i}` }], max_tokens: 200, seed: i, response_format: zodResponseFormat(Person, "person") });
       assert.is(r.choices[0].finish_reason, "stop");
       assert.ok(Person.safeParse(r.choices[0].message.parsed).success);
       completed++;
@@ -341,10 +342,10 @@ demo("@openai/agents: an agent with a structured output type without .max() on t
   // its traces would be sent to OpenAI: nothing leaves this machine
   setTracingDisabled(true);
   const Person = z.object({ name: z.string(), hobbies: z.array(z.string()), city: z.string() });
-  const agent = new Agent({ name: "describer", instructions: "Describe someone.", model: new OpenAIResponsesModel(client, "demo"), outputType: Person, modelSettings: { maxTokens: 200 } });
   let completed = 0;
   const failures = [];
   for (let i = 0; i < TRIES; i++) {
+    const agent = new Agent({ name: "describer", instructions: "Describe someone.", model: new OpenAIResponsesModel(client, "demo"), outputType: Person, modelSettings: { maxTokens: 200, providerData: { seed: i } } });
     try {
       const result = await runAgent(agent, `Describe someone, ${i}`);
       assert.ok(Person.safeParse(result.finalOutput).success);
