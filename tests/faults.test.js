@@ -363,7 +363,8 @@ const killed = suite("a runner killed mid-stream");
 killed("a stream whose runner is SIGKILLed after 20+ tokens ends with an error event and is recorded with the tokens sent", async () => {
   const server = await startServer(["--model", await testModel({ endless: true })]);
   try {
-    const res = await request(`${server.url}/v1/chat/completions`, json({ messages: [{ role: "user", content: "go on" }], max_tokens: 100_000, temperature: 1, stream: true }, { "x-request-id": "killed-1" }));
+    // a deadline on the whole read: a stream the server never ended would hold the file to its own
+    const res = await request(`${server.url}/v1/chat/completions`, { ...json({ messages: [{ role: "user", content: "go on" }], max_tokens: 100_000, temperature: 1, stream: true }, { "x-request-id": "killed-1" }), signal: AbortSignal.timeout(120_000) });
     assert.is(res.statusCode, 200);
     let text = "";
     const iterator = res.body[Symbol.asyncIterator]();
