@@ -183,8 +183,20 @@ export async function waitFor(check, { timeoutMs = 20_000, intervalMs = 25, what
 /** The records of `db` once `ready(rows)` holds: a background writer flushes when it will. */
 export async function waitForRows(db, ready = (rows) => rows.length > 0, { what = "audit records", timeoutMs } = {}) {
   let rows = [];
-  await waitFor(async () => ready((rows = await auditRows(db))), {
-    what, timeoutMs, intervalMs: 100, describe: () => `${rows.length} records: ${rows.map((r) => r.request_id).join(", ").slice(0, 500)}`,
+  let locked = "";
+  // a poll that finds the file locked by the daemon (a batch, its first migration) on a loaded machine looks again
+  const look = async () => {
+    try {
+      rows = await auditRows(db);
+      return ready(rows);
+    } catch (error) {
+      if (!/locked/.test(error.message)) throw error;
+      locked = ` (the last look found it locked: ${error.message})`;
+      return false;
+    }
+  };
+  await waitFor(look, {
+    what, timeoutMs, intervalMs: 100, describe: () => `${rows.length} records: ${rows.map((r) => r.request_id).join(", ").slice(0, 500)}${locked}`,
   });
   return rows;
 }
