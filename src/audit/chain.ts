@@ -25,9 +25,6 @@
 import { createHash } from "node:crypto";
 import { COLUMNS, type AuditRecord } from "./schema.js";
 
-/** The columns that make the chain, after the record's own. */
-export const CHAIN_COLUMNS = ["chain_seq", "chain_prev", "chain_link"] as const;
-
 /** A row as the chain encodes it: the record's columns, stored values (stream as 0/1), and its place. */
 export type ChainValues = Record<(typeof COLUMNS)[number] | "chain_seq", unknown>;
 

@@ -109,7 +109,7 @@ export const MIGRATIONS: readonly string[] = [
 ];
 
 /** The migration that began the hash chain: rows older than it are chained when it runs. */
-export const PG_CHAIN_MIGRATION = 3;
+const PG_CHAIN_MIGRATION = 3;
 
 // Export lines rendered by PostgreSQL, byte for byte as SQLite renders them: a REAL with
 // no fraction keeps its ".0", times are ISO-8601 with milliseconds, CSV quotes as RFC 4180.
@@ -171,7 +171,7 @@ export class PgAuditStore {
   /** one LISTEN connection wakes every follower of this store that waits */
   private listener?: Promise<pg.PoolClient>;
   private readonly wakers = new Set<() => void>();
-  /** the follower of after() and waitForChange() called on the store itself */
+  /** the follower of after() called on the store itself */
   private own?: PgFollower;
 
   private constructor(private readonly pool: pg.Pool, readonly path: string) {}
@@ -235,7 +235,7 @@ export class PgAuditStore {
         throw new AuditStoreError(`${this.path} was written by a newer mlxs (audit schema ${version}; this mlxs knows up to ${MIGRATIONS.length}): upgrade mlxs, or use another --db`);
       }
       for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
-      if (version < PG_CHAIN_MIGRATION && MIGRATIONS.length >= PG_CHAIN_MIGRATION) await chainExisting(client);
+      if (version < PG_CHAIN_MIGRATION) await chainExisting(client);
       if (version < MIGRATIONS.length) await client.query("INSERT INTO mlxs_audit_schema (version) VALUES ($1)", [MIGRATIONS.length]);
       await client.query("COMMIT");
       return true;
@@ -395,12 +395,6 @@ export class PgAuditStore {
   after(afterId: number, filter: AuditLogFilter, limit = 1000): Promise<AuditRow[]> {
     this.own ??= this.follower();
     return this.own.after(afterId, filter, limit);
-  }
-
-  /** waitForChange() of this store's own follower (see PgFollower.waitForChange). */
-  waitForChange(ms: number, signal?: AbortSignal): Promise<void> {
-    this.own ??= this.follower();
-    return this.own.waitForChange(ms, signal);
   }
 
   async lastId(): Promise<number> {

@@ -9,7 +9,7 @@ import { isIP } from "node:net";
 import { DEFAULTS, type Config } from "../config.js";
 import { CommandFailure } from "../errors.js";
 
-export const DEFAULT_DAEMON_URL = `http://${DEFAULTS.host}:${DEFAULTS.port}`;
+const DEFAULT_DAEMON_URL = `http://${DEFAULTS.host}:${DEFAULTS.port}`;
 
 /** Where the daemon is, and where that came from (said when it cannot be reached). */
 export interface DaemonAddress {

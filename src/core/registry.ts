@@ -58,7 +58,8 @@ export class ModelRegistry {
   get defaultName(): string {
     const first = this.options.started[0];
     if (first) return first.name;
-    const names = this.list().map((e) => e.name);
+    // the one model already known, without reading the directory again on every such request
+    const names = (this.entries.size === 1 ? [...this.entries.values()] : this.list()).map((e) => e.name);
     if (names.length === 1) return names[0]!;
     throw new CoreError("invalid_request", names.length === 0 ? "no model to serve" : `no model named, and several can be served: ${names.join(", ")} (name one: a request's "model", or --model)`, { param: "model" });
   }

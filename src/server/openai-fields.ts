@@ -8,7 +8,7 @@
 import { SAMPLING_FIELDS } from "../core/sampling.js";
 import { honoured, ignored, isEmpty, isValue, refused, type FieldTable } from "./validate.js";
 
-const KEEPS_NOTHING = "mlxs never keeps conversations";
+export const KEEPS_NOTHING = "mlxs never keeps conversations";
 const NO_LOGPROBS = "log probabilities are not supported";
 
 /** mlxs's sampling fields (the core's table: temperature, top_p, top_k, min_p, seed, max_tokens, penalties), stop and keep_alive. */

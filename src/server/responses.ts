@@ -8,12 +8,11 @@ import { randomBytes } from "node:crypto";
 import type { ChatMessage, ChatRequest, GenerationResult, ResponseFormat, ToolChoice, ToolDefinition } from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
-import { RESPONSES_FIELDS } from "./openai-fields.js";
+import { KEEPS_NOTHING, RESPONSES_FIELDS } from "./openai-fields.js";
 import { asObject, checkFields, functionOf, invalid, keepAliveOf, optionalBoolean, optionalInteger, optionalString, samplingOf, servedModelOf, unsupported, type Body } from "./validate.js";
 
 const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString("hex")}`;
 
-const KEEPS_NOTHING = "mlxs never keeps conversations";
 
 /** A message's text: a string, or input_text / output_text parts. */
 function textOf(content: unknown, param: string): string {

@@ -111,7 +111,7 @@ export function keepAliveOf(body: Body, name = "keep_alive"): KeepAlive {
  * nothing here; `why` says why); or refuses it with 400 (`why` is the message), unless its
  * value asks nothing mlxs cannot do (`passes`: n: 1, store: false, an empty logit_bias).
  */
-export type FieldClass = "honoured" | "ignored" | "refused";
+type FieldClass = "honoured" | "ignored" | "refused";
 export interface FieldRule {
   class: FieldClass;
   why: string;
@@ -154,7 +154,7 @@ export const ANSWER_WORDS: ReadonlySet<string> = new Set([
 const wordsOf = (name: string) => name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])/).map((w) => w.toLowerCase()).filter(Boolean);
 
 /** Whether a field mlxs does not know would, by its name, change the answer. */
-export const shapesAnswer = (name: string): boolean => wordsOf(name).some((w) => ANSWER_WORDS.has(w));
+const shapesAnswer = (name: string): boolean => wordsOf(name).some((w) => ANSWER_WORDS.has(w));
 
 /**
  * Checks a body's fields against its route's table: a refused field (with a value that
