@@ -76,6 +76,24 @@ export interface ChainHead {
   id: number | null;
 }
 
+/** The head of a chain before its first row. */
+function genesisHead(chain: string): ChainHead {
+  return { seq: 0, link: genesisLink(chain), id: null };
+}
+
+/**
+ * Links a row stored before the chain began after the head of its chain (which it
+ * advances): what a migration does to the rows already there, in id order.
+ */
+export function linkExisting(heads: Map<string, ChainHead>, row: ChainedRow): { seq: number; prev: string; link: string } {
+  const chain = chainOf(row.instance);
+  const head = heads.get(chain) ?? genesisHead(chain);
+  const seq = head.seq + 1;
+  const link = linkOf(head.link, encodeRow({ ...row, chain_seq: seq }));
+  heads.set(chain, { seq, link, id: row.id as number });
+  return { seq, prev: head.link, link };
+}
+
 /**
  * Links a batch of records in order, from the heads of their chains (which it advances).
  * `ids` are the row ids the records will have. Returns, per record, its stored values
@@ -89,7 +107,7 @@ export function chainRecords(
     const record = records[i] as unknown as Record<string, unknown>;
     const chain = chainOf(record.instance);
     let head = heads.get(chain);
-    if (!head) heads.set(chain, (head = { seq: 0, link: genesisLink(chain), id: null }));
+    if (!head) heads.set(chain, (head = genesisHead(chain)));
     // the row in ENCODED order: what is hashed, and what the store is sent
     const values: unknown[] = new Array(ENCODED.length);
     values[0] = ids[i]!;
@@ -175,7 +193,7 @@ export class ChainVerifier {
       const checkpoint = this.checkpoints.get(chain);
       walk = {
         report: { chain, records: 0, first_id: null, last_id: null, head: checkpoint?.link ?? genesisLink(chain), from: checkpoint ? "checkpoint" : "genesis", skipped: 0, broken: null },
-        expect: checkpoint ? { seq: checkpoint.seq, link: checkpoint.link, id: checkpoint.id } : { seq: 0, link: genesisLink(chain), id: null },
+        expect: checkpoint ? { seq: checkpoint.seq, link: checkpoint.link, id: checkpoint.id } : genesisHead(chain),
         before: null,
         checkpointId: checkpoint?.id ?? 0,
         checkpointSeq: checkpoint?.seq ?? 0,

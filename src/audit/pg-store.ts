@@ -17,7 +17,7 @@ import pg from "pg";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError, describePgError } from "./errors.js";
 import { COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { chainOf, chainRecords, encodeRow, genesisLink, linkOf, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
+import { chainOf, chainRecords, linkExisting, genesisLink, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
 import { GENERATING_MS, statsOf, whereOf, withTokensPerSecond, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
 
 const DAY_MS = 86_400_000;
@@ -607,12 +607,8 @@ async function chainExisting(client: pg.PoolClient): Promise<void> {
     if (rows.length === 0) break;
     const update: [number[], number[], number[], string[], string[]] = [[], [], [], [], []];
     for (const row of rows) {
-      const chain = chainOf(row.instance);
-      const head = heads.get(chain) ?? { seq: 0, link: genesisLink(chain), id: null };
-      const seq = head.seq + 1;
-      const link = linkOf(head.link, encodeRow({ ...row, chain_seq: seq }));
-      update[0].push(row.id as number); update[1].push(row.timestamp as number); update[2].push(seq); update[3].push(head.link); update[4].push(link);
-      heads.set(chain, { seq, link, id: row.id as number });
+      const { seq, prev, link } = linkExisting(heads, row);
+      update[0].push(row.id as number); update[1].push(row.timestamp as number); update[2].push(seq); update[3].push(prev); update[4].push(link);
     }
     await client.query(
       `UPDATE audit_logs SET chain_seq = u.seq, chain_prev = u.prev, chain_link = u.link

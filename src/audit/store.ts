@@ -10,7 +10,7 @@ import { dirname } from "node:path";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError } from "./errors.js";
 import { CHAIN_MIGRATION, COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { chainOf, chainRecords, encodeRow, exactNumber, genesisLink, linkOf, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
+import { chainRecords, linkExisting, exactNumber, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
 
 export { AuditStoreError };
 
@@ -205,12 +205,8 @@ export class AuditStore {
       const rows = await this.db.all<ChainedRow[]>(`${CHAIN_SELECT} WHERE id > ? ORDER BY id LIMIT 5000`, after);
       if (rows.length === 0) break;
       const updates = rows.map((row) => {
-        const chain = chainOf(row.instance);
-        const head = heads.get(chain) ?? { seq: 0, link: genesisLink(chain), id: null };
-        const seq = head.seq + 1;
-        const link = linkOf(head.link, encodeRow({ ...row, chain_seq: seq }));
-        heads.set(chain, { seq, link, id: row.id as number });
-        return [row.id, seq, head.link, link];
+        const { seq, prev, link } = linkExisting(heads, row);
+        return [row.id, seq, prev, link];
       });
       await this.db.run(
         `UPDATE audit_logs SET chain_seq = u.seq, chain_prev = u.prev, chain_link = u.link
