@@ -163,9 +163,18 @@ Manual: man mlxs (in a clone of the source: man ./man/mlxs.1).`);
     .option("--json", "one JSON object"), { paging: false })
     .action(lazy("./commands/audit-stats.js"));
   addAuditDbOption(audit.command("verify")
-    .description("check the hash chain of every instance: its records and head, or the first broken link (altered, removed, inserted, reordered, truncated); exit 1 on a break")
+    .description("check the hash chain of every instance and its seals: records, head and how far sealed, or the first break (altered, removed, inserted, reordered, truncated, forged); exit 1 on a break")
+    .option("--key <key|file>", "a verification key (from audit seal --init), or a file holding one: the seals' tags are checked with it; repeatable, one per key of a fleet", (raw: string, previous: string[] = []) => [...previous, raw])
+    .option("--file <export>", "verify an export file (audit export, any format) instead of the database: no database needed")
     .option("--json", "one JSON object"))
     .action(lazy("./commands/audit-verify.js"));
+  addAuditDbOption(audit.command("seal")
+    .description("seal the head of this machine's chain now; with --init, create the sealing key and print the verification key once")
+    .option("--init", "create the sealing key (refused where one exists) and print its verification key, to keep off this machine")
+    .option("--seal-interval <duration>", "with --init: how often the key evolves and the log is sealed (default: 15m)")
+    .option("--instance <name>", "the chain to seal: the --instance of the daemon that writes it (default: the host name)")
+    .option("--json", "one JSON object"))
+    .action(lazy("./commands/audit-seal.js"));
 
   const exitOverride = (command: Command) => { command.exitOverride(); command.commands.forEach(exitOverride); };
   exitOverride(program);

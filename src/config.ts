@@ -72,6 +72,7 @@ const SETTINGS = {
   parallel: { env: "MLXS_PARALLEL", numeric: true, expects: "an integer from 1 to 64", parse: integer(1, 64) },
   queue: { env: "MLXS_QUEUE", numeric: true, expects: "an integer from 0 to 100000", parse: integer(0, 100_000) },
   auditDb: { env: "MLXS_AUDIT_DB", expects: "a file path or a postgres:// URL", parse: nonEmptyString },
+  sealKey: { env: "MLXS_SEAL_KEY", expects: "a file path", parse: nonEmptyString },
   auditRetentionDays: { env: "MLXS_AUDIT_RETENTION_DAYS", numeric: true, expects: "an integer from 0 (keep everything) to 36500", parse: integer(0, 36_500) },
   modelsDir: { env: "MLXS_MODELS_DIR", expects: "a directory path", parse: nonEmptyString },
   keepAlive: { env: "MLXS_KEEP_ALIVE", expects: "a duration such as 30s, 5m or 1h (0 unloads at once, -1 never)", parse: parseDuration },
@@ -101,6 +102,8 @@ export interface Config extends Omit<SettingValues, "model" | "threads" | "maxKe
   threads?: number;
   /** the audit database file */
   auditDb: string;
+  /** the audit log's sealing key file (audit/seal.ts); sealing is on where it exists */
+  sealKey: string;
   /** the config file's `models` map: name -> spec */
   models: Record<string, string>;
   /** models never evicted: --pin, MLXS_PIN, and the config file's models with "pin": true */
@@ -172,6 +175,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     return file[name] as SettingValues[K] | undefined;
   };
   const { defaultModelsDir, ...paths } = dirs;
+  const auditDb = pick("auditDb") ?? join(dirs.dataDir, "audit.db");
   return {
     ...paths,
     configFile,
@@ -194,7 +198,10 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     ctxSize: pick("ctxSize") ?? DEFAULTS.ctxSize,
     parallel: pick("parallel") ?? DEFAULTS.parallel,
     queue: pick("queue") ?? DEFAULTS.queue,
-    auditDb: pick("auditDb") ?? join(dirs.dataDir, "audit.db"),
+    auditDb,
+    // beside an SQLite file; for a PostgreSQL log, in this machine's data directory (each
+    // machine of a fleet seals its own chain with its own key)
+    sealKey: pick("sealKey") ?? (/^postgres(ql)?:\/\//i.test(auditDb) ? join(dirs.dataDir, "audit-seal.key") : `${auditDb}.seal-key`),
     auditRetentionDays: pick("auditRetentionDays") ?? DEFAULTS.auditRetentionDays,
   };
 }

@@ -24,6 +24,7 @@
  */
 import { createHash } from "node:crypto";
 import { COLUMNS, type AuditRecord } from "./schema.js";
+import type { Seal } from "./seal.js";
 
 /** A row as the chain encodes it: the record's columns, stored values (stream as 0/1), and its place. */
 export type ChainValues = Record<(typeof COLUMNS)[number] | "chain_seq", unknown>;
@@ -77,7 +78,7 @@ export interface ChainHead {
 }
 
 /** The head of a chain before its first row. */
-function genesisHead(chain: string): ChainHead {
+export function genesisHead(chain: string): ChainHead {
   return { seq: 0, link: genesisLink(chain), id: null };
 }
 
@@ -128,13 +129,27 @@ export function chainRecords(
 }
 
 /** How a chain broke at a row. */
-export type BreakKind = "altered" | "removed" | "inserted" | "reordered" | "truncated" | "unchained";
+export type BreakKind = "altered" | "removed" | "inserted" | "reordered" | "truncated" | "unchained" | "forged";
 
 export interface ChainBreak {
   /** the row where the chain stops holding (for "truncated", the last row there is) */
   id: number | null;
   kind: BreakKind;
   detail: string;
+}
+
+/** What the seals of a chain show (seal.ts). */
+export interface SealReport {
+  /** seals compared with the rows (with a key: only those whose tags hold) */
+  seals: number;
+  /** whether their tags were checked with a verification key */
+  keyed: boolean;
+  /** the place, row and time of the last seal that matches the chain; null: none does */
+  through_seq: number | null;
+  through_id: number | null;
+  sealed_at: number | null;
+  /** rows after the last matching seal: not sealed yet */
+  unsealed: number;
 }
 
 export interface ChainReport {
@@ -145,11 +160,12 @@ export interface ChainReport {
   last_id: number | null;
   /** the last link checked */
   head: string;
-  /** the chain begins after a prune's checkpoint (the last pruned link), or at genesis */
-  from: "genesis" | "checkpoint";
+  /** where the walk began: the chain's genesis, a prune's checkpoint (the last pruned link), or an export file's first row */
+  from: "genesis" | "checkpoint" | "file";
   /** rows older than the checkpoint that a prune by time left: not checked */
   skipped: number;
   broken: ChainBreak | null;
+  sealed: SealReport | null;
 }
 
 /** The last link a prune removed from a chain: the chain goes on from it. */
@@ -157,6 +173,40 @@ export interface ChainCheckpoint {
   seq: number;
   link: string;
   id: number;
+  /** an export file's first row, not a prune, is where the walk begins */
+  file?: boolean;
+}
+
+/** A row as the verifier walks it: its place and links, and whether its own link holds. */
+export interface LinkRow {
+  id: number;
+  chain: string;
+  seq: number | null;
+  prev: string | null;
+  link: string | null;
+  /** its contents match its link */
+  holds: boolean;
+}
+
+/** A stored row's place and links, its link checked against its contents. */
+export function linkRowOf(row: ChainedRow): LinkRow {
+  const prev = typeof row.chain_prev === "string" ? row.chain_prev : null;
+  const link = typeof row.chain_link === "string" ? row.chain_link : null;
+  return {
+    id: row.id as number,
+    chain: chainOf(row.instance),
+    seq: row.chain_seq == null ? null : Number(row.chain_seq),
+    prev,
+    link,
+    holds: prev !== null && link !== null && /^[0-9a-f]{64}$/.test(prev) && linkOf(prev, encodeRow(row)) === link,
+  };
+}
+
+/** A seal, as the verifier compares it with its chain's rows. */
+export interface SealPoint {
+  seq: number;
+  link: string;
+  sealed_at: number;
 }
 
 interface Walk {
@@ -166,11 +216,17 @@ interface Walk {
   before: string | null;
   checkpointId: number;
   checkpointSeq: number;
+  /** this chain's seals not yet reached, by place */
+  seals: SealPoint[];
+  nextSeal: number;
 }
 
+const when = (ms: number) => new Date(ms).toISOString();
+
 /**
- * Checks rows fed in order (by id on SQLite; by chain, then place, on PostgreSQL), one
- * chain state each: memory grows with the number of chains, never with the rows.
+ * Checks rows fed in order (by id on SQLite; by chain, then place, on PostgreSQL and in an
+ * export file), one chain state each: memory grows with the number of chains (and seals),
+ * never with the rows.
  */
 export class ChainVerifier {
   private readonly walks = new Map<string, Walk>();
@@ -180,69 +236,116 @@ export class ChainVerifier {
    * so each chain's order is its id order), or by chain and place (PostgreSQL, whose ids are
    * minted before the lock: two writers' ids interleave with their chains' order). It says
    * which rows a prune's checkpoint leaves behind it: older by id, or by place.
+   * `seals`: each chain's seals by place, to be matched by the rows; `keyed` says whether
+   * their tags were checked.
    */
   constructor(
     private readonly checkpoints: Map<string, ChainCheckpoint>,
     private readonly heads: Map<string, ChainHead>,
     private readonly order: ChainOrder = "id",
+    private readonly seals?: { byChain: Map<string, SealPoint[]>; keyed: boolean },
   ) {}
 
   private walk(chain: string): Walk {
     let walk = this.walks.get(chain);
     if (!walk) {
       const checkpoint = this.checkpoints.get(chain);
+      const seals = this.seals?.byChain.get(chain) ?? [];
+      const start = checkpoint?.seq ?? 0;
       walk = {
-        report: { chain, records: 0, first_id: null, last_id: null, head: checkpoint?.link ?? genesisLink(chain), from: checkpoint ? "checkpoint" : "genesis", skipped: 0, broken: null },
-        expect: checkpoint ? { seq: checkpoint.seq, link: checkpoint.link, id: checkpoint.id } : genesisHead(chain),
+        report: {
+          chain, records: 0, first_id: null, last_id: null, head: checkpoint?.link ?? genesisLink(chain),
+          from: checkpoint ? (checkpoint.file ? "file" : "checkpoint") : "genesis", skipped: 0, broken: null,
+          sealed: this.seals ? { seals: seals.length, keyed: this.seals.keyed, through_seq: null, through_id: null, sealed_at: null, unsealed: 0 } : null,
+        },
+        expect: checkpoint ? { seq: checkpoint.seq, link: checkpoint.link, id: checkpoint.id || null } : genesisHead(chain),
         before: null,
         checkpointId: checkpoint?.id ?? 0,
-        checkpointSeq: checkpoint?.seq ?? 0,
+        checkpointSeq: start,
+        seals,
+        nextSeal: 0,
       };
+      // seals of what a prune removed, or of where the walk begins, are behind it: the
+      // checkpoint stands for them (a seal of the start is matched against it)
+      this.passSeals(walk, start, walk.expect.link, null);
       this.walks.set(chain, walk);
     }
     return walk;
   }
 
+  /** Matches the chain's seals up to place `seq`, whose link is `link`; false once one fails. */
+  private passSeals(walk: Walk, seq: number, link: string, id: number | null): boolean {
+    const { seals, report } = walk;
+    while (walk.nextSeal < seals.length && seals[walk.nextSeal]!.seq <= seq) {
+      const seal = seals[walk.nextSeal++]!;
+      if (seal.seq < seq) continue;
+      if (seal.link !== link) {
+        report.broken = {
+          id,
+          kind: "altered",
+          detail: `the chain up to this row does not match its seal of ${when(seal.sealed_at)}: a row at or before it was changed, removed or put in, and the links after it recomputed`,
+        };
+        return false;
+      }
+      report.sealed!.through_seq = seq;
+      report.sealed!.through_id = id;
+      report.sealed!.sealed_at = seal.sealed_at;
+    }
+    return true;
+  }
+
   /** One row; `next` is the row after it in the same chain when known (to tell a swap). */
-  check(row: ChainedRow, next?: ChainedRow): void {
-    const walk = this.walk(chainOf(row.instance));
+  check(row: LinkRow, next?: LinkRow): void {
+    const walk = this.walk(row.chain);
     const { report, expect } = walk;
     if (report.broken) return;
-    const id = row.id as number;
-    const behind = this.order === "id" ? id <= walk.checkpointId : row.chain_seq != null && Number(row.chain_seq) <= walk.checkpointSeq;
+    const id = row.id;
+    const behind = this.order === "id" ? id <= walk.checkpointId : row.seq != null && row.seq <= walk.checkpointSeq;
     if (behind) {
       report.skipped++;
       return;
     }
     const fail = (kind: BreakKind, detail: string, at = id) => { report.broken = { id: at, kind, detail }; };
-    if (typeof row.chain_link !== "string" || typeof row.chain_prev !== "string") return fail("unchained", "the row has no link: it was put in without the chain");
-    const holds = linkOf(row.chain_prev, encodeRow(row)) === row.chain_link;
-    const seq = Number(row.chain_seq);
-    if (row.chain_prev !== expect.link) {
-      if (next && next.chain_link === row.chain_prev) return fail("reordered", `it stands before the row it follows in the chain (id ${next.id as number})`);
-      if (!holds) return fail("altered", "its contents do not match its link, and its previous link is not the link before it (a forged or rewritten row)");
-      if (walk.before !== null && row.chain_prev === walk.before && expect.id !== null) {
+    if (row.link === null || row.prev === null) return fail("unchained", "the row has no link: it was put in without the chain");
+    const seq = row.seq ?? NaN;
+    if (row.prev !== expect.link) {
+      if (next && next.link === row.prev) return fail("reordered", `it stands before the row it follows in the chain (id ${next.id})`);
+      if (!row.holds) return fail("altered", "its contents do not match its link, and its previous link is not the link before it (a forged or rewritten row)");
+      if (walk.before !== null && row.prev === walk.before && expect.id !== null) {
         return fail("inserted", `it does not belong to the chain: the row after it (id ${id}) follows the row before it`, expect.id);
       }
       const missing = Number.isSafeInteger(seq) && seq > expect.seq + 1 ? `${seq - expect.seq - 1} row(s)` : "a row";
       return fail("removed", `${missing} before it (after id ${expect.id ?? "the chain's start"}) were removed`);
     }
-    if (!holds || seq !== expect.seq + 1) return fail("altered", "its contents do not match its link");
+    if (!row.holds || seq !== expect.seq + 1) return fail("altered", "its contents do not match its link");
     walk.before = expect.link;
-    walk.expect = { seq, link: row.chain_link, id };
+    walk.expect = { seq, link: row.link, id };
     report.records++;
     report.first_id ??= id;
     report.last_id = id;
-    report.head = row.chain_link;
+    report.head = row.link;
+    if (walk.nextSeal < walk.seals.length) this.passSeals(walk, seq, row.link, id);
   }
 
-  /** Every chain's report, after the last row: a chain whose kept head is past its last row lost its newest rows. */
+  /**
+   * Every chain's report, after the last row: a chain whose kept head, or a seal, is past
+   * its last row lost its newest rows.
+   */
   finish(): ChainReport[] {
     for (const chain of this.heads.keys()) this.walk(chain);
+    for (const chain of this.seals?.byChain.keys() ?? []) this.walk(chain);
     const reports: ChainReport[] = [];
-    for (const { report, expect } of this.walks.values()) {
+    for (const walk of this.walks.values()) {
+      const { report, expect } = walk;
       const head = this.heads.get(report.chain);
-      if (!report.broken && head && (head.link !== expect.link || head.seq !== expect.seq)) {
+      const sealedPast = walk.seals.slice(walk.nextSeal).find((s) => s.seq > expect.seq);
+      if (!report.broken && sealedPast) {
+        report.broken = {
+          id: expect.id,
+          kind: "truncated",
+          detail: `it was sealed at row ${sealedPast.seq} of the chain on ${when(sealedPast.sealed_at)}, but it ends at row ${expect.seq}: the newest ${sealedPast.seq - expect.seq} row(s) were removed`,
+        };
+      } else if (!report.broken && head && (head.link !== expect.link || head.seq !== expect.seq)) {
         report.broken = {
           id: expect.id,
           kind: head.seq > expect.seq ? "truncated" : "altered",
@@ -251,6 +354,7 @@ export class ChainVerifier {
             : "the chain's kept head does not match its last row",
         };
       }
+      if (report.sealed) report.sealed.unsealed = expect.seq - (report.sealed.through_seq ?? walk.checkpointSeq);
       reports.push(report);
     }
     return reports.sort((a, b) => (a.chain < b.chain ? -1 : a.chain > b.chain ? 1 : 0));
@@ -269,22 +373,36 @@ export interface ChainSource {
   chainPages(): AsyncGenerator<ChainedRow[]>;
 }
 
-/** Walks every chain of a store, page by page (memory bounded): a report per chain, and the rows read. */
-export async function verifyChains(source: ChainSource): Promise<{ rows: number; chains: ChainReport[] }> {
+/** A store's chains as one moment left them (a read transaction), with their seals; end() lets the moment go. */
+export interface ChainView extends ChainSource {
+  seals(): Promise<Seal[]>;
+  end(): Promise<void>;
+}
+
+/** Feeds rows to a verifier, each with the next row of its chain where the page holds it (to tell a swap from a removal). */
+export function checkPage(verifier: ChainVerifier, page: readonly LinkRow[]): void {
+  const nextOf = new Map<string, LinkRow>();
+  const next: (LinkRow | undefined)[] = new Array(page.length);
+  for (let i = page.length - 1; i >= 0; i--) {
+    next[i] = nextOf.get(page[i]!.chain);
+    nextOf.set(page[i]!.chain, page[i]!);
+  }
+  for (let i = 0; i < page.length; i++) verifier.check(page[i]!, next[i]);
+}
+
+/**
+ * Walks every chain of a store, page by page (memory bounded): a report per chain, and the
+ * rows read. `seals`: each chain's seals to match (seal.ts), when there are any.
+ */
+export async function verifyChains(
+  source: ChainSource, seals?: { byChain: Map<string, SealPoint[]>; keyed: boolean },
+): Promise<{ rows: number; chains: ChainReport[] }> {
   // heads and checkpoints first: rows written while the walk runs lie past the heads read here
-  const verifier = new ChainVerifier(await source.chainCheckpoints(), await source.chainHeads(), source.chainOrder);
+  const verifier = new ChainVerifier(await source.chainCheckpoints(), await source.chainHeads(), source.chainOrder, seals);
   let rows = 0;
   for await (const page of source.chainPages()) {
     rows += page.length;
-    // the next row of the same chain, where the page holds it, tells a swap from a removal
-    const nextOf = new Map<string, ChainedRow>();
-    const next: (ChainedRow | undefined)[] = new Array(page.length);
-    for (let i = page.length - 1; i >= 0; i--) {
-      const chain = chainOf(page[i]!.instance);
-      next[i] = nextOf.get(chain);
-      nextOf.set(chain, page[i]!);
-    }
-    for (let i = 0; i < page.length; i++) verifier.check(page[i]!, next[i]);
+    checkPage(verifier, page.map(linkRowOf));
   }
   return { rows, chains: verifier.finish() };
 }

@@ -3,7 +3,7 @@
  * page with backpressure: a million rows never sit in memory at once.
  */
 import type { AuditLogFilter } from "./filter.js";
-import { COLUMNS, type AuditRow } from "./schema.js";
+import { EXPORT_COLUMNS, type AuditRow } from "./schema.js";
 import type { LineFormat } from "./store.js";
 import type { AuditLogStore } from "./open-store.js";
 
@@ -16,7 +16,7 @@ export function presentRow(row: AuditRow) {
 }
 
 const shapes: Record<ExportFormat, { line: LineFormat; separator: string; head: string; tail: string }> = {
-  csv: { line: "csv", separator: "\r\n", head: COLUMNS.join(",") + "\r\n", tail: "\r\n" },
+  csv: { line: "csv", separator: "\r\n", head: EXPORT_COLUMNS.join(",") + "\r\n", tail: "\r\n" },
   jsonl: { line: "json", separator: "\n", head: "", tail: "\n" },
   json: { line: "json", separator: ",\n", head: "[", tail: "" },
 };

@@ -16,11 +16,14 @@
 import pg from "pg";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError, describePgError } from "./errors.js";
-import { COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { chainOf, chainRecords, linkExisting, genesisLink, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
+import { COLUMNS, EXPORT_COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+import { chainOf, chainRecords, linkExisting, genesisLink, type ChainCheckpoint, type ChainedRow, type ChainHead, type ChainView } from "./chain.js";
+import type { Seal } from "./seal.js";
 import { GENERATING_MS, statsOf, whereOf, withTokensPerSecond, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
 
 const DAY_MS = 86_400_000;
+/** the pool, or one of its connections inside a transaction */
+type Queryable = Pick<pg.Pool, "query">;
 const CHANNEL = "mlxs_audit";
 /** how far back (in ids) a follower looks for records that committed after later ones */
 const LOOKBACK_IDS = 5_000;
@@ -106,6 +109,19 @@ export const MIGRATIONS: readonly string[] = [
      pruned_at bigint NOT NULL
    );
    CREATE INDEX audit_logs_chain ON audit_logs ((coalesce(instance, '')), (coalesce(chain_seq, 0)), id, timestamp);`,
+  // 4: seals (seal.ts), as on SQLite: one per chain, key and epoch, found by place
+  `CREATE TABLE audit_seals (
+     instance  text   NOT NULL,
+     key_id    text   NOT NULL,
+     epoch     bigint NOT NULL,
+     seq       bigint NOT NULL,
+     link      text   NOT NULL,
+     id        bigint,
+     sealed_at bigint NOT NULL,
+     tag       text   NOT NULL,
+     PRIMARY KEY (instance, key_id, epoch)
+   );
+   CREATE INDEX audit_seals_place ON audit_seals (instance, seq);`,
 ];
 
 /** The migration that began the hash chain: rows older than it are chained when it runs. */
@@ -117,19 +133,25 @@ const REAL_COLUMNS = new Set(["duration_ms", "ttft_ms", "load_ms"]);
 const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client", "response_format", "instance"]);
 const realText = (c: string) => `CASE WHEN ${c} = trunc(${c}) AND abs(${c}) < 1e15 THEN trunc(${c})::bigint::text || '.0' ELSE ${c}::text END`;
 const ISO_TIME = `to_char(timestamp 'epoch' + timestamp * interval '1 millisecond', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+// an empty text is quoted (""), so that it reads apart from a null (nothing)
 const csvText = (c: string) =>
-  `CASE WHEN ${c} IS NULL THEN '' WHEN strpos(${c}, '"') > 0 OR strpos(${c}, ',') > 0 OR strpos(${c}, chr(10)) > 0 OR strpos(${c}, chr(13)) > 0 ` +
+  `CASE WHEN ${c} IS NULL THEN '' WHEN ${c} = '' THEN '""' WHEN strpos(${c}, '"') > 0 OR strpos(${c}, ',') > 0 OR strpos(${c}, chr(10)) > 0 OR strpos(${c}, chr(13)) > 0 ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
+// the newest seal of the row's place in its chain (seal.ts, sealField); links and seals are hex, never escaped
+const SEAL_SQL = `(SELECT key_id || '.' || epoch || '.' || sealed_at || '.' || tag FROM audit_seals s
+   WHERE s.instance = coalesce(audit_logs.instance, '') AND s.seq = audit_logs.chain_seq ORDER BY s.epoch DESC LIMIT 1)`;
+const HEX_COLUMNS: Record<string, string> = { chain_prev: "chain_prev", chain_link: "chain_link", chain_seal: SEAL_SQL };
 const jsonValue = (c: string, text: (c: string) => string) =>
-  c === "timestamp" ? `'"' || ${ISO_TIME} || '"'`
+  c in HEX_COLUMNS ? `coalesce('"' || ${HEX_COLUMNS[c]} || '"', 'null')`
+  : c === "timestamp" ? `'"' || ${ISO_TIME} || '"'`
   : c === "stream" ? `CASE WHEN stream <> 0 THEN 'true' ELSE 'false' END`
   : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : TEXT_COLUMNS.has(c) ? text(c) : `${c}::text`}, 'null')`;
-const jsonLine = (text: (c: string) => string) => `'{' || ${COLUMNS.map((c) => `'"${c}":' || ${jsonValue(c, text)}`).join(" || ',' || ")} || '}'`;
+const jsonLine = (text: (c: string) => string) => `'{' || ${EXPORT_COLUMNS.map((c) => `'"${c}":' || ${jsonValue(c, text)}`).join(" || ',' || ")} || '}'`;
 const LINE_SQL: Record<LineFormat, string> = {
   // most lines hold no text that needs escaping: one test of all of it decides, and they
   // quote it directly (to_json on every text takes twice as long, a test per text a fifth more)
   json: `CASE WHEN concat(${[...TEXT_COLUMNS].join(", ")}) ~ '["\\\\\\x01-\\x1f]' THEN ${jsonLine((c) => `to_json(${c})::text`)} ELSE ${jsonLine((c) => `'"' || ${c} || '"'`)} END`,
-  csv: COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${REAL_COLUMNS.has(c) ? realText(c) : `${c}::text`}, '')`)).join(" || ',' || "),
+  csv: EXPORT_COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${c in HEX_COLUMNS ? HEX_COLUMNS[c] : REAL_COLUMNS.has(c) ? realText(c) : `${c}::text`}, '')`)).join(" || ',' || "),
 };
 const GROUP_SQL: Record<StatsGroup, string> = {
   client: "client", model: "model", endpoint: "endpoint",
@@ -317,15 +339,54 @@ export class PgAuditStore {
     return records.length;
   }
 
+  /** Stores a seal; false when its chain's epoch was sealed already (by another process). */
+  async insertSeal(seal: Seal): Promise<boolean> {
+    const result = await this.pool.query(
+      `INSERT INTO audit_seals (instance, key_id, epoch, seq, link, id, sealed_at, tag) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT DO NOTHING`,
+      [seal.instance, seal.key_id, seal.epoch, seal.seq, seal.link, seal.id, seal.sealed_at, seal.tag]);
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  /** Every seal, oldest first (a few a day per chain: they fit in memory). */
+  async seals(q: Queryable = this.pool): Promise<Seal[]> {
+    return (await q.query("SELECT instance, key_id, epoch, seq, link, id, sealed_at, tag FROM audit_seals ORDER BY sealed_at, instance, epoch")).rows as Seal[];
+  }
+
+  /**
+   * The chains as one moment left them, for verify: one connection in a REPEATABLE READ
+   * transaction, so rows written during the walk are not half seen.
+   */
+  async chainView(): Promise<ChainView> {
+    const client = await this.checkout();
+    try {
+      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    } catch (error) {
+      client.done();
+      throw error;
+    }
+    return {
+      chainOrder: this.chainOrder,
+      chainHeads: () => this.chainHeads(client),
+      chainCheckpoints: () => this.chainCheckpoints(client),
+      chainPages: () => this.chainPages(5_000, client),
+      seals: () => this.seals(client),
+      end: async () => {
+        await client.query("COMMIT").catch(() => undefined);
+        client.done();
+      },
+    };
+  }
+
   /** The head of every chain, as the last insert left it. */
-  async chainHeads(): Promise<Map<string, ChainHead>> {
-    const rows = (await this.pool.query("SELECT instance, seq, link, id FROM audit_chain_heads")).rows;
+  async chainHeads(q: Queryable = this.pool): Promise<Map<string, ChainHead>> {
+    const rows = (await q.query("SELECT instance, seq, link, id FROM audit_chain_heads")).rows;
     return new Map(rows.map((h) => [h.instance as string, { seq: h.seq as number, link: h.link as string, id: h.id as number | null }]));
   }
 
   /** The last link each prune removed from each chain. */
-  async chainCheckpoints(): Promise<Map<string, ChainCheckpoint>> {
-    const rows = (await this.pool.query("SELECT instance, seq, link, id FROM audit_chain_checkpoints")).rows;
+  async chainCheckpoints(q: Queryable = this.pool): Promise<Map<string, ChainCheckpoint>> {
+    const rows = (await q.query("SELECT instance, seq, link, id FROM audit_chain_checkpoints")).rows;
     return new Map(rows.map((c) => [c.instance as string, { seq: c.seq as number, link: c.link as string, id: c.id as number }]));
   }
 
@@ -333,10 +394,10 @@ export class PgAuditStore {
   readonly chainOrder = "chain" as const;
 
   /** Every row with its chain columns, a page at a time, by chain then place (keyset on the chain index: flat memory). */
-  async *chainPages(pageSize = 5_000): AsyncGenerator<ChainedRow[]> {
+  async *chainPages(pageSize = 5_000, q: Queryable = this.pool): AsyncGenerator<ChainedRow[]> {
     let key: unknown[] | undefined;
     for (;;) {
-      const rows = (await this.pool.query(
+      const rows = (await q.query(
         `${CHAIN_SELECT} ${key ? `WHERE (${CHAIN_KEY}) > ($1, $2, $3, $4)` : ""} ORDER BY ${CHAIN_KEY} LIMIT ${Math.floor(pageSize)}`,
         key ?? [],
       )).rows as ChainedRow[];

@@ -98,6 +98,21 @@ export const MIGRATIONS: readonly string[] = [
      id        INTEGER NOT NULL,
      pruned_at INTEGER NOT NULL
    );`,
+  // 7: seals (seal.ts): once per epoch, the head of a chain signed with that epoch's key,
+  // which is then evolved away; one seal per chain, key and epoch. Found by place, for an
+  // export to carry each seal on the row it covers.
+  `CREATE TABLE audit_seals (
+     instance  TEXT    NOT NULL,
+     key_id    TEXT    NOT NULL,
+     epoch     INTEGER NOT NULL,
+     seq       INTEGER NOT NULL,
+     link      TEXT    NOT NULL,
+     id        INTEGER,
+     sealed_at INTEGER NOT NULL,
+     tag       TEXT    NOT NULL,
+     PRIMARY KEY (instance, key_id, epoch)
+   );
+   CREATE INDEX audit_seals_place ON audit_seals (instance, seq);`,
 ];
 
 /** The migration that began the hash chain: rows older than it are chained when it runs. */
@@ -111,6 +126,13 @@ export const COLUMNS = [
   "status", "status_code", "prompt_tokens", "completion_tokens", "total_tokens", "error_type",
   "error_message", "stream", "client", "tool_calls", "response_format", "load_ms", "instance",
 ] as const;
+
+/**
+ * The columns of an export: the record's, then what verifying it needs without the
+ * database (`mlxs audit verify --file`): its place and links in its chain, and the seal
+ * that covers it, if one does (seal.ts, sealField).
+ */
+export const EXPORT_COLUMNS = [...COLUMNS, "chain_seq", "chain_prev", "chain_link", "chain_seal"] as const;
 
 export type AuditStatus = "success" | "error" | "timeout" | "cancelled";
 export const STATUSES: readonly AuditStatus[] = ["success", "error", "timeout", "cancelled"];

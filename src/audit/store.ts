@@ -9,8 +9,9 @@ import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import type { AuditLogFilter } from "./filter.js";
 import { AuditStoreError } from "./errors.js";
-import { CHAIN_MIGRATION, COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
-import { chainRecords, linkExisting, exactNumber, type ChainCheckpoint, type ChainedRow, type ChainHead } from "./chain.js";
+import { CHAIN_MIGRATION, COLUMNS, EXPORT_COLUMNS, MIGRATIONS, SCHEMA_VERSION, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
+import { chainRecords, linkExisting, exactNumber, type ChainCheckpoint, type ChainedRow, type ChainHead, type ChainView } from "./chain.js";
+import type { Seal } from "./seal.js";
 
 export { AuditStoreError };
 
@@ -87,12 +88,17 @@ export const BUSY_TIMEOUT_MS = 5000;
 // JavaScript object per row and serializing it again costs several times more.
 const ISO_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', timestamp / 1000.0, 'unixepoch')";
 const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint", "status", "error_type", "error_message", "client", "response_format", "instance"]);
+// an empty text is quoted (""), so that it reads apart from a null (nothing)
 const csvText = (c: string) =>
-  `CASE WHEN ${c} IS NULL THEN '' WHEN instr(${c}, '"') OR instr(${c}, ',') OR instr(${c}, char(10)) OR instr(${c}, char(13)) ` +
+  `CASE WHEN ${c} IS NULL THEN '' WHEN ${c} = '' THEN '""' WHEN instr(${c}, '"') OR instr(${c}, ',') OR instr(${c}, char(10)) OR instr(${c}, char(13)) ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
+// the newest seal of the row's place in its chain (seal.ts, sealField)
+const SEAL_SQL = `(SELECT key_id || '.' || epoch || '.' || sealed_at || '.' || tag FROM audit_seals s
+   WHERE s.instance = coalesce(audit_logs.instance, '') AND s.seq = audit_logs.chain_seq ORDER BY s.epoch DESC LIMIT 1)`;
+const exported = (c: (typeof EXPORT_COLUMNS)[number]) => (c === "chain_seal" ? SEAL_SQL : c);
 const LINE_SQL = {
-  json: `json_object(${COLUMNS.map((c) => `'${c}', ${c === "timestamp" ? ISO_TIME : c === "stream" ? "json(CASE WHEN stream THEN 'true' ELSE 'false' END)" : c}`).join(", ")})`,
-  csv: COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${c}, '')`)).join(" || ',' || "),
+  json: `json_object(${EXPORT_COLUMNS.map((c) => `'${c}', ${c === "timestamp" ? ISO_TIME : c === "stream" ? "json(CASE WHEN stream THEN 'true' ELSE 'false' END)" : exported(c)}`).join(", ")})`,
+  csv: EXPORT_COLUMNS.map((c) => (c === "timestamp" ? ISO_TIME : TEXT_COLUMNS.has(c) ? csvText(c) : `coalesce(${exported(c)}, '')`)).join(" || ',' || "),
 };
 export type LineFormat = keyof typeof LINE_SQL;
 
@@ -245,6 +251,42 @@ export class AuditStore {
       if (rows.length < pageSize) return;
       after = rows[rows.length - 1]!.id as number;
     }
+  }
+
+  /** Stores a seal; false when its chain's epoch was sealed already (by another process). */
+  async insertSeal(seal: Seal): Promise<boolean> {
+    const result = await this.db.run(
+      `INSERT INTO audit_seals (instance, key_id, epoch, seq, link, id, sealed_at, tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT DO NOTHING`,
+      seal.instance, seal.key_id, seal.epoch, seal.seq, seal.link, seal.id, seal.sealed_at, seal.tag);
+    return (result.changes ?? 0) > 0;
+  }
+
+  /** Every seal, oldest first (a few a day per chain: they fit in memory). */
+  async seals(): Promise<Seal[]> {
+    return this.db.all<Seal[]>("SELECT instance, key_id, epoch, seq, link, id, sealed_at, tag FROM audit_seals ORDER BY sealed_at, instance, epoch");
+  }
+
+  /**
+   * The chains as one moment left them, for verify: a read transaction (WAL keeps it whole
+   * while writers go on), so rows written during the walk are not half seen.
+   */
+  async chainView(): Promise<ChainView> {
+    await this.db.exec("BEGIN");
+    try {
+      await this.db.get("SELECT 1 FROM audit_chain_heads LIMIT 1");
+    } catch (error) {
+      await this.db.exec("ROLLBACK").catch(() => undefined);
+      throw error;
+    }
+    return {
+      chainOrder: "id",
+      chainHeads: () => this.chainHeads(),
+      chainCheckpoints: () => this.chainCheckpoints(),
+      chainPages: () => this.chainPages(),
+      seals: () => this.seals(),
+      end: () => this.db.exec("COMMIT").catch(() => undefined),
+    };
   }
 
   /**

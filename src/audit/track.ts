@@ -14,6 +14,9 @@ let instance = hostname();
 export function setInstance(name: string): void {
   instance = name;
 }
+export function currentInstance(): string {
+  return instance;
+}
 
 export interface TrackStart {
   endpoint: string;

@@ -11,6 +11,9 @@ import { describeStoreError } from "./store.js";
 import { describePgError } from "./errors.js";
 import { isPostgresLocation, openAuditStore, type AuditLogStore } from "./open-store.js";
 import type { AuditRecord } from "./schema.js";
+import { genesisHead } from "./chain.js";
+import { Sealer, SealError, type Seal } from "./seal.js";
+import { currentInstance } from "./track.js";
 
 export interface AuditWriterOptions {
   /** flush at least this often (default 250 ms) */
@@ -21,6 +24,11 @@ export interface AuditWriterOptions {
   maxBuffer?: number;
   /** where problems are reported (default: stderr) */
   warn?: (message: string) => void;
+  /**
+   * The sealing key file (seal.ts): when it exists, the head of this process's chain is
+   * sealed once per epoch while the writer is open, and when it closes.
+   */
+  sealKey?: string;
 }
 
 export interface AuditWriterCounts {
@@ -49,6 +57,10 @@ export class AuditWriter {
   private readonly batchSize: number;
   private readonly maxBuffer: number;
   private readonly warn: (message: string) => void;
+  private readonly sealer?: Sealer;
+  private sealTimer?: NodeJS.Timeout;
+  /** the last sealing problem said, so that one that lasts is said once */
+  private sealTrouble?: string;
 
   /** `store` may be a function, so that the database is only opened once there is something to write. */
   constructor(private readonly source: StoreSource, options: AuditWriterOptions = {}) {
@@ -56,6 +68,7 @@ export class AuditWriter {
     this.batchSize = options.batchSize ?? 500;
     this.maxBuffer = options.maxBuffer ?? 10_000;
     this.warn = options.warn ?? ((message) => process.stderr.write(`mlxs: ${message}\n`));
+    if (options.sealKey) this.sealer = new Sealer(options.sealKey, currentInstance());
   }
 
   /** A writer for the database file at `path`, opened (and created) at the first flush. */
@@ -190,9 +203,61 @@ export class AuditWriter {
     }
   }
 
-  /** Writes everything still pending, then closes the database. */
+  /**
+   * Seals the epochs as they end, from now on, while the process runs (a daemon); each
+   * seal follows a flush, so it covers every record handed over before it.
+   */
+  startSealing(): void {
+    if (!this.sealer || this.closed) return;
+    let wait: number | undefined;
+    try {
+      wait = this.sealer.nextEpochIn();
+    } catch (error) {
+      this.sealProblem(error);
+      return;
+    }
+    if (wait === undefined) return;
+    clearTimeout(this.sealTimer);
+    // a moment into the new epoch, so that a clock a little behind does not find it unbegun
+    this.sealTimer = setTimeout(() => void this.seal().then(() => this.startSealing()), Math.min(wait + 50, 2 ** 31 - 1));
+    this.sealTimer.unref();
+  }
+
+  /**
+   * Writes what is pending, then seals the head of this process's chain with this epoch's
+   * key: the seal, or null (no key, this epoch sealed already, or a problem, said once on
+   * stderr). Never rejects.
+   */
+  async seal(): Promise<Seal | null> {
+    if (!this.sealer) return null;
+    await this.flush();
+    try {
+      if (!this.sealer.enabled()) return null;
+      const store = await this.currentStore();
+      const head = (await store.chainHeads()).get(this.sealer.chain) ?? genesisHead(this.sealer.chain);
+      const seal = this.sealer.seal(head);
+      if (seal) await store.insertSeal(seal);
+      if (this.sealTrouble) this.warn("sealing the audit log again");
+      this.sealTrouble = undefined;
+      return seal;
+    } catch (error) {
+      this.sealProblem(error);
+      return null;
+    }
+  }
+
+  private sealProblem(error: unknown): void {
+    const reason = error instanceof SealError ? error.message
+      : `cannot seal the audit log: ${this.postgres ? describePgError(error) : describeStoreError(error)}`;
+    if (reason !== this.sealTrouble) this.warn(reason);
+    this.sealTrouble = reason;
+  }
+
+  /** Writes everything still pending, seals it (with a key), then closes the database. */
   async close(): Promise<void> {
     if (this.closed) return;
+    clearTimeout(this.sealTimer);
+    await this.seal();
     this.closed = true;
     clearTimeout(this.timer);
     await this.flush();

@@ -59,10 +59,10 @@ export function samplingFrom(opts: Record<string, unknown>): SamplingOptions {
 }
 
 export function configFlagsFrom(opts: Record<string, unknown>): ConfigFlags {
-  const { config, gpu, threads, ctxSize, parallel, queue, db, retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin, host, port } =
+  const { config, gpu, threads, ctxSize, parallel, queue, db, sealKey, retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin, host, port } =
     opts as ConfigFlags & { db?: string; retentionDays?: number };
   // --url is not here: where a command finds the daemon is daemonAddress's to say
-  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, auditRetentionDays: retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin, host, port };
+  return { config, gpu, threads, ctxSize, parallel, queue, auditDb: db, sealKey, auditRetentionDays: retentionDays, modelsDir, keepAlive, maxKeepAlive, maxLoaded, memoryBudget, loadWait, pin, host, port };
 }
 
 /** Where a command finds a running daemon without --url: said in each such command's --help. */
@@ -89,7 +89,9 @@ export function addDaemonOptions(command: Command, what: string, { optional = fa
     .option("--api-key-file <file>", "read the API key from this file (the key alone on one line)");
 }
 
-/** --db, for every command that writes or reads the audit log. */
+/** --db and --seal-key, for every command that writes or reads the audit log. */
 export function addAuditDbOption(command: Command): Command {
-  return command.addOption(new Option("--db <file|url>", "audit database: an SQLite file, or a postgres:// URL shared by a fleet (default: <data dir>/audit.db)").argParser(parseFlag("auditDb", "--db")));
+  return command
+    .addOption(new Option("--db <file|url>", "audit database: an SQLite file, or a postgres:// URL shared by a fleet (default: <data dir>/audit.db)").argParser(parseFlag("auditDb", "--db")))
+    .addOption(new Option("--seal-key <file>", "the audit log's sealing key; where it exists, the log is sealed (default: beside an SQLite --db as <db>.seal-key, else <data dir>/audit-seal.key)").argParser(parseFlag("sealKey", "--seal-key")));
 }

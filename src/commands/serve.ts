@@ -38,10 +38,13 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   const core = await openCore(config, opts.model as string[] | undefined, { spareRunner: true });
   if (opts.instance !== undefined) setInstance(String(opts.instance));
-  const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb);
+  const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb, { sealKey: config.sealKey });
   // a bug that escapes every request's boundary ends the process, but not before the
   // records it holds are written, and its one line names the request it struck
   if (writer) flushBeforeFatalExit(() => writer.close());
+  // with a sealing key: this interval's seal now (covering what a daemon that died left
+  // unsealed), then one as each interval ends
+  if (writer) void writer.seal().then(() => writer.startSealing());
   describeFatalContext(currentRequestId);
   let reader: Promise<AuditLogStore> | undefined;
   const openReader = async () => {

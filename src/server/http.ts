@@ -11,7 +11,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { AsyncLocalStorage } from "node:async_hooks";
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { InferenceCore } from "../core/index.js";
 import type { ChatRequest, CompletionRequest, EmbeddingRequest, EmbeddingResult, GenerationEvent } from "../core/types.js";
@@ -20,7 +20,7 @@ import type { AuditWriter } from "../audit/writer.js";
 import type { AuditRecord } from "../audit/schema.js";
 import type { ServerMetrics } from "./metrics.js";
 import { KeyLimits } from "./key-limits.js";
-import { HttpProblem, cancelledBy, problemBody, titleOf, toProblem } from "./problem.js";
+import { HttpProblem, cancelledBy, problemBody, timeoutProblem, titleOf, toProblem } from "./problem.js";
 import { recorded } from "./recorded.js";
 import { BodyWriter, DEFAULT_STALL_TIMEOUT_MS, SseStream } from "./sse.js";
 
@@ -145,6 +145,11 @@ const DRAIN_GRACE_MS = 1_000;
 /** the problem of a request the server stopped because it shuts down (see drain) */
 const SHUTTING_DOWN = "shutting_down";
 
+/** The answer to a request that came while the server drains. */
+function drainingProblem(): HttpProblem {
+  return new HttpProblem(503, "draining", "The server is shutting down.", { headers: { "Retry-After": "5", Connection: "close" } });
+}
+
 /** The answer to a request cancelled by a drain: the client may send it again, elsewhere or later. */
 export function shutDownProblem(): HttpProblem {
   return new HttpProblem(503, SHUTTING_DOWN, "The server shut down before the request finished; send it again.", { headers: { "Retry-After": "5", Connection: "close" } });
@@ -170,6 +175,11 @@ export class MlxsServer {
   private readonly contexts = new WeakMap<ServerResponse, RequestContext>();
   private readonly keys: { label: string; scope: KeyScope; digest: Buffer }[];
   private readonly limits: KeyLimits;
+  /**
+   * Each open connection, with the bytes it had sent when its last request was whole and
+   * answered, and that request: more bytes since are a request begun (see drain).
+   */
+  private readonly connections = new Map<Socket, { read: number; last?: IncomingMessage }>();
 
   constructor(readonly options: ServerOptions, routes: Route[]) {
     this.compiled = routes.map((route) => {
@@ -201,6 +211,10 @@ export class MlxsServer {
     this.server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => this.clientError(error, socket));
     // CONNECT would otherwise have its connection dropped without a word
     this.server.on("connect", (_req: IncomingMessage, socket: Duplex) => this.refuseConnect(socket));
+    this.server.on("connection", (socket: Socket) => {
+      this.connections.set(socket, { read: 0 });
+      socket.once("close", () => this.connections.delete(socket));
+    });
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -214,6 +228,15 @@ export class MlxsServer {
   }
 
   private accept(req: IncomingMessage, res: ServerResponse, unmetExpectation = false): void {
+    const socket = req.socket;
+    const seen = this.connections.get(socket);
+    if (seen) {
+      seen.last = req;
+      // what the connection had sent once this request was whole, and once it was answered
+      const mark = () => { seen.read = socket.bytesRead; };
+      req.once("end", mark);
+      res.once("close", mark);
+    }
     const requestId = requestIdOf(req);
     // everything the request sets off runs in its scope, so a last-resort handler can name it
     requestScope.run(requestId, () => void this.handle(req, res, requestId, unmetExpectation));
@@ -222,7 +245,8 @@ export class MlxsServer {
   /**
    * Lets running requests finish for up to `timeoutMs` while every new request is answered
    * 503 (and recorded), then cancels what still runs (answered 503, recorded as cancelled),
-   * then stops listening and closes the connections still open (readers that never read).
+   * then answers 503 (and records) the requests still arriving (headers not yet whole), then
+   * stops listening and closes the connections still open (readers that never read).
    * Bounded whatever the handlers and the readers do: it returns within `timeoutMs` plus two
    * short graces. A request whose handler is still stuck then (a runner that does not answer)
    * has its answer and its outcome; its record comes when its handler ends, which closing the
@@ -235,6 +259,11 @@ export class MlxsServer {
     this.stopping.abort();
     await this.idle(DRAIN_GRACE_MS);
     for (const ctx of this.running) this.stopRunning(ctx);
+    // a request whose bytes were still coming (its headers not yet whole) is one too: answered and recorded before its connection closes
+    for (const [socket, { read, last }] of this.connections) {
+      const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (socket.bytesRead > read && !inFlight && (last?.complete ?? true) && socket.writable) this.answerRaw(socket, drainingProblem());
+    }
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
     await Promise.race([closed, delay(DRAIN_GRACE_MS)]);
@@ -376,7 +405,7 @@ export class MlxsServer {
         res.end();
         return;
       }
-      if (this.state === "draining") throw new HttpProblem(503, "draining", "The server is shutting down.", { headers: { "Retry-After": "5", Connection: "close" } });
+      if (this.state === "draining") throw drainingProblem();
       if (!route) {
         if (allowed.length) throw new HttpProblem(405, "method_not_allowed", `Use ${allowed.join(" or ")} on this path.`, { headers: { Allow: allowed.join(", ") } });
         throw ctx.url.pathname === "/v1" || ctx.url.pathname.startsWith("/v1/")
@@ -411,6 +440,8 @@ export class MlxsServer {
     let problem = toProblem(error);
     // cancelled by the drain, not by its client: the client is told, and may send it again
     if (problem.status === 499 && ctx.stopped() && !ctx.clientGone()) problem = shutDownProblem();
+    // cancelled by the request timeout (while it waited for a sequence, or for a runner that did not answer): a timeout, not a client that left
+    else if (problem.status === 499 && ctx.timedOut() && !ctx.clientGone()) problem = timeoutProblem();
     if (problem.status === 500 && this.options.debug) process.stderr.write(`mlxs: ${(error as Error)?.stack ?? String(error)}\n`);
     ctx.problem = problem;
     const { res } = ctx;
@@ -461,10 +492,16 @@ export class MlxsServer {
       return;
     }
     // node:http only times out a connection that began a request: slow headers are one
+    this.answerRaw(socket, problem);
+  }
+
+  /** Answers a request that never reached the router (written on its connection, which then closes), and records it. */
+  private answerRaw(socket: Duplex, problem: HttpProblem): void {
     const { status, code, message } = problem;
     const requestId = newRequestId();
     const text = JSON.stringify(problemBody(problem, requestId));
-    socket.end(`HTTP/1.1 ${status} ${titleOf(status)}\r\nContent-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n` +
+    const extra = Object.entries(problem.options.headers ?? {}).filter(([name]) => name.toLowerCase() !== "connection").map(([name, value]) => `${name}: ${value}\r\n`).join("");
+    socket.end(`HTTP/1.1 ${status} ${titleOf(status)}\r\n${extra}Content-Type: application/problem+json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(text)}\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`);
     this.recordRefusal(requestId, status, code, message);
   }
