@@ -339,11 +339,12 @@ export class PgAuditStore {
     return records.length;
   }
 
-  /** Stores a seal; false when its chain's epoch was sealed already (by another process). */
+  /** Stores a seal, in place of an earlier one of its chain's epoch (it covers more); false when a later one is there. */
   async insertSeal(seal: Seal): Promise<boolean> {
     const result = await this.pool.query(
       `INSERT INTO audit_seals (instance, key_id, epoch, seq, link, id, sealed_at, tag) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT DO NOTHING`,
+         ON CONFLICT (instance, key_id, epoch) DO UPDATE SET seq = excluded.seq, link = excluded.link, id = excluded.id, sealed_at = excluded.sealed_at, tag = excluded.tag
+          WHERE excluded.seq >= audit_seals.seq`,
       [seal.instance, seal.key_id, seal.epoch, seal.seq, seal.link, seal.id, seal.sealed_at, seal.tag]);
     return (result.rowCount ?? 0) > 0;
   }

@@ -3,21 +3,22 @@
  * as systemd-journald's Forward Secure Sealing seals its journal.
  *
  * `mlxs audit seal --init` draws a random key K0 and prints it once, as the verification
- * key, for the operator to keep off the machine. The machine keeps only the current key,
- * in a key file: time is cut into epochs of the key's interval (15 minutes by default),
- * and the key of epoch e+1 is SHA-256 of the key of epoch e. Once per epoch a writer seals
- * the head of its chain, HMAC-SHA256 with that epoch's key over (key id, epoch, chain,
- * place, link, time), evolves the key file past the epoch and forgets the old key. Someone
- * who takes the machine later finds only a key of a later epoch: from it no earlier key
- * can be computed, so no earlier seal can be made again, and every row a seal covers is
- * fixed: altering, removing, inserting or cutting off any of them (even with every link
- * recomputed) no longer matches the sealed link. The verification key derives every
- * epoch's key, so `mlxs audit verify --key` checks every seal.
+ * key, for the operator to keep off the machine. The machine keeps only the current key, in
+ * a key file: time is cut into epochs of the key's interval (15 minutes by default), and
+ * the key of epoch e+1 is SHA-256 of the key of epoch e. Writers seal the head of their
+ * chain, HMAC-SHA256 with the epoch's key over (key id, epoch, chain, place, link, time);
+ * as an epoch ends, its key seals once more and is evolved away. Someone who takes the
+ * machine later finds only the key of the epoch then running: from it no earlier key can
+ * be computed, so no seal of an ended epoch can be made again, and every row such a seal
+ * covers is fixed: altering, removing, inserting or cutting off any of them (even with
+ * every link recomputed) no longer matches the sealed link. The verification key derives
+ * every epoch's key, so `mlxs audit verify --key` checks every seal.
  *
  * What a seal cannot prove: records that were never written (a request whose record was
  * lost before it reached the log leaves no trace to seal); rows written after the last
- * seal (they can be changed or cut off until the next seal covers them); anything done on
- * a machine taken before a seal was made (the taker holds that epoch's key); and that the
+ * seal, and rows sealed in the epoch still running (its key is on the machine until the
+ * epoch ends with a writer running to evolve it); anything done on a machine taken before
+ * a seal was made (the taker holds that epoch's key); and that the
  * newest seals themselves were not removed along with the rows they covered, which leaves
  * a log that is sealed up to an earlier time: verify prints when the last seal was made.
  * The verification key can make seals too: whoever holds it must not be the machine.
@@ -154,10 +155,14 @@ function readKeyFile(path: string): KeyFile | undefined {
 const epochAt = (file: { start: number; interval: number }, time: number) => Math.floor((time - file.start) / file.interval);
 
 /**
- * The sealing of one chain (a writer's instance) with the key in one file. Several
- * processes may seal one chain with one file (a daemon and `mlxs chat` on one machine):
- * each epoch's key is the same whoever derives it, so two that race make the same key
- * file, and the store keeps the first seal of an epoch.
+ * The sealing of one chain (a writer's instance) with the key in one file. The key of an
+ * epoch stays in the file while its epoch lasts, as journald's does: every writer on the
+ * machine (a daemon, `mlxs chat`, daemons of other instances) seals its chain with it, as
+ * often as it likes; a later seal of the same epoch replaces an earlier one. The first seal
+ * made after the epoch ends is made with its key too, covering everything the epoch wrote,
+ * and then the key is evolved to the epoch of the time and the old one forgotten: a daemon
+ * does that as each epoch ends. Each epoch's key is the same whoever derives it, so writers
+ * that race make the same key file.
  */
 export class Sealer {
   constructor(readonly keyPath: string, readonly chain: string, private readonly now: () => number = Date.now) {}
@@ -176,24 +181,25 @@ export class Sealer {
   }
 
   /**
-   * This epoch's seal of `head`, made with this epoch's key, which is then evolved away (the
-   * key file moves past this epoch before the seal is returned). Null without a key, or when
-   * this epoch is sealed already (its key is gone).
+   * A seal of `head` with the key in the file; when that key's epoch has ended, the file
+   * then moves to the epoch of the time (before the seal is returned: whatever happens
+   * next, the old key cannot be used again). Null without a key, or when the clock is
+   * behind the key.
    */
   seal(head: ChainHead): Seal | null {
     const file = readKeyFile(this.keyPath);
     if (!file) return null;
     const now = this.now();
-    const epoch = epochAt(file, now);
-    if (epoch < file.epoch) return null;
-    let key = Buffer.from(file.key, "hex");
-    for (let e = file.epoch; e < epoch; e++) key = evolve(key);
-    const unsigned = { instance: this.chain, key_id: file.key_id, epoch, seq: head.seq, link: head.link, sealed_at: now };
+    const current = epochAt(file, now);
+    if (current < file.epoch) return null;
+    const key = Buffer.from(file.key, "hex");
+    const unsigned = { instance: this.chain, key_id: file.key_id, epoch: file.epoch, seq: head.seq, link: head.link, sealed_at: now };
     const seal: Seal = { ...unsigned, id: head.id, tag: tagOf(key, unsigned) };
-    // forget this epoch's key before the seal leaves: whatever happens next, it cannot be used again
-    const next = readKeyFile(this.keyPath);
-    if (!next || next.key_id !== file.key_id || next.epoch <= epoch) {
-      writeKeyFile(this.keyPath, { ...file, epoch: epoch + 1, key: evolve(key).toString("hex") });
+    if (current > file.epoch) {
+      let next = key;
+      for (let e = file.epoch; e < current; e++) next = evolve(next);
+      const latest = readKeyFile(this.keyPath);
+      if (!latest || latest.key_id !== file.key_id || latest.epoch < current) writeKeyFile(this.keyPath, { ...file, epoch: current, key: next.toString("hex") });
     }
     key.fill(0);
     return seal;
@@ -238,8 +244,9 @@ export function checkSeals(seals: readonly Seal[], keys: readonly VerificationKe
     const windowStart = verification.start + seal.epoch * verification.interval;
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       forged.push({ seal, detail: "its tag is not the key's: the seal was altered or forged" });
-    } else if (seal.sealed_at < windowStart || seal.sealed_at >= windowStart + verification.interval) {
-      forged.push({ seal, detail: "it was made outside its epoch" });
+    } else if (seal.sealed_at < windowStart) {
+      // (a seal may come after its epoch: the first seal after an epoch ends uses its key)
+      forged.push({ seal, detail: "it is dated before its epoch began" });
     } else {
       valid.push(seal);
     }

@@ -253,11 +253,12 @@ export class AuditStore {
     }
   }
 
-  /** Stores a seal; false when its chain's epoch was sealed already (by another process). */
+  /** Stores a seal, in place of an earlier one of its chain's epoch (it covers more); false when a later one is there. */
   async insertSeal(seal: Seal): Promise<boolean> {
     const result = await this.db.run(
       `INSERT INTO audit_seals (instance, key_id, epoch, seq, link, id, sealed_at, tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT DO NOTHING`,
+         ON CONFLICT (instance, key_id, epoch) DO UPDATE SET seq = excluded.seq, link = excluded.link, id = excluded.id, sealed_at = excluded.sealed_at, tag = excluded.tag
+          WHERE excluded.seq >= audit_seals.seq`,
       seal.instance, seal.key_id, seal.epoch, seal.seq, seal.link, seal.id, seal.sealed_at, seal.tag);
     return (result.changes ?? 0) > 0;
   }

@@ -10,8 +10,12 @@ export interface VerifyResult {
   /** rows read */
   rows: number;
   chains: ChainReport[];
-  /** every seal found, the ids of the keys that made them, those whose tags fail, those no key given could check */
-  seals: { count: number; keyIds: string[]; forged: SealProblem[]; unchecked: number; keyed: boolean };
+  /**
+   * every seal found, the ids of the keys that made them, those whose tags fail, those no
+   * key given could check, and the keys given that made none here (their seals were removed,
+   * or the key is not this log's: a break)
+   */
+  seals: { count: number; keyIds: string[]; forged: SealProblem[]; unchecked: number; keyed: boolean; keysWithoutSeals: string[] };
   /** whether every chain is whole and no seal fails */
   whole: boolean;
 }
@@ -29,7 +33,9 @@ function sealPoints(seals: readonly Seal[], keys: readonly VerificationKey[]) {
   return { byChain, forged, unchecked, keyed: keys.length > 0 };
 }
 
-function result(rows: number, chains: ChainReport[], seals: readonly Seal[], points: ReturnType<typeof sealPoints>): VerifyResult {
+function result(rows: number, chains: ChainReport[], seals: readonly Seal[], points: ReturnType<typeof sealPoints>, keys: readonly VerificationKey[]): VerifyResult {
+  const keyIds = [...new Set(seals.map((s) => s.key_id))].sort();
+  const keysWithoutSeals = keys.map((k) => k.key_id).filter((id) => !keyIds.includes(id));
   // a seal whose tag fails breaks its chain where nothing broke it before
   for (const { seal, detail } of points.forged) {
     let report = chains.find((c) => c.chain === seal.instance);
@@ -44,12 +50,13 @@ function result(rows: number, chains: ChainReport[], seals: readonly Seal[], poi
     chains,
     seals: {
       count: seals.length,
-      keyIds: [...new Set(seals.map((s) => s.key_id))].sort(),
+      keyIds,
       forged: points.forged,
       unchecked: points.unchecked.length,
       keyed: points.keyed,
+      keysWithoutSeals,
     },
-    whole: chains.every((c) => c.broken === null),
+    whole: chains.every((c) => c.broken === null) && keysWithoutSeals.length === 0,
   };
 }
 
@@ -60,7 +67,7 @@ export async function verifyStore(store: { chainView(): Promise<ChainView> }, ke
     const seals = await view.seals();
     const points = sealPoints(seals, keys);
     const { rows, chains } = await verifyChains(view, seals.length > 0 ? points : undefined);
-    return result(rows, chains, seals, points);
+    return result(rows, chains, seals, points, keys);
   } finally {
     await view.end();
   }
@@ -96,5 +103,5 @@ export async function verifyExportFile(path: string, keys: readonly Verification
   const points = sealPoints(seals, keys);
   const verifier = new ChainVerifier(checkpoints, new Map(), "chain", seals.length > 0 ? points : undefined);
   for (const links of byChain.values()) checkPage(verifier, links);
-  return result(rows, verifier.finish(), seals, points);
+  return result(rows, verifier.finish(), seals, points, keys);
 }

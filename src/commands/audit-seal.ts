@@ -61,6 +61,6 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     const where = await shownAuditLocation(config.auditDb);
     process.stderr.write(sealed
       ? `mlxs: sealed chain ${JSON.stringify(sealer.chain)} of ${where} at row ${seal!.seq} (epoch ${seal!.epoch})\n`
-      : `mlxs: this interval of chain ${JSON.stringify(sealer.chain)} is sealed already; the next seal can be made from ${new Date(Date.now() + (sealer.nextEpochIn() ?? 0)).toISOString()}\n`);
+      : `mlxs: not sealed: ${seal ? "a later seal of this epoch is there already" : "this machine's clock is behind the sealing key"}\n`);
   }
 }

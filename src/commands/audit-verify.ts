@@ -57,7 +57,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   }
   if (!result.whole) process.exitCode = 1;
   const given = new Set(keys.map((k) => k.key_id));
-  const unused = [...given].filter((id) => !result.seals.keyIds.includes(id));
+  const unused = result.seals.keysWithoutSeals;
   if (opts.json) {
     writeOut(`${JSON.stringify({
       whole: result.whole,
@@ -75,7 +75,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
   const what = opts.file !== undefined ? "export" : "audit log";
   writeOut(result.whole
     ? `${what} whole: ${result.chains.length} chain(s), ${result.rows} rows\n`
-    : `${what} BROKEN: ${broken} of ${result.chains.length} chain(s)\n`);
+    : `${what} BROKEN: ${broken} of ${result.chains.length} chain(s)${unused.length > 0 ? ", and seals missing" : ""}\n`);
   const { seals } = result;
   if (seals.count === 0) {
     writeOut("not sealed: the chain shows changes made without recomputing it; someone who can write the database can recompute every link (mlxs audit seal --init begins sealing)\n");
@@ -85,7 +85,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
     if (seals.unchecked > 0) writeOut(`${seals.unchecked} seal(s) by a key not given were not checked (keys ${seals.keyIds.filter((id) => !given.has(id)).join(", ")})\n`);
     if (seals.forged.length > 0) writeOut(c.red(`${seals.forged.length} seal(s) do not hold: the log was changed after it was sealed, or the seals were\n`));
   }
-  if (unused.length > 0) writeOut(`no seal in this ${what} was made with key ${unused.join(", ")}\n`);
+  if (unused.length > 0) writeOut(c.red(`no seal in this ${what} was made with key ${unused.join(", ")}: its seals were removed, or the key is not this log's\n`));
 }
 
 function chainLine(r: ChainReport, c: ReturnType<typeof colours>): string {
