@@ -92,8 +92,11 @@ export function parseVerificationKey(text: string): VerificationKey {
 /** Creates a key file (never over another) and returns the verification key, to be shown once. */
 export function initSealKey(path: string, intervalMs: number, now = Date.now()): VerificationKey {
   const first = randomBytes(32);
-  const key: VerificationKey = { key_id: keyIdOf(first), start: Math.floor(now / 1000) * 1000, interval: intervalMs, first };
-  writeKeyFile(path, { version: 1, key_id: key.key_id, start: key.start, interval: intervalMs, epoch: 0, key: first.toString("hex") }, true);
+  // epoch 0 ended as it began: the machine starts with the key of epoch 1, and the
+  // verification key's own secret is never in the file
+  const start = Math.floor(now / 1000) * 1000 - intervalMs;
+  const key: VerificationKey = { key_id: keyIdOf(first), start, interval: intervalMs, first };
+  writeKeyFile(path, { version: 1, key_id: key.key_id, start, interval: intervalMs, epoch: 1, key: evolve(first).toString("hex") }, true);
   return key;
 }
 
