@@ -51,6 +51,7 @@ Environment:
   MLXS_AUDIT_DB    the audit database: a file, or a postgres:// URL (default: <data dir>/audit.db)
   MLXS_AUDIT_RETENTION_DAYS
                    how long audit records are kept (default: 30, 0 = forever)
+  MLXS_SEAL_KEY    the audit log's sealing key (default: <db>.seal-key beside an SQLite db)
   NO_COLOR         no colour in any output
 
 Files:
