@@ -22,7 +22,7 @@
  * newest rows can be cut off with the head (audit_chain_heads) rewritten to match: only a
  * head sealed with a key kept off the machine closes that (sealing, a later layer).
  */
-import { createHash } from "node:crypto";
+import * as crypto from "node:crypto";
 import { COLUMNS, type AuditRecord } from "./schema.js";
 import type { Seal } from "./seal.js";
 
@@ -39,7 +39,7 @@ export function chainOf(instance: unknown): string {
 
 /** The link before the first row of a chain. */
 export function genesisLink(chain: string): string {
-  return createHash("sha256").update(`mlxs audit chain v1 genesis\n${JSON.stringify(chain)}`).digest("hex");
+  return crypto.createHash("sha256").update(`mlxs audit chain v1 genesis\n${JSON.stringify(chain)}`).digest("hex");
 }
 
 /** The canonical encoding of a row: every column, in one order, nulls explicit. */
@@ -51,9 +51,24 @@ export function encodeRow(row: ChainValues): string {
 
 const ENCODED = [...COLUMNS, "chain_seq"] as const;
 
+/**
+ * SHA-256 of `prev` (as bytes) and the encoding, in hex. One reused buffer and a one-shot
+ * hash where Node has one (crypto.hash, 20.12 and later): a third of createHash's cost,
+ * paid on every row written and verified.
+ */
 export function linkOf(prev: string, encoding: string): string {
-  return createHash("sha256").update(Buffer.from(prev, "hex")).update(encoding).digest("hex");
+  const need = (prev.length >> 1) + encoding.length * 3;
+  if (scratch.length < need) scratch = Buffer.allocUnsafe(need * 2);
+  const at = scratch.write(prev, 0, "hex");
+  const end = at + scratch.write(encoding, at, "utf8");
+  return sha256Hex(scratch.subarray(0, end));
 }
+
+let scratch = Buffer.allocUnsafe(4096);
+// (a namespace import: a named import of what an older Node lacks would not load at all)
+const sha256Hex: (bytes: Buffer) => string = typeof crypto.hash === "function"
+  ? (bytes) => crypto.hash("sha256", bytes, "hex")
+  : (bytes) => crypto.createHash("sha256").update(bytes).digest("hex");
 
 /**
  * A number as a store keeps it exactly. SQLite reads a number out of JSON text with its own

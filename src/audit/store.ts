@@ -106,6 +106,13 @@ export class AuditStore {
   /** the files this store has open, to tell when the path names other ones (or none) */
   private files: Record<"main" | "-wal" | "-shm", FileId> = { main: undefined, "-wal": undefined, "-shm": undefined };
 
+  /**
+   * The last id and the chains' heads as this connection's last insert left them, good
+   * while no other connection has committed since (PRAGMA data_version says): a writer
+   * alone on its file reads neither again for each batch.
+   */
+  private known?: { version: number; last: number; heads: Map<string, ChainHead> };
+
   private constructor(private readonly db: Database, readonly path: string) {}
 
   /**
@@ -301,10 +308,17 @@ export class AuditStore {
   async insert(records: readonly AuditRecord[]): Promise<number> {
     if (records.length === 0) return 0;
     await this.db.exec("BEGIN IMMEDIATE");
+    // taken, and put back only once this insert commits
+    let known = this.known;
+    this.known = undefined;
     try {
-      const last = (await this.db.get<{ n: number | null }>(
-        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0), coalesce((SELECT max(id) FROM audit_logs), 0)) AS n"))!.n ?? 0;
-      const heads = await this.chainHeads();
+      const version = (await this.db.get<{ data_version: number }>("PRAGMA data_version"))!.data_version;
+      if (known?.version !== version) {
+        const last = (await this.db.get<{ n: number | null }>(
+          "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0), coalesce((SELECT max(id) FROM audit_logs), 0)) AS n"))!.n ?? 0;
+        known = { version, last, heads: await this.chainHeads() };
+      }
+      const { last, heads } = known;
       const chained = chainRecords(records, records.map((_, i) => last + 1 + i), heads);
       const rows = chained.map(({ values, prev, link }) => {
         for (let i = 0; i < values.length; i++) {
@@ -321,6 +335,7 @@ export class AuditStore {
       const result = await this.db.run(INSERT_SQL, JSON.stringify(rows));
       await this.saveHeads(heads);
       await this.db.exec("COMMIT");
+      this.known = { version, last: last + records.length, heads };
       return result.changes ?? 0;
     } catch (error) {
       await this.db.exec("ROLLBACK").catch(() => undefined);

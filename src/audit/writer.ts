@@ -2,10 +2,11 @@
  * The background audit writer. `record()` only appends to a bounded buffer and returns;
  * a timer (or `batchSize` waiting records) flushes the buffer into SQLite, one
  * transaction per flush.
- * When the database is locked by another process for longer than the busy timeout, the
- * records wait in the buffer for the next flush. When the buffer overflows or the database
- * fails otherwise, records are dropped and counted, the program goes on, and stderr says
- * so; the next flush tries the database again.
+ * When the database is locked by another process for longer than the busy timeout, or
+ * cannot be written for a while (read-only, immutable, a full disk), the records wait in
+ * the buffer for the next flush. When the buffer overflows or the database fails otherwise,
+ * records are dropped and counted, the program goes on, and stderr says so; the next
+ * flush tries the database again.
  */
 import { describeStoreError } from "./store.js";
 import { describePgError } from "./errors.js";
@@ -138,8 +139,8 @@ export class AuditWriter {
         const reason = this.postgres ? describePgError(error) : describeStoreError(error);
         if (!this.closed && isPassing(error)) {
           // another process held the lock past the busy timeout (a VACUUM, a long
-          // transaction), or the database server is restarting: the records wait for the
-          // next flush
+          // transaction), the file cannot be written for now, or the database server is
+          // restarting: the records wait for the next flush
           this.hold(batch, reason);
           // a connection the restart broke is not reused
           if (this.postgres) this.reopen();
@@ -156,7 +157,7 @@ export class AuditWriter {
     this.buffer = waiting.slice(0, this.maxBuffer);
     if (!this.failing) {
       this.failing = true;
-      this.warn(`cannot write the audit log: ${reason}; keeping ${this.buffer.length} records to write when it is free`);
+      this.warn(`cannot write the audit log: ${reason}; keeping ${this.buffer.length} records to write when it can be written`);
     }
     if (waiting.length > this.maxBuffer) this.drop(waiting.length - this.maxBuffer, `the audit buffer is full (${this.maxBuffer} records)`);
     this.schedule(this.flushIntervalMs);
@@ -268,12 +269,15 @@ export class AuditWriter {
 }
 
 /**
- * A condition that passes: SQLite locked by another process; PostgreSQL unreachable,
- * restarting or shutting down, a connection it cut (class 08, 57P0x), too many clients.
+ * A condition that may pass: SQLite locked by another process, or its file unwritable for
+ * a while (made read-only or immutable, a full disk, an I/O error: an operator's fix);
+ * PostgreSQL unreachable, restarting or shutting down, a connection it cut (class 08,
+ * 57P0x), too many clients, its disk full. The records wait in the buffer, up to its size.
  */
 function isPassing(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? ((error as { cause?: { code?: string } }).cause?.code);
-  if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") return true;
+  if (code !== undefined && /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN|PERM)/.test(code)) return true;
+  if (code === "53100" || code === "EACCES" || code === "EPERM" || code === "EROFS" || code === "ENOSPC") return true;
   if (code !== undefined && (/^08/.test(code) || /^57P0[1-3]$/.test(code) || code === "53300" || ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"].includes(code))) return true;
   return /Connection terminated|connection timeout|Client has encountered a connection error/i.test((error as Error)?.message ?? "");
 }
