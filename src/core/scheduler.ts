@@ -13,14 +13,22 @@
  * - a model evicted under a request: only models that no request holds or waits for are
  *   evicted, and only to make room that a load needs now;
  * - memory running out: a load is admitted only once its estimate fits the budget (and the
- *   count fits --max-loaded); past --load-wait the request is answered 503, never crashed;
- *   a model that could never fit is told so at once;
+ *   count fits --max-loaded; and, with a VRAM budget, its VRAM estimate fits that too);
+ *   past --load-wait the request is answered 503, never crashed; a model that could never
+ *   fit is told so at once;
+ * - a pile of requests behind a load: as many may wait for a model's load as its loaded
+ *   runner would take (--parallel sequences and --queue waiting); more are refused at once,
+ *   as the runner refuses them once loaded;
+ * - a pinned model lost to a crash: its runner is replaced and the model loaded again at
+ *   once (not again at once if it stopped soon after such a reload: then at its next request);
  * - a stuck scheduler behind a health check that says ok: every decision goes through one
  *   queue, and /health asks that queue (and every loaded runner) for an answer in time.
  */
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import type { ModelEntry, ModelRegistry } from "./registry.js";
+import type { Clock, ClockTimer, ModelRunner, RunnerFactory, SparePolicy } from "./model-runner.js";
+import { systemClock } from "./model-runner.js";
 import type { Estimate } from "./runner-protocol.js";
 import { RunnerModel, SpareRunner } from "./runner.js";
 import { resolveModelSpec } from "./models.js";
@@ -35,6 +43,11 @@ export interface LifecycleOptions {
   maxLoaded: number;
   /** RAM that loaded models may take, by node-llama-cpp's estimates */
   memoryBudgetBytes: number;
+  /**
+   * VRAM that loaded models may take, by node-llama-cpp's estimates (Estimate.vramBytes);
+   * undefined: VRAM is not counted (on CPU every model's estimate is 0 anyway)
+   */
+  vramBudgetBytes?: number;
   /** how long a request waits for room (idle models to evict) before 503 */
   loadWaitMs: number;
   /** where a configured remote model is downloaded to */
@@ -45,6 +58,19 @@ export interface LifecycleOptions {
 
 type State = "unloaded" | "loading" | "loaded" | "unloading";
 
+/** What the scheduler takes from outside: by default runner processes, SpareRunner and the real clock. */
+export interface SchedulerDeps<R extends ModelRunner = RunnerModel> {
+  /** makes each model's runner; default: a RunnerModel (taking the spare runner's process, if one is up) */
+  runners?: RunnerFactory<R>;
+  /** default: the system's */
+  clock?: Clock;
+  /** the spare runner, when LifecycleOptions.spareRunner; `quiet`: whether it may start now. Default: SpareRunner */
+  spare?: (quiet: () => boolean) => SparePolicy;
+}
+
+/** A pinned model whose runner stops again this soon after being reloaded at once waits for its next request. */
+export const PINNED_RELOAD_BACKOFF_MS = 60_000;
+
 export type LifecycleEvent =
   | { type: "load"; model: string; load_ms: number }
   | { type: "load_failed"; model: string; error: string }
@@ -52,22 +78,23 @@ export type LifecycleEvent =
   | { type: "evict"; model: string; for: string };
 
 /** One model's place in the scheduler. */
-class Slot {
+class Slot<R extends ModelRunner> {
   state: State = "unloaded";
-  runner?: RunnerModel;
+  runner?: R;
   /** leases handed out and not given back: requests running on the model */
   active = 0;
   /** requests waiting for the model to load */
   waiting = 0;
+  /** monotonic ms */
   lastUsed = 0;
   keepAliveMs: number;
-  expiry?: NodeJS.Timeout;
+  expiry?: ClockTimer;
   expiresAt?: number;
   estimate?: Estimate;
   /** its memory counts against the budget: from admission until it is unloaded */
   admitted = false;
   /** the one load in flight */
-  ready?: Promise<RunnerModel>;
+  ready?: Promise<R>;
   /** the one unload in flight */
   gone?: Promise<void>;
   loadedAt?: number;
@@ -75,6 +102,8 @@ class Slot {
   contextSize?: number;
   /** measured at the first load, given to the next ones */
   threads?: number;
+  /** when it was last loaded again at once after its runner stopped (a pinned model): monotonic ms */
+  reloadedAt?: number;
 
   constructor(public entry: ModelEntry, keepAliveMs: number) {
     this.keepAliveMs = keepAliveMs;
@@ -85,8 +114,8 @@ class Slot {
 }
 
 /** A model held for one request; release() once the request is over (twice is harmless). */
-export interface ModelLease {
-  runner: RunnerModel;
+export interface ModelLease<R extends ModelRunner = RunnerModel> {
+  runner: R;
   /** how long this request waited for the model to load (0 when it was loaded) */
   loadMs: number;
   release(): void;
@@ -98,6 +127,8 @@ export interface LoadedModelInfo {
   state: State;
   /** the budget's share: node-llama-cpp's estimate */
   memoryBytes: number;
+  /** the VRAM budget's share: node-llama-cpp's estimate (0 on CPU) */
+  vramBytes: number;
   /** the runner's resident memory now (Linux), when known */
   rssBytes?: number;
   /** the runner's process id, for top and ps */
@@ -113,8 +144,11 @@ export interface LoadedModelInfo {
   loadMs?: number;
 }
 
-export class Scheduler {
-  private readonly slots = new Map<string, Slot>();
+/**
+ * `R`: the runners' type (RunnerModel in a daemon; a fake in tests), which leases hand out.
+ */
+export class Scheduler<R extends ModelRunner = RunnerModel> {
+  private readonly slots = new Map<string, Slot<R>>();
   /** lifecycle events, for `mlxs ps -f` */
   readonly events = new EventEmitter();
   /** the one queue of decisions (see above) */
@@ -122,29 +156,48 @@ export class Scheduler {
   /** wakes loads that wait for room whenever a model is released or unloaded */
   private roomChanged?: { promise: Promise<void>; resolve: () => void };
   private closed = false;
-  private readonly spare?: SpareRunner;
+  private readonly spare?: SparePolicy;
+  private readonly clock: Clock;
+  private readonly newRunner: RunnerFactory<R>;
 
-  constructor(private readonly registry: ModelRegistry, private readonly core: CoreOptions, private readonly options: LifecycleOptions) {
+  constructor(private readonly registry: ModelRegistry, private readonly core: CoreOptions, private readonly options: LifecycleOptions, deps: SchedulerDeps<R> = {}) {
     this.events.setMaxListeners(0);
-    if (options.spareRunner) this.spare = new SpareRunner(core, () => [...this.slots.values()].every((s) => s.state === "loaded" || s.state === "unloaded"));
+    this.clock = deps.clock ?? systemClock;
+    if (options.spareRunner) {
+      const quiet = () => [...this.slots.values()].every((s) => s.state === "loaded" || s.state === "unloaded");
+      this.spare = deps.spare ? deps.spare(quiet) : new SpareRunner(core, quiet);
+    }
+    const spare = this.spare;
+    this.newRunner = deps.runners ?? ((source, onStop) => {
+      // typed as the interface: the compiler checks that RunnerModel implements it
+      const runner: ModelRunner = new RunnerModel(source, core, onStop, spare instanceof SpareRunner ? spare.take() : undefined);
+      // without a factory R is RunnerModel (the class's default), which TypeScript cannot see here
+      return runner as R;
+    });
   }
 
   /**
    * The model, loaded (loading it, or waiting for its load, if need be), held until
    * release(). `keepAliveMs`: the request's own keep-alive for the model (Ollama's field).
    */
-  async acquire(name: string, { keepAliveMs, signal }: { keepAliveMs?: number; signal?: AbortSignal } = {}): Promise<ModelLease> {
+  async acquire(name: string, { keepAliveMs, signal }: { keepAliveMs?: number; signal?: AbortSignal } = {}): Promise<ModelLease<R>> {
     const slot = this.slot(name);
+    const loaded = slot.state === "loaded" && slot.runner && !slot.gone;
+    // as many may wait for the load as the loaded runner would take: a refusal now, as it would refuse them then
+    const room = this.core.parallel + this.core.queue;
+    if (!loaded && slot.waiting >= room) {
+      throw new CoreError("overloaded", `model ${slot.name} is loading and the requests waiting for it are at the limit (${room}: --parallel and --queue)`);
+    }
     // held before anything awaits: no expiry or eviction can take it from here on
     this.clearExpiry(slot);
     if (keepAliveMs !== undefined) slot.keepAliveMs = this.capped(keepAliveMs);
-    if (slot.state === "loaded" && slot.runner && !slot.gone) {
+    if (loaded) {
       slot.active++;
-      return this.lease(slot, slot.runner, 0);
+      return this.lease(slot, slot.runner!, 0);
     }
     slot.waiting++;
-    const started = performance.now();
-    let runner: RunnerModel;
+    const started = this.clock.monotonic();
+    let runner: R;
     try {
       runner = await abortable(this.ready(slot), signal);
     } catch (error) {
@@ -154,7 +207,7 @@ export class Scheduler {
     }
     slot.waiting--;
     slot.active++;
-    return this.lease(slot, runner, performance.now() - started);
+    return this.lease(slot, runner, this.clock.monotonic() - started);
   }
 
   /** Loads a model now (POST /v1/models/{id}/load); it then idles as after a request. */
@@ -181,6 +234,7 @@ export class Scheduler {
       name: s.name,
       state: s.state,
       memoryBytes: s.estimate?.ramBytes ?? 0,
+      vramBytes: s.estimate?.vramBytes ?? 0,
       rssBytes: rssOf(s.runner?.pid),
       pid: s.runner?.pid,
       contextSize: s.contextSize,
@@ -198,7 +252,7 @@ export class Scheduler {
   /** Milliseconds since the model's last request ended. */
   idleMs(name: string): number {
     const slot = this.slots.get(name);
-    return slot ? Math.round(performance.now() - slot.lastUsed) : 0;
+    return slot ? Math.round(this.clock.monotonic() - slot.lastUsed) : 0;
   }
 
   /**
@@ -206,7 +260,7 @@ export class Scheduler {
    * within `timeoutMs`. Resolves with the names that did not answer ("scheduler" for the queue).
    */
   async check(timeoutMs: number): Promise<string[]> {
-    const late = (what: string, work: Promise<unknown>) => withDeadline(work, timeoutMs).then(() => undefined, () => what);
+    const late = (what: string, work: Promise<unknown>) => this.withDeadline(work, timeoutMs).then(() => undefined, () => what);
     const checks = [late("scheduler", this.decide(() => true))];
     for (const slot of this.slots.values()) if (slot.state === "loaded" && slot.runner) checks.push(late(slot.name, slot.runner.ping(timeoutMs)));
     return (await Promise.all(checks)).filter((name): name is string => name !== undefined);
@@ -246,7 +300,7 @@ export class Scheduler {
   }
 
   /** The slot's model, loaded: its one load, shared by every request that waits for it. */
-  private ready(slot: Slot): Promise<RunnerModel> {
+  private ready(slot: Slot<R>): Promise<R> {
     return slot.ready ??= this.loadSlot(slot).finally(() => {
       slot.ready = undefined;
       // the load took the spare runner, if there was one: the next load gets a new one
@@ -254,7 +308,7 @@ export class Scheduler {
     });
   }
 
-  private slot(name: string): Slot {
+  private slot(name: string): Slot<R> {
     let slot = this.slots.get(name);
     const entry = this.registry.get(name);
     if (!entry) throw new CoreError("not_found", "the model is not served here", { param: "model" });
@@ -266,7 +320,7 @@ export class Scheduler {
     return slot;
   }
 
-  private lease(slot: Slot, runner: RunnerModel, loadMs: number): ModelLease {
+  private lease(slot: Slot<R>, runner: R, loadMs: number): ModelLease<R> {
     let held = true;
     return {
       runner, loadMs,
@@ -280,13 +334,13 @@ export class Scheduler {
   }
 
   /** A request is over (or gave up waiting): the model may now be idle, and room may have come. */
-  private released(slot: Slot): void {
-    slot.lastUsed = performance.now();
+  private released(slot: Slot<R>): void {
+    slot.lastUsed = this.clock.monotonic();
     if (slot.idle && slot.state === "loaded") this.expireLater(slot);
     this.wakeRoomWaiters();
   }
 
-  private expireLater(slot: Slot): void {
+  private expireLater(slot: Slot<R>): void {
     this.clearExpiry(slot);
     const ms = slot.entry.pinned ? -1 : slot.keepAliveMs;
     if (ms < 0 || this.closed) return;
@@ -294,26 +348,25 @@ export class Scheduler {
       void this.unloadSlot(slot, "keep_alive");
       return;
     }
-    slot.expiresAt = Date.now() + ms;
-    slot.expiry = setTimeout(() => {
+    slot.expiresAt = this.clock.now() + ms;
+    slot.expiry = this.clock.setTimeout(() => {
       slot.expiry = slot.expiresAt = undefined;
       if (slot.idle && slot.state === "loaded") void this.unloadSlot(slot, "keep_alive");
-    }, Math.min(ms, 2 ** 31 - 1));
-    slot.expiry.unref();
+    }, ms, { unref: true });
   }
 
-  private clearExpiry(slot: Slot): void {
-    if (slot.expiry) clearTimeout(slot.expiry);
+  private clearExpiry(slot: Slot<R>): void {
+    if (slot.expiry !== undefined) this.clock.clearTimeout(slot.expiry);
     slot.expiry = slot.expiresAt = undefined;
   }
 
   /** The one load of a slot: an unload under way first, then room, then the runner's load. */
-  private async loadSlot(slot: Slot): Promise<RunnerModel> {
+  private async loadSlot(slot: Slot<R>): Promise<R> {
     while (slot.gone) await slot.gone;
     if (slot.state === "loaded" && slot.runner) return slot.runner;
     if (this.closed) throw new CoreError("unavailable", "the server is shutting down");
     slot.state = "loading";
-    const started = performance.now();
+    const started = this.clock.monotonic();
     try {
       const source = await this.sourceOf(slot);
       slot.runner ??= this.runnerFor(slot, source);
@@ -323,8 +376,8 @@ export class Scheduler {
       slot.threads = result.threads;
       slot.contextSize = result.contextSize;
       slot.state = "loaded";
-      slot.loadedAt = Date.now();
-      slot.lastUsed = performance.now();
+      slot.loadedAt = this.clock.now();
+      slot.lastUsed = this.clock.monotonic();
       slot.loadMs = slot.lastUsed - started;
       this.emit({ type: "load", model: slot.name, load_ms: round(slot.loadMs) });
       return slot.runner;
@@ -341,19 +394,29 @@ export class Scheduler {
     }
   }
 
-  /** Waits until the slot's estimate fits the budget and the count, evicting idle models (least recently used first) to make room. */
-  private async admit(slot: Slot): Promise<void> {
+  /**
+   * Waits until the slot's estimate fits the budgets (RAM, and VRAM when it has one) and
+   * the count, evicting idle models (least recently used first) to make room.
+   */
+  private async admit(slot: Slot<R>): Promise<void> {
     const need = slot.estimate!.ramBytes;
     if (need > this.options.memoryBudgetBytes) {
       throw new CoreError("unavailable", `model ${slot.name} needs about ${mib(need)} of memory; the budget is ${mib(this.options.memoryBudgetBytes)} (--memory-budget)`);
     }
-    const deadline = performance.now() + this.options.loadWaitMs;
+    const vramBudget = this.options.vramBudgetBytes;
+    const needVram = vramBudget === undefined ? 0 : vramOf(slot);
+    if (vramBudget !== undefined && needVram > vramBudget) {
+      throw new CoreError("unavailable", `model ${slot.name} needs about ${mib(needVram)} of GPU memory; the VRAM budget is ${mib(vramBudget)}`);
+    }
+    const deadline = this.clock.monotonic() + this.options.loadWaitMs;
     for (;;) {
       const next = await this.decide((): { wait: Promise<void> } | undefined => {
         const admitted = [...this.slots.values()].filter((s) => s.admitted && s !== slot);
         const used = admitted.reduce((sum, s) => sum + (s.estimate?.ramBytes ?? 0), 0);
+        const usedVram = vramBudget === undefined ? 0 : admitted.reduce((sum, s) => sum + vramOf(s), 0);
         const countFits = this.options.maxLoaded <= 0 || admitted.length < this.options.maxLoaded;
-        if (countFits && used + need <= this.options.memoryBudgetBytes) {
+        const vramFits = vramBudget === undefined || usedVram + needVram <= vramBudget;
+        if (countFits && used + need <= this.options.memoryBudgetBytes && vramFits) {
           slot.admitted = true;
           return undefined;
         }
@@ -367,15 +430,16 @@ export class Scheduler {
         return { wait: this.roomWaiter() };
       });
       if (next === undefined) return;
-      const left = deadline - performance.now();
-      if (left <= 0 || !(await withDeadline(next.wait, left).then(() => true, () => false))) {
-        throw new CoreError("unavailable", `no room to load model ${slot.name}: the loaded models are busy (--max-loaded ${this.options.maxLoaded || "unlimited"}, --memory-budget ${mib(this.options.memoryBudgetBytes)})`, { retryAfterS: 5 });
+      const left = deadline - this.clock.monotonic();
+      if (left <= 0 || !(await this.withDeadline(next.wait, left).then(() => true, () => false))) {
+        const vram = vramBudget === undefined ? "" : `, VRAM budget ${mib(vramBudget)}`;
+        throw new CoreError("unavailable", `no room to load model ${slot.name}: the loaded models are busy (--max-loaded ${this.options.maxLoaded || "unlimited"}, --memory-budget ${mib(this.options.memoryBudgetBytes)}${vram})`, { retryAfterS: 5 });
       }
     }
   }
 
   /** Unloads a slot: after its load, after the requests running on it (unless `force`). `reason` undefined: an eviction (its event is already out). */
-  private unloadSlot(slot: Slot, reason: Extract<LifecycleEvent, { type: "unload" }>["reason"] | undefined, force = false): Promise<void> {
+  private unloadSlot(slot: Slot<R>, reason: Extract<LifecycleEvent, { type: "unload" }>["reason"] | undefined, force = false): Promise<void> {
     if (slot.gone) return slot.gone;
     if (slot.state === "unloaded") return Promise.resolve();
     this.clearExpiry(slot);
@@ -398,29 +462,43 @@ export class Scheduler {
     return slot.gone;
   }
 
-  private markUnloaded(slot: Slot): void {
+  private markUnloaded(slot: Slot<R>): void {
     slot.state = "unloaded";
     slot.admitted = false;
     slot.loadedAt = slot.loadMs = undefined;
     this.clearExpiry(slot);
   }
 
-  private runnerFor(slot: Slot, source: ModelSource): RunnerModel {
-    const runner: RunnerModel = new RunnerModel(source, this.core, () => {
-      // a runner that stopped by itself (a crash): its model is no longer loaded
+  private runnerFor(slot: Slot<R>, source: ModelSource): R {
+    const runner: R = this.newRunner(source, () => {
+      // a runner that stopped by itself (a crash, or killed as hung): its model is no longer loaded
       if (slot.runner !== runner || slot.gone) return;
       slot.runner = undefined;
       if (slot.state === "loaded") {
         this.markUnloaded(slot);
         this.emit({ type: "unload", model: slot.name, reason: "stopped" });
         this.wakeRoomWaiters();
+        if (slot.entry.pinned) this.reloadPinned(slot);
       }
-    }, this.spare?.take());
+    });
     return runner;
   }
 
+  /**
+   * A pinned model whose runner stopped is loaded again at once, in a new runner: pinned
+   * means always there. Not when it stopped soon after such a reload (a model that crashes
+   * its runner would be reloaded without end): then its next request loads it.
+   */
+  private reloadPinned(slot: Slot<R>): void {
+    const now = this.clock.monotonic();
+    if (this.closed || (slot.reloadedAt !== undefined && now - slot.reloadedAt < PINNED_RELOAD_BACKOFF_MS)) return;
+    slot.reloadedAt = now;
+    // a failure is told as a load_failed event; the next request tries again
+    this.ready(slot).catch(() => undefined);
+  }
+
   /** The model's file: a configured remote model is downloaded on its first load. */
-  private async sourceOf(slot: Slot): Promise<ModelSource> {
+  private async sourceOf(slot: Slot<R>): Promise<ModelSource> {
     const { entry } = slot;
     if (entry.path) return { name: entry.name, path: entry.path };
     const source = await resolveModelSpec(entry.spec!, { modelsDir: this.options.modelsDir }).catch((error: unknown) => {
@@ -452,7 +530,14 @@ export class Scheduler {
   }
 
   private emit(event: LifecycleEvent): void {
-    this.events.emit("event", { ...event, at: new Date().toISOString() });
+    this.events.emit("event", { ...event, at: new Date(this.clock.now()).toISOString() });
+  }
+
+  /** The promise, or a rejection once `ms` have passed on the scheduler's clock. */
+  private withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+    let timer: ClockTimer | undefined;
+    const late = new Promise<never>((_, reject) => { timer = this.clock.setTimeout(() => reject(new Error("deadline")), ms); });
+    return Promise.race([promise, late]).finally(() => this.clock.clearTimeout(timer));
   }
 }
 
@@ -467,12 +552,6 @@ function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
   });
 }
 
-function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error("deadline")), ms); });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
 function rssOf(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
@@ -483,5 +562,7 @@ function rssOf(pid: number | undefined): number | undefined {
   }
 }
 
+/** A model's share of the VRAM budget: its estimate's (a runner that does not report VRAM counts 0). */
+const vramOf = (slot: { estimate?: Estimate }) => slot.estimate?.vramBytes ?? 0;
 const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
 const round = (ms: number) => Math.round(ms * 100) / 100;
