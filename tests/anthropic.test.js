@@ -235,7 +235,7 @@ const limits = suite("messages limits");
 // the endless model is served as "endless"
 const askEndless = (extra = {}) => ask({ model: "endless", ...extra });
 
-limits("queue full is a RateLimitError; a dropped stream frees its sequence; a timeout ends the stream with an error event", async () => {
+limits("queue full is 503 overloaded_error (busy, not a rate limit); a dropped stream frees its sequence; a timeout ends the stream with an error event", async () => {
   const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "1", "--queue", "0", "--max-body", "2kb"]);
   const client = new Anthropic({ baseURL: server.url, apiKey: "unused-key", maxRetries: 0 });
   try {
@@ -248,7 +248,9 @@ limits("queue full is a RateLimitError; a dropped stream frees its sequence; a t
       if (done) throw new Error(`the stream ended early: ${seen}`);
       seen += value;
     }
-    await expectSdkError(client.messages.create(askEndless({ max_tokens: 2 })), Anthropic.RateLimitError, "rate_limit_error");
+    const busy = await expectSdkError(client.messages.create(askEndless({ max_tokens: 2 })), Anthropic.InternalServerError, "overloaded_error");
+    assert.is(busy.status, 503);
+    assert.is(busy.headers.get("retry-after"), "1");
     controller.abort();
     // the record is written once the generation has stopped and its sequence is free
     const rows = await waitForRows(server.db, (r) => r.some((x) => x.status === "cancelled"), { what: "the dropped stream's record" });

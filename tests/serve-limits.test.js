@@ -61,16 +61,16 @@ limits("a body over --max-body is refused with 413 before it is all read", async
   }
 });
 
-limits("queue full is 429 with Retry-After; a dropped stream frees its sequence at once", async () => {
+limits("queue full is 503 with Retry-After (busy, not a rate limit); a dropped stream frees its sequence at once", async () => {
   const server = await startServer(["--model", await testModel({ endless: true }), "--parallel", "1", "--queue", "0"]);
   try {
     const first = await openStream(server.url, endlessAsk());
     assert.is(first.status, 200);
     const refused = await call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 2 })));
-    assert.is(refused.status, 429);
+    assert.is(refused.status, 503);
     assert.is(refused.headers["retry-after"], "1");
     assert.is(refused.body.code, "overloaded");
-    assert.is(refused.body.error.type, "rate_limit_error");
+    assert.is(refused.body.error.type, "api_error");
     first.drop();
     // a record is written once its generation has stopped and freed the sequence
     const cancelledCount = async (n) => waitForRows(server.db, (rows) => rows.filter((r) => r.status === "cancelled").length === n, { what: `${n} cancelled records` });
@@ -93,7 +93,7 @@ limits("queue full is 429 with Retry-After; a dropped stream frees its sequence 
     // what was generated before the client left is counted (the stream had shown some; the
     // plain request may have left before its first token)
     assert.ok(cancelled[0].completion_tokens > 0 && cancelled[1].completion_tokens >= 0, JSON.stringify(cancelled));
-    assert.is(rows.find((r) => r.status_code === 429).error_type, "overloaded");
+    assert.is(rows.find((r) => r.status_code === 503).error_type, "overloaded");
   } finally {
     assert.is(await server.stop(), 0);
   }
@@ -201,7 +201,7 @@ lifecycle("SIGTERM under load (streams, non-streams, a full queue): exit 0, exac
     return busy === 4 && waiting === 4;
   }, { what: "4 generating and 4 waiting" });
   const refused = await Promise.all([0, 1, 2].map((i) => call(`${server.url}/v1/chat/completions`, json(endlessAsk({ max_tokens: 5 }), { "x-request-id": `over-${i}` }))));
-  assert.equal(refused.map((r) => r.status), [429, 429, 429]);
+  assert.equal(refused.map((r) => r.status), [503, 503, 503]);
   server.child.kill("SIGTERM");
   await waitForText(server.stderr, /SIGTERM: draining/);
   // draining: a new request is refused, or finds the port closed
@@ -215,7 +215,7 @@ lifecycle("SIGTERM under load (streams, non-streams, a full queue): exit 0, exac
   const mine = rows.filter((r) => sent.includes(r.request_id));
   assert.is(mine.length, sent.length);
   assert.is(new Set(mine.map((r) => r.request_id)).size, sent.length);
-  assert.ok(mine.filter((r) => r.request_id.startsWith("over-")).every((r) => r.status_code === 429));
+  assert.ok(mine.filter((r) => r.request_id.startsWith("over-")).every((r) => r.status_code === 503));
   assert.match(server.stderr(), /draining/);
 });
 

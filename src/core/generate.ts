@@ -9,11 +9,11 @@
 import type { ChatHistoryItem, LlamaContextSequence, LlamaText, Token } from "node-llama-cpp";
 import { randomInt } from "node:crypto";
 import { Generation, cachedPrefix, type GenerationPlan, type ToolPlan } from "./generation.js";
-import { prepareSchema, type Schema } from "./json-schema.js";
 import { toolSyntax } from "./tool-syntax.js";
 import type { LoadedModel } from "./loaded-model.js";
 import type { Constraint } from "./grammars.js";
-import { DEFAULT_SAMPLING, validateSampling } from "./sampling.js";
+import { checkChatRequest, checkCompletionRequest, checkCountRequest, offeredFunctions, type PreparedFunction } from "./request-checks.js";
+import { DEFAULT_SAMPLING } from "./sampling.js";
 import { CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type GenerationEvent, type SamplingOptions } from "./types.js";
 
 /** the generated tokens that repetition penalties look back on, as LlamaChat's default */
@@ -28,7 +28,8 @@ const REUSE_SHARE = 0.5;
 
 export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
   const startedAt = performance.now();
-  validateSampling(request);
+  // checked before the model was acquired (InferenceCore); again here, for a caller that did not
+  checkChatRequest(request);
   const functions = offeredFunctions(request);
   const { prompt, triggers } = chatPrompt(loaded, request.messages, functions);
   const constraint = await loaded.grammars.forFormat(request.responseFormat, "responseFormat");
@@ -38,42 +39,21 @@ export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: 
 
 export async function* complete(loaded: LoadedModel, request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
   const startedAt = performance.now();
-  validateSampling(request);
+  checkCompletionRequest(request);
   const constraint = await loaded.grammars.forFormat(request.responseFormat, "responseFormat");
   yield* generate(loaded, completionPrompt(loaded, request.prompt), request.stop ?? [], { ...request, constraint }, startedAt, signal);
 }
 
 /** Prompt tokens of a chat (its tools' definitions included), counted through the model's chat template as generation sees them. */
 export function countChatTokens(loaded: LoadedModel, request: ChatRequest): number {
+  checkCountRequest(request);
   return chatPrompt(loaded, request.messages, offeredFunctions(request)).prompt.length;
-}
-
-/** A function as the model is told of it and held to. */
-interface PreparedFunction {
-  name: string;
-  description?: string;
-  schema: Schema;
-}
-
-/** A function without parameters takes an empty object. */
-const NO_PARAMETERS: Schema = { type: "object", properties: {}, additionalProperties: false };
-
-/** The tools the model is told of: none when there are none, or when it may call none. */
-function offeredFunctions(request: ChatRequest): PreparedFunction[] | undefined {
-  if (!request.tools?.length || request.toolChoice === "none") return undefined;
-  return request.tools.map((tool) => ({
-    name: tool.name,
-    description: tool.description,
-    schema: tool.parameters === undefined ? NO_PARAMETERS : prepareSchema(tool.parameters, "tools"),
-  }));
 }
 
 async function toolPlan(loaded: LoadedModel, request: ChatRequest, functions: PreparedFunction[]): Promise<ToolPlan> {
   const choice = request.toolChoice ?? "auto";
+  // a named function is among the tools (checkChatRequest)
   const named = typeof choice === "object" ? choice.name : undefined;
-  if (named !== undefined && !functions.some((f) => f.name === named)) {
-    throw new CoreError("invalid_request", "toolChoice names a function that is not among the tools", { param: "toolChoice" });
-  }
   const syntax = await toolSyntax(loaded.chatWrapper);
   const schemas = functions.map(({ name, schema }) => ({ name, schema }));
   return {

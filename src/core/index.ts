@@ -6,6 +6,7 @@
 import { ModelRegistry } from "./registry.js";
 import { Scheduler, type LifecycleEvent, type LifecycleOptions, type LoadedModelInfo, type ModelLease } from "./scheduler.js";
 import type { RunnerModel } from "./runner.js";
+import { checkChatRequest, checkCompletionRequest, checkCountRequest, checkEmbeddingRequest } from "./request-checks.js";
 import {
   type ChatRequest, type CompletionRequest, type CoreOptions, type EmbeddingRequest, type EmbeddingResult, type GenerationEvent,
   type KeepAlive, type ModelInfo, type ModelSource,
@@ -79,11 +80,18 @@ export class InferenceCore {
   /** Unloads a model: after its running requests, or at once cancelling them (`force`). False when it was not loaded. */
   unload(name: string, options: { force?: boolean } = {}): Promise<boolean> { return this.scheduler.unload(name, options); }
 
+  /*
+   * Each request is checked, as far as it can be without its model (request-checks.ts),
+   * before a model is acquired: a bad request never loads, evicts or waits for one.
+   */
+
   async *chat(request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    checkChatRequest(request);
     yield* this.generate(request, signal, (runner) => runner.chat(request, signal));
   }
 
   async *complete(request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    checkCompletionRequest(request);
     yield* this.generate(request, signal, (runner) => runner.complete(request, signal));
   }
 
@@ -93,11 +101,13 @@ export class InferenceCore {
   }
 
   /** The prompt tokens a chat request would use, counted exactly as generation counts them. */
-  countTokens(request: ChatRequest): Promise<number> {
+  async countTokens(request: ChatRequest): Promise<number> {
+    checkCountRequest(request);
     return this.leased(request, undefined, (runner) => runner.countTokens(request));
   }
 
-  embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {
+  async embed(request: EmbeddingRequest, signal?: AbortSignal): Promise<EmbeddingResult> {
+    checkEmbeddingRequest(request);
     return this.leased(request, signal, async (runner, lease) => ({ ...await runner.embed(request, signal), loadMs: lease.loadMs }));
   }
 

@@ -35,24 +35,41 @@ const MAX_DEPTH = 48;
 
 /**
  * Checks `input` and returns it in the grammar's form; throws `invalid_request` naming the
- * first keyword the grammar cannot enforce. `param` names the schema in messages.
+ * first keyword the grammar cannot enforce, or whose meaning node-llama-cpp's grammar
+ * builder would quietly change (a `$ref` to no definition becomes "any value"; a maximum
+ * below its minimum is raised to it). Needs no model: the core calls it before it acquires
+ * one. `param` names the schema in messages.
  */
 export function prepareSchema(input: unknown, param: string): Schema {
-  const state = { param };
   if (!isObject(input)) throw refuse(param, "", "must be a JSON schema object");
-  const defs: Record<string, Schema> = {};
+  const names = new Set<string>();
   for (const key of ["$defs", "definitions"]) {
     const list = input[key];
     if (list === undefined) continue;
     if (!isObject(list)) throw refuse(param, key, "must be an object of schemas");
-    for (const [name, def] of Object.entries(list)) defs[name] = convert(def, state, 1);
+    for (const name of Object.keys(list)) names.add(name);
+  }
+  const state = { param, names };
+  const defs: Record<string, Schema> = {};
+  for (const key of ["$defs", "definitions"]) {
+    const list = input[key] as Record<string, unknown> | undefined;
+    for (const [name, def] of Object.entries(list ?? {})) defs[name] = convert(def, state, 1);
   }
   const schema = convert(input, state, 0);
   if (Object.keys(defs).length > 0) schema.$defs = defs;
   return schema;
 }
 
-function convert(input: unknown, state: { param: string }, depth: number): Schema {
+/** `names`: the definitions a `$ref` may point to (the root's `$defs` and `definitions`). */
+interface State {
+  param: string;
+  names: Set<string>;
+}
+
+/** Bounds whose minimum above the maximum the grammar builder would not refuse but quietly raise the maximum to. */
+const BOUNDS = [["minLength", "maxLength"], ["minItems", "maxItems"], ["minProperties", "maxProperties"]] as const;
+
+function convert(input: unknown, state: State, depth: number): Schema {
   if (depth > MAX_DEPTH) throw refuse(state.param, "", `nests deeper than ${MAX_DEPTH} levels`);
   // `true` and `{}` accept any value
   if (input === true) return {};
@@ -77,8 +94,8 @@ function convert(input: unknown, state: { param: string }, depth: number): Schem
         break;
       }
       case "items":
-        if (value === false) out.maxItems = 0;
-        else out.items = convert(value, state, depth + 1);
+        // false: no item past prefixItems (set below, once prefixItems and maxItems are read)
+        if (value !== false) out.items = convert(value, state, depth + 1);
         break;
       case "additionalProperties":
         out.additionalProperties = typeof value === "boolean" ? value : convert(value, state, depth + 1);
@@ -86,12 +103,13 @@ function convert(input: unknown, state: { param: string }, depth: number): Schem
       case "prefixItems": case "anyOf": case "oneOf": {
         if (!Array.isArray(value) || value.length === 0) throw refuse(state.param, key, "must be a non-empty list of schemas");
         // for generating, anyOf and oneOf are the same: one of the alternatives is written
-        out[key === "anyOf" ? "oneOf" : key] = value.map((s, i) => convert(s, state, depth + 1));
+        out[key === "anyOf" ? "oneOf" : key] = value.map((s) => convert(s, state, depth + 1));
         break;
       }
       case "$ref": {
         const match = typeof value === "string" ? /^#\/(?:\$defs|definitions)\/([^/]+)$/.exec(value) : null;
         if (!match) throw refuse(state.param, key, "is supported only as #/$defs/NAME or #/definitions/NAME");
+        if (!state.names.has(match[1]!)) throw refuse(state.param, key, "points to no definition in $defs or definitions");
         out.$ref = `#/$defs/${match[1]}`;
         break;
       }
@@ -122,8 +140,32 @@ function convert(input: unknown, state: { param: string }, depth: number): Schem
         out[key] = value;
     }
   }
+  if (input.items === false) {
+    const prefix = Array.isArray(input.prefixItems) ? input.prefixItems.length : 0;
+    out.maxItems = typeof out.maxItems === "number" ? Math.min(out.maxItems, prefix) : prefix;
+  }
+  checkBounds(out, state);
   if (input.nullable === true) return { oneOf: [splitTypes(out), { type: "null" }] };
   return splitTypes(out);
+}
+
+/**
+ * Bounds the grammar can only meet by changing them, refused: a minimum above its maximum,
+ * and a maximum below what the grammar always writes (every property of `properties`, every
+ * item of `prefixItems`: node-llama-cpp writes them all, and would raise the maximum).
+ */
+function checkBounds(schema: Schema, state: State): void {
+  for (const [min, max] of BOUNDS) {
+    if (typeof schema[min] === "number" && typeof schema[max] === "number" && (schema[min] as number) > (schema[max] as number)) {
+      throw refuse(state.param, min, `is greater than "${max}": no value can meet both`);
+    }
+  }
+  if (typeof schema.maxProperties === "number" && isObject(schema.properties) && schema.maxProperties < Object.keys(schema.properties).length) {
+    throw refuse(state.param, "maxProperties", "is below the number of properties, which the grammar always writes all of");
+  }
+  if (typeof schema.maxItems === "number" && Array.isArray(schema.prefixItems) && schema.maxItems < schema.prefixItems.length) {
+    throw refuse(state.param, "maxItems", "is below the number of prefixItems, which the grammar always writes all of");
+  }
 }
 
 /** `type: ["object", "null"]` as the grammar takes it: one alternative per type. */

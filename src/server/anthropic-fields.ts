@@ -5,7 +5,7 @@
  * with 400. The adapter checks bodies against these tables (validate.ts checkFields), the
  * README's Parameters table lists them, and tests/fields.test.js sends every one.
  */
-import { honoured, ignored, isEmpty, isValue, refused, type FieldTable } from "./validate.js";
+import { honoured, ignored, isEmpty, refused, type FieldTable } from "./validate.js";
 
 /** What both routes read to build the prompt, and count. */
 const PROMPT: FieldTable = {

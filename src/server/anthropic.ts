@@ -1,6 +1,7 @@
 /**
  * The Anthropic Messages API: wire JSON <-> core requests for /v1/messages and
  * /v1/messages/count_tokens. Same core, scheduler and audit path as the OpenAI routes.
+ * The translators (messagesRequestOf, messagesCountOf) are pure functions of the body.
  */
 import { randomBytes } from "node:crypto";
 import type { ChatMessage, ChatRequest, GenerationResult, ResponseFormat, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
@@ -148,9 +149,7 @@ function formatOf(body: Body): ResponseFormat | undefined {
 }
 
 /** The chat request of a /v1/messages body (also what count_tokens counts), its fields checked against the route's table. */
-function chatRequestOf(ctx: RequestContext, body: Body, fields: FieldTable): ChatRequest {
-  // the model first, on every route: a refused request's record still names it
-  const name = servedModelOf(ctx, body);
+function chatRequestOf(body: Body, name: string, fields: FieldTable): ChatRequest {
   checkFields(fields, body);
   const messages = messagesOf(body);
   if (body.system !== undefined && body.system !== null) {
@@ -186,11 +185,25 @@ function contentOf(result: GenerationResult): Body[] {
   return blocks;
 }
 
+/**
+ * A /v1/messages body as the core's chat request: pure (a body and the served model's name
+ * in), as messagesCountOf for count_tokens.
+ */
+export function messagesRequestOf(body: Body, model: string): ChatRequest {
+  const chatRequest = chatRequestOf(body, model, MESSAGES_FIELDS);
+  if (body.max_tokens === undefined || body.max_tokens === null) throw invalid("max_tokens", "is required");
+  return { ...chatRequest, maxTokens: optionalInteger(body, "max_tokens"), responseFormat: formatOf(body) };
+}
+
+/** A /v1/messages/count_tokens body as the chat request whose prompt is counted. */
+export function messagesCountOf(body: Body, model: string): ChatRequest {
+  return chatRequestOf(body, model, COUNT_TOKENS_FIELDS);
+}
+
 async function messages(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  const chatRequest = chatRequestOf(ctx, body, MESSAGES_FIELDS);
-  if (body.max_tokens === undefined || body.max_tokens === null) throw invalid("max_tokens", "is required");
-  const request = { ...chatRequest, maxTokens: optionalInteger(body, "max_tokens"), responseFormat: formatOf(body) };
+  // the model first, on every route: a refused request's record still names it
+  const request = messagesRequestOf(body, servedModelOf(ctx, body));
   const stream = optionalBoolean(body, "stream") ?? false;
   const id = `msg_${randomBytes(12).toString("hex")}`;
   const model = request.model!;
@@ -247,7 +260,7 @@ async function messages(ctx: RequestContext): Promise<void> {
 
 async function countTokens(ctx: RequestContext): Promise<void> {
   const body = asObject(ctx.body);
-  const request = chatRequestOf(ctx, body, COUNT_TOKENS_FIELDS);
+  const request = messagesCountOf(body, servedModelOf(ctx, body));
   const inputTokens = await ctx.countTokens(request);
   ctx.json(200, { input_tokens: inputTokens });
 }

@@ -1,9 +1,15 @@
 /**
  * The OpenAI API: wire JSON <-> core requests for /v1/chat/completions, /v1/completions,
  * /v1/embeddings and /v1/models. No inference logic here: validate, translate, write.
+ * The translators (chatRequestOf, completionRequestOf, embeddingRequestOf) are pure: a
+ * body and the served model's name in, a core request out, or an HttpProblem naming the
+ * field; what the core checks without a model (ranges, schemas) it checks before it
+ * acquires one (core/request-checks.ts).
  */
 import { randomBytes } from "node:crypto";
-import type { ChatMessage, ChatRequest, GenerationEvent, GenerationResult, ResponseFormat, ToolCall, ToolChoice, ToolDefinition } from "../core/types.js";
+import type {
+  ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest, GenerationEvent, GenerationResult, ResponseFormat, ToolCall, ToolChoice, ToolDefinition,
+} from "../core/types.js";
 import type { RequestContext, Route } from "./http.js";
 import { collect, relay } from "./relay.js";
 import { CHAT_FIELDS, COMPLETION_FIELDS, EMBEDDING_FIELDS } from "./openai-fields.js";
@@ -193,19 +199,15 @@ async function respond(ctx: RequestContext, body: Body, shape: Shape, model: str
   sse.end();
 }
 
-async function chatCompletions(ctx: RequestContext): Promise<void> {
-  const body = asObject(ctx.body);
-  // the model first, on every route: a refused request's record still names it
-  const model = servedModelOf(ctx, body);
+/** A chat completions body as the core's chat request, its fields checked against the route's table. */
+export function chatRequestOf(body: Body, model: string): ChatRequest {
   checkFields(CHAT_FIELDS, body);
   const messages = messagesOf(body);
-  const events = ctx.chat({ model, messages, ...samplingOf(body), responseFormat: responseFormatOf(body), ...toolsOf(body), ...keepAliveOf(body) });
-  await respond(ctx, body, CHAT, model, events);
+  return { model, messages, ...samplingOf(body), responseFormat: responseFormatOf(body), ...toolsOf(body), ...keepAliveOf(body) };
 }
 
-async function completions(ctx: RequestContext): Promise<void> {
-  const body = asObject(ctx.body);
-  const model = servedModelOf(ctx, body);
+/** A completions body as the core's completion request. */
+export function completionRequestOf(body: Body, model: string): CompletionRequest {
   checkFields(COMPLETION_FIELDS, body);
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
@@ -213,13 +215,11 @@ async function completions(ctx: RequestContext): Promise<void> {
     if (Array.isArray(prompt)) throw unsupported("prompt", "only a string, or a list of one string, is supported");
     throw invalid("prompt", "must be a string");
   }
-  const events = ctx.complete({ model, prompt, ...samplingOf(body), responseFormat: responseFormatOf(body), ...keepAliveOf(body) });
-  await respond(ctx, body, COMPLETION, model, events);
+  return { model, prompt, ...samplingOf(body), responseFormat: responseFormatOf(body), ...keepAliveOf(body) };
 }
 
-async function embeddings(ctx: RequestContext): Promise<void> {
-  const body = asObject(ctx.body);
-  const model = servedModelOf(ctx, body);
+/** An embeddings body as the core's request, and the encoding its answer takes. */
+export function embeddingRequestOf(body: Body, model: string): { request: EmbeddingRequest; format: "float" | "base64" } {
   checkFields(EMBEDDING_FIELDS, body);
   const raw = body.input;
   const input = typeof raw === "string" ? [raw] : raw;
@@ -227,7 +227,29 @@ async function embeddings(ctx: RequestContext): Promise<void> {
   if (input.some((v) => typeof v !== "string")) throw unsupported("input", "token arrays are not supported; send strings");
   const format = optionalString(body, "encoding_format") ?? "float";
   if (format !== "float" && format !== "base64") throw invalid("encoding_format", "must be float or base64");
-  const result = await ctx.embed({ model, input: input as string[], ...keepAliveOf(body) });
+  return { request: { model, input: input as string[], ...keepAliveOf(body) }, format };
+}
+
+async function chatCompletions(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  // the model first, on every route: a refused request's record still names it
+  const model = servedModelOf(ctx, body);
+  const events = ctx.chat(chatRequestOf(body, model));
+  await respond(ctx, body, CHAT, model, events);
+}
+
+async function completions(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  const model = servedModelOf(ctx, body);
+  const events = ctx.complete(completionRequestOf(body, model));
+  await respond(ctx, body, COMPLETION, model, events);
+}
+
+async function embeddings(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  const model = servedModelOf(ctx, body);
+  const { request, format } = embeddingRequestOf(body, model);
+  const result = await ctx.embed(request);
   ctx.json(200, {
     object: "list",
     model,

@@ -40,7 +40,8 @@ function openAiType(status: number): string {
 const KIND_STATUS: Record<ErrorKind, [number, string]> = {
   invalid_request: [400, "invalid_request"],
   not_found: [404, "not_found"],
-  overloaded: [429, "overloaded"],
+  // the sequence queue or the load queue is full: busy, try again or elsewhere (a load balancer reads 503 so); a key's own limits are 429 (key-limits.ts)
+  overloaded: [503, "overloaded"],
   unavailable: [503, "model_unavailable"],
   unloaded: [503, "model_unloaded"],
   timeout: [504, "timeout"],
@@ -65,7 +66,7 @@ export function toProblem(error: unknown): HttpProblem {
   if (error instanceof CoreError) {
     const [status, code] = KIND_STATUS[error.kind];
     if (error.kind === "not_found" && error.param === "model") return modelNotFound();
-    const headers = error.kind === "overloaded" ? { "Retry-After": "1" } : error.kind === "unavailable" && error.retryAfterS ? { "Retry-After": String(error.retryAfterS) } : undefined;
+    const headers = error.kind === "overloaded" ? { "Retry-After": String(error.retryAfterS ?? 1) } : error.kind === "unavailable" && error.retryAfterS ? { "Retry-After": String(error.retryAfterS) } : undefined;
     const param = error.param ? wireName(error.param) : undefined;
     // the core names fields in camelCase; the wire in snake_case
     const message = error.kind === "internal" ? "The server could not complete the request."

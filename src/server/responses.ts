@@ -133,10 +133,8 @@ const messageItem = (id: string, text: string, status: string): Item =>
 const callItem = (id: string, callId: string, name: string, args: string, status: string): Item =>
   ({ type: "function_call", id, call_id: callId, name, arguments: args, status });
 
-async function responses(ctx: RequestContext): Promise<void> {
-  const body = asObject(ctx.body);
-  // the model first, on every route: a refused request's record still names it
-  const model = servedModelOf(ctx, body);
+/** A /v1/responses body as the core's chat request (pure: a body and the served model's name in), and its instructions, which the response echoes. */
+export function responsesRequestOf(body: Body, model: string): { request: ChatRequest; instructions?: string } {
   checkFields(RESPONSES_FIELDS, body);
   const messages = messagesOf(body);
   const instructions = optionalString(body, "instructions");
@@ -144,6 +142,14 @@ async function responses(ctx: RequestContext): Promise<void> {
   const responseFormat = formatOf(body);
   const sampling = samplingOf(body);
   const request: ChatRequest = { model, messages, ...sampling, maxTokens: optionalInteger(body, "max_output_tokens") ?? sampling.maxTokens, responseFormat, ...toolsOf(body), ...keepAliveOf(body) };
+  return { request, instructions };
+}
+
+async function responses(ctx: RequestContext): Promise<void> {
+  const body = asObject(ctx.body);
+  // the model first, on every route: a refused request's record still names it
+  const model = servedModelOf(ctx, body);
+  const { request, instructions } = responsesRequestOf(body, model);
   const events = ctx.chat(request);
   const id = newId("resp");
   const createdAt = Math.floor(Date.now() / 1000);

@@ -1,11 +1,20 @@
 /**
  * Reading fields of a JSON request body. Every refusal names the field (as the client
  * spelled it) and never quotes the value the client sent.
+ *
+ * No schema library at run time (zod is a dev dependency, for tests and clients): each
+ * API spells its paths its own way (`messages[0].role`, `messages.0.role`), refuses some
+ * fields with a reason (field tables) and maps others (`developer` to system, -1 to
+ * unset); these few readers do that in one place each, where a library would add a
+ * dependency, a second vocabulary of messages to keep from quoting values, and a mapping
+ * of its issue paths to each API's. The core checks what it needs again, before it
+ * acquires a model (core/request-checks.ts).
  */
 import type { RequestContext } from "./http.js";
 import type { KeepAlive, SamplingOptions, ToolDefinition } from "../core/types.js";
 import { parseDuration } from "../core/durations.js";
 import { SAMPLING_FIELDS } from "../core/sampling.js";
+import { FUNCTION_NAME, FUNCTION_NAME_RULE } from "../core/request-checks.js";
 import { HttpProblem, modelNotFound } from "./problem.js";
 
 export type Body = Record<string, unknown>;
@@ -71,12 +80,10 @@ export function samplingOf(body: Body): SamplingOptions {
   return sampling;
 }
 
-/** OpenAI's rule for function names, which every API here follows: they are written into prompts and grammars. */
-const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 /** A function tool's definition: {name, description?, parameters? or input_schema?} (`param` names it in errors). */
 export function functionOf(fn: Body, param: string): ToolDefinition {
-  if (typeof fn.name !== "string" || !FUNCTION_NAME.test(fn.name)) throw invalid(`${param}.name`, "must be 1 to 64 letters, digits, _ or -");
+  if (typeof fn.name !== "string" || !FUNCTION_NAME.test(fn.name)) throw invalid(`${param}.name`, `must be ${FUNCTION_NAME_RULE}`);
   const description = optionalString(fn, "description");
   const parameters = fn.parameters ?? fn.input_schema;
   if (parameters !== undefined && parameters !== null && (typeof parameters !== "object" || Array.isArray(parameters))) {
