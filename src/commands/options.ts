@@ -15,7 +15,7 @@ export function addCoreOptions(command: Command, { multipleModels = false } = {}
     .addOption(new Option("-t, --threads <n>", "llama.cpp threads (default: measured for each model as it loads: the fastest of all cores, one fewer, half)").argParser(parseFlag("threads", "--threads")))
     .addOption(new Option("-c, --ctx-size <n>", "context size in tokens, per sequence (default: 4096, or less if the model was trained on less)").argParser(parseFlag("ctxSize", "--ctx-size")))
     .addOption(new Option("--parallel <n>", "generations running at once per model (default: 4)").argParser(parseFlag("parallel", "--parallel")))
-    .addOption(new Option("--queue <n>", "requests that may wait for a free sequence; more are refused (default: 64)").argParser(parseFlag("queue", "--queue")))
+    .addOption(new Option("--queue <n>", "requests that may wait for a free sequence (and, with --parallel, for a load); more get 503 and Retry-After (default: 64)").argParser(parseFlag("queue", "--queue")))
     .addOption(new Option("--models-dir <dir>", "where models are kept: every .gguf in it can be served by name (default: <data dir>/models)").argParser(parseFlag("modelsDir", "--models-dir")));
 }
 
