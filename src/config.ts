@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { homedir, totalmem } from "node:os";
 import { join } from "node:path";
 import { GPU_CHOICES, type GpuChoice } from "./core/types.js";
-import { parseDuration } from "./core/durations.js";
+import { parseDuration } from "./durations.js";
 import { UsageError } from "./errors.js";
 import { MODEL_NAME } from "./core/registry.js";
 

@@ -27,7 +27,7 @@ const rawDb = (path) => open({ filename: path, driver: sqlite3.Database });
 async function writtenLog(count = 300, dir = tempDir()) {
   const path = join(dir, "audit.db");
   for (let batch = 0; batch < 3; batch++) {
-    const writer = AuditWriter.forFile(path);
+    const writer = AuditWriter.forLocation(path);
     for (let i = batch * (count / 3); i < (batch + 1) * (count / 3); i++) {
       writer.record({ ...syntheticRecord(i), timestamp: START + i * 1000, duration_ms: 100 + Math.random() * 1000, ttft_ms: Math.random() * 50, instance: i % 3 === 0 ? "b" : "a" });
     }

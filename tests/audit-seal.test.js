@@ -80,7 +80,7 @@ keys("a key file taken after an epoch ended cannot seal that epoch again: a log 
   const first = JSON.parse(readFileSync(keyPath, "utf8")).key;
   // records of chain "a", sealed in epoch 1 (the key's first) by a writer that closes in it
   setInstance("a");
-  const writer = AuditWriter.forFile(db, { sealKey: keyPath });
+  const writer = AuditWriter.forLocation(db, { sealKey: keyPath });
   for (let i = 0; i < 20; i++) writer.record({ ...syntheticRecord(i), instance: "a" });
   await writer.close();
   const store = await AuditStore.open(db);

@@ -287,7 +287,7 @@ async function writtenPgLog() {
   const url = await freshDatabase();
   const start = NOW - 3 * 86_400_000;
   for (let batch = 0; batch < 3; batch++) {
-    const writer = AuditWriter.forFile(url);
+    const writer = AuditWriter.forLocation(url);
     for (let i = batch * 100; i < (batch + 1) * 100; i++) {
       writer.record({ ...syntheticRecords(1, { now: start })[0], request_id: `c-${i}`, timestamp: start + i * 600_000, duration_ms: 100 + Math.random() * 1000, ttft_ms: Math.random() * 50, instance: i % 3 === 0 ? "b" : "a" });
     }
@@ -397,7 +397,7 @@ chained("a pruned log (whole days dropped, the rest deleted) verifies from its c
 chained("two writers on one database at once (as two daemons) keep every chain whole, though their ids interleave out of chain order", async () => {
   const url = await freshDatabase();
   await (await openAuditStore(url)).close();
-  const writers = ["p", "q"].map(() => AuditWriter.forFile(url, { batchSize: 50, flushIntervalMs: 5 }));
+  const writers = ["p", "q"].map(() => AuditWriter.forLocation(url, { batchSize: 50, flushIntervalMs: 5 }));
   await Promise.all(writers.map(async (writer, w) => {
     for (let i = 0; i < 1500; i++) {
       writer.record({ ...syntheticRecords(1, { now: NOW })[0], request_id: `w${w}-${i}`, timestamp: NOW + i, instance: i % 2 ? "a" : "b" });

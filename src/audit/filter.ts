@@ -4,6 +4,7 @@
  * bad value is refused with the field's name and what it accepts.
  */
 import { STATUSES, type AuditStatus } from "./schema.js";
+import { parseDuration } from "../durations.js";
 
 export interface AuditLogFilter {
   model?: string;
@@ -39,15 +40,6 @@ export class FilterError extends Error {
   }
 }
 
-const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
-const DURATION = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/i;
-
-/** "15m", "24h", "7d" ... in milliseconds, or undefined when it is not a duration. */
-export function parseDuration(text: string): number | undefined {
-  const match = DURATION.exec(text.trim());
-  return match ? Number(match[1]) * UNITS[match[2]!.toLowerCase()]! : undefined;
-}
-
 const TIME_ACCEPTED = "an ISO-8601 time (2026-11-28T10:00:00Z) or a duration ago (15m, 24h, 7d)";
 // a date, optionally a time with optional seconds, fraction and zone
 const ISO = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
@@ -55,7 +47,7 @@ const ISO = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\
 /** An ISO-8601 time or a relative duration before `now`, as UTC milliseconds. */
 export function parseTime(field: string, text: string, now: number): number {
   const ago = parseDuration(text);
-  if (ago !== undefined) return now - ago;
+  if (ago !== undefined && ago >= 0) return now - ago;
   const trimmed = text.trim();
   if (ISO.test(trimmed)) {
     // a date or time without a zone is UTC: the log is kept in UTC

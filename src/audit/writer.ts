@@ -72,9 +72,8 @@ export class AuditWriter {
     if (options.sealKey) this.sealer = new Sealer(options.sealKey, currentInstance());
   }
 
-  /** A writer for the database file at `path`, opened (and created) at the first flush. */
-  /** The writer of the audit store at `location`: an SQLite file, or a postgres:// URL. */
-  static forFile(location: string, options?: AuditWriterOptions): AuditWriter {
+  /** The writer of the audit store at `location` (an SQLite file, or a postgres:// URL), opened (and created) at the first flush. */
+  static forLocation(location: string, options?: AuditWriterOptions): AuditWriter {
     const writer = new AuditWriter(async () => (await openAuditStore(location))!, options);
     writer.postgres = isPostgresLocation(location);
     return writer;

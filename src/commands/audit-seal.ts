@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 import { loadConfig } from "../config.js";
-import { parseDuration } from "../core/durations.js";
+import { parseDuration } from "../durations.js";
 import { CommandFailure, UsageError } from "../errors.js";
 import { genesisHead } from "../audit/chain.js";
 import { DEFAULT_SEAL_INTERVAL_MS, formatVerificationKey, initSealKey, Sealer, SealError } from "../audit/seal.js";

@@ -14,7 +14,7 @@ export async function audited<T>(
   work: (tracker: Tracker) => Promise<T>,
 ): Promise<T> {
   // opened on the first flush, so a run that never records never touches the database
-  const writer = AuditWriter.forFile(config.auditDb, { sealKey: config.sealKey });
+  const writer = AuditWriter.forLocation(config.auditDb, { sealKey: config.sealKey });
   const tracker = track(start, (record) => writer.record(record));
   try {
     const result = await work(tracker);

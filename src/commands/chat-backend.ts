@@ -36,7 +36,7 @@ export class LocalBackend implements ChatBackend {
 
   constructor(private readonly core: InferenceCore, readonly label: string, config: Config) {
     this.model = core.defaultModel;
-    this.writer = AuditWriter.forFile(config.auditDb, { sealKey: config.sealKey });
+    this.writer = AuditWriter.forLocation(config.auditDb, { sealKey: config.sealKey });
   }
 
   models(): string[] { return this.core.models().map((m) => m.name); }

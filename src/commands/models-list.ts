@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import { loadConfig } from "../config.js";
 import { DEMO_MODEL_NAME, demoModelPath } from "../core/demo-model.js";
-import { isRemoteSpec } from "../core/models.js";
+import { isRemoteSpec } from "../core/model-specs.js";
 import { ggufFiles } from "../core/registry.js";
 import { configFlagsFrom } from "./options.js";
 import { colours, writeOut } from "./io.js";

@@ -10,7 +10,7 @@ import { existsSync, statSync } from "node:fs";
 import { loadConfig } from "../config.js";
 import { UsageError } from "../errors.js";
 import { downloadModel } from "../core/download.js";
-import { modelNameFromPath, resolveModelSpec } from "../core/models.js";
+import { modelNameFromPath, resolveModelSpec } from "../core/model-specs.js";
 import { configFlagsFrom } from "./options.js";
 import { downloadProgress } from "./progress.js";
 import { interruptible, writeOut } from "./io.js";

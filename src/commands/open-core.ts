@@ -5,7 +5,7 @@ import { UsageError } from "../errors.js";
 import { CoreError, InferenceCore, ModelRegistry, type LifecycleOptions, type ModelSource } from "../core/index.js";
 import { directoryModels, ggufFiles } from "../core/registry.js";
 import { DEMO_MODEL_NAME, ensureDemoModel } from "../core/demo-model.js";
-import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/models.js";
+import { isRemoteSpec, modelNameFromPath, resolveModelSpec } from "../core/model-specs.js";
 import { downloadProgress } from "./progress.js";
 
 export async function resolveModels(config: Config, specs: string[]): Promise<ModelSource[]> {

@@ -1,5 +1,5 @@
 /** Download progress on stderr: a live bar on a terminal, a start and an end line otherwise. */
-import type { DownloadProgress } from "../core/models.js";
+import type { DownloadProgress } from "../core/model-specs.js";
 
 const MB = 1024 * 1024;
 

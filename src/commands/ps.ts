@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 import { CommandFailure } from "../errors.js";
-import { formatDuration } from "../core/durations.js";
+import { formatDuration } from "../durations.js";
 import { loadConfig } from "../config.js";
 import { daemonAddress, daemonGet } from "./daemon.js";
 import { clientApiKey } from "./api-key.js";

@@ -18,7 +18,7 @@ import { describeFatalContext, flushBeforeFatalExit } from "./last-resort.js";
 import { configFlagsFrom } from "./options.js";
 import { openCore } from "./open-core.js";
 import type { ModelInfo } from "../core/types.js";
-import { formatDuration } from "../core/durations.js";
+import { formatDuration } from "../durations.js";
 
 const DAY_MS = 86_400_000;
 /** past --drain-timeout, what the rest of a stop (freeing the models, a runner killed when it will not leave, the last audit flush) may take */
@@ -38,7 +38,7 @@ export async function run(_opts: unknown, command: Command): Promise<void> {
 
   const core = await openCore(config, opts.model as string[] | undefined, { spareRunner: true });
   if (opts.instance !== undefined) setInstance(String(opts.instance));
-  const writer = opts.audit === false ? undefined : AuditWriter.forFile(config.auditDb, { sealKey: config.sealKey });
+  const writer = opts.audit === false ? undefined : AuditWriter.forLocation(config.auditDb, { sealKey: config.sealKey });
   // a bug that escapes every request's boundary ends the process, but not before the
   // records it holds are written, and its one line names the request it struck
   if (writer) flushBeforeFatalExit(() => writer.close());

@@ -8,8 +8,8 @@
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { DownloadProgress } from "./models.js";
-import { checkGgufFile } from "./models.js";
+import type { DownloadProgress } from "./model-specs.js";
+import { checkGgufFile } from "./model-specs.js";
 import { CoreError } from "./types.js";
 
 const ATTEMPTS = 6;

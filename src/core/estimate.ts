@@ -1,6 +1,6 @@
 /**
  * What a model will take in memory before it is loaded: node-llama-cpp's own estimate of
- * its weights and of a context of every sequence, as the scheduler's memory budget needs
+ * its weights and of a context of every sequence, as the residency's memory budget needs
  * it. Runs in the model's runner, which has a Llama (the estimate asks it about the GPU).
  */
 import type { Llama } from "node-llama-cpp";

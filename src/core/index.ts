@@ -1,10 +1,10 @@
 /**
  * The inference core: the models a daemon can serve (registry.ts), which of them are in
- * memory (scheduler.ts, each loaded model in a runner process of its own), and the things
+ * memory (residency.ts, each loaded model in a runner process of its own), and the things
  * a door can ask of them. It knows nothing of HTTP, SQL or terminals.
  */
 import { ModelRegistry } from "./registry.js";
-import { Scheduler, type LifecycleEvent, type LifecycleOptions, type LoadedModelInfo, type ModelLease } from "./scheduler.js";
+import { ModelResidency, type LifecycleEvent, type LifecycleOptions, type LoadedModelInfo, type ModelLease } from "./residency.js";
 import type { RunnerModel } from "./runner.js";
 import { checkChatRequest, checkCompletionRequest, checkCountRequest, checkEmbeddingRequest } from "./request-checks.js";
 import {
@@ -16,7 +16,7 @@ import {
 const KEEP_EVERYTHING: LifecycleOptions = { keepAliveMs: -1, maxLoaded: 0, memoryBudgetBytes: Number.MAX_SAFE_INTEGER, loadWaitMs: 30_000, modelsDir: "" };
 
 export class InferenceCore {
-  private readonly scheduler: Scheduler;
+  private readonly residency: ModelResidency;
 
   private readonly registry: ModelRegistry;
 
@@ -26,18 +26,18 @@ export class InferenceCore {
    */
   constructor(models: ModelRegistry | ModelSource[], readonly options: CoreOptions, lifecycle: Partial<LifecycleOptions> = {}) {
     this.registry = Array.isArray(models) ? new ModelRegistry({ started: models }) : models;
-    this.scheduler = new Scheduler(this.registry, options, { ...KEEP_EVERYTHING, ...lifecycle });
+    this.residency = new ModelResidency(this.registry, options, { ...KEEP_EVERYTHING, ...lifecycle });
   }
 
   /** Every model that can be served, loaded or not. */
   models(): ModelInfo[] {
-    const loaded = new Map(this.scheduler.loadedModels().map((m) => [m.name, m]));
+    const loaded = new Map(this.residency.loadedModels().map((m) => [m.name, m]));
     return this.registry.list().map((entry) => {
       const state = loaded.get(entry.name);
       const base = { name: entry.name, loaded: state?.state === "loaded", sizeBytes: entry.sizeBytes, pinned: entry.pinned };
       if (state?.state !== "loaded") return base;
       const idle = state.running === 0 && state.queued === 0;
-      return { ...base, contextSize: state.contextSize, threads: state.threads, busy: state.running, waiting: state.queued, idleMs: idle ? this.scheduler.idleMs(entry.name) : 0 };
+      return { ...base, contextSize: state.contextSize, threads: state.threads, busy: state.running, waiting: state.queued, idleMs: idle ? this.residency.idleMs(entry.name) : 0 };
     });
   }
 
@@ -48,22 +48,22 @@ export class InferenceCore {
   get defaultModel(): string { return this.registry.defaultName; }
 
   /** The models in memory, for `mlxs ps`. */
-  loadedModels(): LoadedModelInfo[] { return this.scheduler.loadedModels(); }
+  loadedModels(): LoadedModelInfo[] { return this.residency.loadedModels(); }
 
   /** Load, unload and evict events, as they happen. */
   onEvent(listener: (event: LifecycleEvent & { at: string }) => void): () => void {
-    this.scheduler.events.on("event", listener);
-    return () => this.scheduler.events.off("event", listener);
+    this.residency.events.on("event", listener);
+    return () => this.residency.events.off("event", listener);
   }
 
   /** The names of what does not answer in time: "scheduler", or a loaded model's runner. */
-  check(timeoutMs: number): Promise<string[]> { return this.scheduler.check(timeoutMs); }
+  check(timeoutMs: number): Promise<string[]> { return this.residency.check(timeoutMs); }
 
   /** e.g. `llama.cpp/cpu`; starts llama.cpp (in the default model's runner) if it is not running yet */
-  backend(): Promise<string> { return this.scheduler.backend(); }
+  backend(): Promise<string> { return this.residency.backend(); }
 
   /** Loads a model now rather than on its first request. */
-  load(name = this.defaultModel, keepAliveMs?: number): Promise<{ loadMs: number }> { return this.scheduler.load(name, keepAliveMs); }
+  load(name = this.defaultModel, keepAliveMs?: number): Promise<{ loadMs: number }> { return this.residency.load(name, keepAliveMs); }
 
   /**
    * Loads what the daemon was started with and the pinned models, before the first request,
@@ -78,7 +78,7 @@ export class InferenceCore {
   }
 
   /** Unloads a model: after its running requests, or at once cancelling them (`force`). False when it was not loaded. */
-  unload(name: string, options: { force?: boolean } = {}): Promise<boolean> { return this.scheduler.unload(name, options); }
+  unload(name: string, options: { force?: boolean } = {}): Promise<boolean> { return this.residency.unload(name, options); }
 
   /*
    * Each request is checked, as far as it can be without its model (request-checks.ts),
@@ -112,7 +112,7 @@ export class InferenceCore {
   }
 
   async close(): Promise<void> {
-    await this.scheduler.close();
+    await this.residency.close();
   }
 
   /** A generation on the leased model; its first event and its timings say how long the load took. */
@@ -139,7 +139,7 @@ export class InferenceCore {
   }
 
   private lease(request: { model?: string } & KeepAlive, signal?: AbortSignal): Promise<ModelLease> {
-    return this.scheduler.acquire(request.model ?? this.defaultModel, { keepAliveMs: request.keepAliveMs, signal });
+    return this.residency.acquire(request.model ?? this.defaultModel, { keepAliveMs: request.keepAliveMs, signal });
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * A model in memory, as one lifecycle object (node-llama-cpp's style: Llama -> Model ->
- * Context -> Sequence): its context of `parallel` sequences behind a SlotPool, the batcher
+ * Context -> Sequence): its context of `parallel` sequences behind a SequencePool, the batcher
  * that drives their generations, the chat template that both generation and token
  * counting use, an embedding context made on first use, and `dispose()`.
  */
@@ -8,7 +8,7 @@ import type { ChatWrapper, LlamaContext, LlamaContextSequence, LlamaEmbeddingCon
 import { Batcher } from "./batcher.js";
 import { Engine, firstLine } from "./engine.js";
 import { Grammars } from "./grammars.js";
-import { SlotPool } from "./slot-pool.js";
+import { SequencePool } from "./sequence-pool.js";
 import { chooseThreads, threadCandidates } from "./threads.js";
 import { CoreError, type CoreOptions, type ModelSource } from "./types.js";
 
@@ -18,7 +18,7 @@ export class LoadedModel {
   readonly order: ReadonlyMap<LlamaContextSequence, number>;
   private readonly usedAt = new Map<LlamaContextSequence, number>();
   private uses = 0;
-  private embedding?: Promise<SlotPool<LlamaEmbeddingContext>>;
+  private embedding?: Promise<SequencePool<LlamaEmbeddingContext>>;
   private embeddingContext?: LlamaEmbeddingContext;
 
   private constructor(
@@ -27,7 +27,7 @@ export class LoadedModel {
     private readonly context: LlamaContext,
     /** tokens per sequence */
     readonly contextSize: number,
-    readonly sequences: SlotPool<LlamaContextSequence>,
+    readonly sequences: SequencePool<LlamaContextSequence>,
     /** the one chat template that both generation and token counting use */
     readonly chatWrapper: ChatWrapper,
     /** llama.cpp threads: as given, or as measured at load (threads.ts) */
@@ -66,7 +66,7 @@ export class LoadedModel {
     const context = await contextMade;
     const sequenceList = Array.from({ length: parallel }, () => context.getSequence());
     const chosen = options.threads ?? await chooseThreads(llama, sequenceList[0]!, calibrationPrompt(model));
-    const sequences = new SlotPool(sequenceList, queue, onBusy);
+    const sequences = new SequencePool(sequenceList, queue, onBusy);
     return new LoadedModel(source.name, model, context, contextSize, sequences, chatWrapper, chosen, new Grammars(llama), options, sequenceList);
   }
 
@@ -81,11 +81,11 @@ export class LoadedModel {
   }
 
   /** The embedding context, made on first use; one embedding at a time, the others queued. */
-  embeddings(): Promise<SlotPool<LlamaEmbeddingContext>> {
+  embeddings(): Promise<SequencePool<LlamaEmbeddingContext>> {
     this.embedding ??= this.model.createEmbeddingContext({ contextSize: this.contextSize, threads: this.threads })
       .then((context) => {
         this.embeddingContext = context;
-        return new SlotPool([context], this.options.queue);
+        return new SequencePool([context], this.options.queue);
       })
       .catch((error: unknown) => {
         this.embedding = undefined;

@@ -1,9 +1,9 @@
 /**
- * The seam between the scheduler and a loaded model: what the scheduler (and the core's
- * doors through a lease) need of a model's runner, and the two things the scheduler takes
+ * The seam between the model residency (residency.ts) and a loaded model: what the residency (and the core's
+ * doors through a lease) need of a model's runner, and the two things the residency takes
  * from outside so that its residency rules can be tested without processes or wall time:
  * the factory that makes runners and the clock. In a daemon they are runner.ts's
- * RunnerModel (a child process per model) and the real clock; in tests/scheduler.test.js,
+ * RunnerModel (a child process per model) and the real clock; in tests/residency.test.js,
  * a fake runner and a fake clock (as Ollama's sched.go takes `newServerFn` and mocks it).
  */
 import type { Estimate, LoadResult } from "./runner-protocol.js";
@@ -25,7 +25,7 @@ export interface ModelRunner {
   backend(): Promise<string>;
   /**
    * What loading the model will take, before it is loaded: RAM, and VRAM (`vramBytes`) on a
-   * GPU, as node-llama-cpp estimates them. The scheduler's budgets count these.
+   * GPU, as node-llama-cpp estimates them. The residency's budgets count these.
    */
   estimate(): Promise<Estimate>;
   /** Loads the model (once; later calls share that load); `threads` as measured at an earlier load. */
@@ -49,7 +49,7 @@ export type RunnerFactory<R extends ModelRunner = ModelRunner> = (source: ModelS
 /** A timer of a Clock: whatever its setTimeout returned, for its clearTimeout. */
 export type ClockTimer = unknown;
 
-/** Time, as the scheduler reads it and waits for it. */
+/** Time, as the residency reads it and waits for it. */
 export interface Clock {
   /** epoch milliseconds: for what is shown (when a model loaded, when it will expire) */
   now(): number;
@@ -80,7 +80,7 @@ export const systemClock: Clock = {
 
 /**
  * A runner kept started ahead of the next load (runner.ts's SpareRunner): what the
- * scheduler tells it. Started only when the scheduler says it is quiet (no load or unload
+ * residency tells it. Started only when the residency says it is quiet (no load or unload
  * under way), so that it never slows a load.
  */
 export interface SparePolicy {

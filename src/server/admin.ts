@@ -7,7 +7,7 @@ import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
 
 const HEARTBEAT_MS = 15_000;
-/** how long the scheduler and each runner have to answer /health */
+/** how long the model residency and each runner have to answer /health */
 const HEALTH_DEADLINE_MS = 2_000;
 const POLL_MS = 250;
 
@@ -42,7 +42,7 @@ export function adminRoutes(reader: AuditReader, state: () => string): Route[] {
       handler: async (ctx) => {
         const { core } = ctx.options;
         const now = state();
-        // the truth, not a liveness ping: the scheduler's queue and every loaded model's
+        // the truth, not a liveness ping: the residency's queue of decisions and every loaded model's
         // runner must answer in time, or the daemon is not ok, whatever else it says
         const unresponsive = now === "ready" ? await core.check(HEALTH_DEADLINE_MS) : [];
         const ok = now === "ready" && unresponsive.length === 0;

@@ -1,6 +1,6 @@
 /**
  * The Anthropic Messages API: wire JSON <-> core requests for /v1/messages and
- * /v1/messages/count_tokens. Same core, scheduler and audit path as the OpenAI routes.
+ * /v1/messages/count_tokens. Same core and audit path as the OpenAI routes.
  * The translators (messagesRequestOf, messagesCountOf) are pure functions of the body.
  */
 import { randomBytes } from "node:crypto";

@@ -12,7 +12,7 @@
  */
 import type { RequestContext } from "./http.js";
 import type { KeepAlive, SamplingOptions, ToolDefinition } from "../core/types.js";
-import { parseDuration } from "../core/durations.js";
+import { parseDuration } from "../durations.js";
 import { SAMPLING_FIELDS } from "../core/sampling.js";
 import { FUNCTION_NAME, FUNCTION_NAME_RULE } from "../core/request-checks.js";
 import { HttpProblem, modelNotFound } from "./problem.js";

@@ -1,9 +1,11 @@
 /**
- * Keep-alive durations as Ollama's clients send them and operators write them: a number of
- * seconds, or text such as "300", "30s", "5m", "1h30m", "250ms"; any negative value means
- * "forever" (-1). One parser for flags, the environment, the config file and requests.
+ * Durations, one grammar for all of mlxs (flags, the environment, the config file, requests,
+ * the audit log's --since): a number of seconds, or text such as "300", "30s", "5m", "1h30m",
+ * "250ms", "7d", "2w", as Ollama's clients send keep-alives and operators write them; any
+ * negative value means "forever" (-1), where a caller allows it. A leaf that the core and
+ * the audit log both use (neither imports the other).
  */
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 
 /** Milliseconds, -1 for "forever", or undefined when `value` is not a duration. */
 export function parseDuration(value: unknown): number | undefined {
@@ -12,7 +14,7 @@ export function parseDuration(value: unknown): number | undefined {
   const text = value.trim().toLowerCase();
   if (/^-\d+(\.\d+)?[a-z]*$/.test(text)) return -1;
   if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
-  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)];
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)];
   if (parts.length === 0 || parts.map((p) => p[0]).join("") !== text) return undefined;
   return Math.round(parts.reduce((sum, [, n, unit]) => sum + Number(n) * UNITS[unit!]!, 0));
 }

@@ -21,7 +21,7 @@ interface Waiter<T> {
   detach: () => void;
 }
 
-export class SlotPool<T> {
+export class SequencePool<T> {
   private readonly free: T[];
   private readonly waiters: Waiter<T>[] = [];
 

@@ -21,7 +21,7 @@
  *   as the runner refuses them once loaded;
  * - a pinned model lost to a crash: its runner is replaced and the model loaded again at
  *   once (not again at once if it stopped soon after such a reload: then at its next request);
- * - a stuck scheduler behind a health check that says ok: every decision goes through one
+ * - a stuck residency behind a health check that says ok: every decision goes through one
  *   queue, and /health asks that queue (and every loaded runner) for an answer in time.
  */
 import { EventEmitter } from "node:events";
@@ -31,7 +31,7 @@ import type { Clock, ClockTimer, ModelRunner, RunnerFactory, SparePolicy } from 
 import { systemClock } from "./model-runner.js";
 import type { Estimate } from "./runner-protocol.js";
 import { RunnerModel, SpareRunner } from "./runner.js";
-import { resolveModelSpec } from "./models.js";
+import { resolveModelSpec } from "./model-specs.js";
 import { CoreError, type CoreOptions, type ModelSource } from "./types.js";
 
 export interface LifecycleOptions {
@@ -58,8 +58,8 @@ export interface LifecycleOptions {
 
 type State = "unloaded" | "loading" | "loaded" | "unloading";
 
-/** What the scheduler takes from outside: by default runner processes, SpareRunner and the real clock. */
-export interface SchedulerDeps<R extends ModelRunner = RunnerModel> {
+/** What the residency takes from outside: by default runner processes, SpareRunner and the real clock. */
+export interface ResidencyDeps<R extends ModelRunner = RunnerModel> {
   /** makes each model's runner; default: a RunnerModel (taking the spare runner's process, if one is up) */
   runners?: RunnerFactory<R>;
   /** default: the system's */
@@ -77,8 +77,8 @@ export type LifecycleEvent =
   | { type: "unload"; model: string; reason: "keep_alive" | "request" | "forced" | "shutdown" | "stopped" }
   | { type: "evict"; model: string; for: string };
 
-/** One model's place in the scheduler. */
-class Slot<R extends ModelRunner> {
+/** One model's residency: its state, leases, keep-alive, estimate and runner. */
+class Residency<R extends ModelRunner> {
   state: State = "unloaded";
   runner?: R;
   /** leases handed out and not given back: requests running on the model */
@@ -147,8 +147,8 @@ export interface LoadedModelInfo {
 /**
  * `R`: the runners' type (RunnerModel in a daemon; a fake in tests), which leases hand out.
  */
-export class Scheduler<R extends ModelRunner = RunnerModel> {
-  private readonly slots = new Map<string, Slot<R>>();
+export class ModelResidency<R extends ModelRunner = RunnerModel> {
+  private readonly residents = new Map<string, Residency<R>>();
   /** lifecycle events, for `mlxs ps -f` */
   readonly events = new EventEmitter();
   /** the one queue of decisions (see above) */
@@ -160,11 +160,11 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
   private readonly clock: Clock;
   private readonly newRunner: RunnerFactory<R>;
 
-  constructor(private readonly registry: ModelRegistry, private readonly core: CoreOptions, private readonly options: LifecycleOptions, deps: SchedulerDeps<R> = {}) {
+  constructor(private readonly registry: ModelRegistry, private readonly core: CoreOptions, private readonly options: LifecycleOptions, deps: ResidencyDeps<R> = {}) {
     this.events.setMaxListeners(0);
     this.clock = deps.clock ?? systemClock;
     if (options.spareRunner) {
-      const quiet = () => [...this.slots.values()].every((s) => s.state === "loaded" || s.state === "unloaded");
+      const quiet = () => [...this.residents.values()].every((s) => s.state === "loaded" || s.state === "unloaded");
       this.spare = deps.spare ? deps.spare(quiet) : new SpareRunner(core, quiet);
     }
     const spare = this.spare;
@@ -181,33 +181,33 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
    * release(). `keepAliveMs`: the request's own keep-alive for the model (Ollama's field).
    */
   async acquire(name: string, { keepAliveMs, signal }: { keepAliveMs?: number; signal?: AbortSignal } = {}): Promise<ModelLease<R>> {
-    const slot = this.slot(name);
-    const loaded = slot.state === "loaded" && slot.runner && !slot.gone;
+    const resident = this.residencyOf(name);
+    const loaded = resident.state === "loaded" && resident.runner && !resident.gone;
     // as many may wait for the load as the loaded runner would take: a refusal now, as it would refuse them then
     const room = this.core.parallel + this.core.queue;
-    if (!loaded && slot.waiting >= room) {
-      throw new CoreError("overloaded", `model ${slot.name} is loading and the requests waiting for it are at the limit (${room}: --parallel and --queue)`);
+    if (!loaded && resident.waiting >= room) {
+      throw new CoreError("overloaded", `model ${resident.name} is loading and the requests waiting for it are at the limit (${room}: --parallel and --queue)`);
     }
     // held before anything awaits: no expiry or eviction can take it from here on
-    this.clearExpiry(slot);
-    if (keepAliveMs !== undefined) slot.keepAliveMs = this.capped(keepAliveMs);
+    this.clearExpiry(resident);
+    if (keepAliveMs !== undefined) resident.keepAliveMs = this.capped(keepAliveMs);
     if (loaded) {
-      slot.active++;
-      return this.lease(slot, slot.runner!, 0);
+      resident.active++;
+      return this.lease(resident, resident.runner!, 0);
     }
-    slot.waiting++;
+    resident.waiting++;
     const started = this.clock.monotonic();
     let runner: R;
     try {
-      runner = await abortable(this.ready(slot), signal);
+      runner = await abortable(this.ready(resident), signal);
     } catch (error) {
-      slot.waiting--;
-      this.released(slot);
+      resident.waiting--;
+      this.released(resident);
       throw error;
     }
-    slot.waiting--;
-    slot.active++;
-    return this.lease(slot, runner, this.clock.monotonic() - started);
+    resident.waiting--;
+    resident.active++;
+    return this.lease(resident, runner, this.clock.monotonic() - started);
   }
 
   /** Loads a model now (POST /v1/models/{id}/load); it then idles as after a request. */
@@ -222,15 +222,15 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
    * cancels them. Requests that come meanwhile wait, and load it again.
    */
   async unload(name: string, { force = false } = {}): Promise<boolean> {
-    const slot = this.slot(name);
-    if (slot.state === "unloaded" && !slot.ready) return false;
-    await this.unloadSlot(slot, force ? "forced" : "request", force);
+    const resident = this.residencyOf(name);
+    if (resident.state === "unloaded" && !resident.ready) return false;
+    await this.unloadResident(resident, force ? "forced" : "request", force);
     return true;
   }
 
   /** The models in memory (or on their way in or out). */
   loadedModels(): LoadedModelInfo[] {
-    return [...this.slots.values()].filter((s) => s.state !== "unloaded").map((s) => ({
+    return [...this.residents.values()].filter((s) => s.state !== "unloaded").map((s) => ({
       name: s.name,
       state: s.state,
       memoryBytes: s.estimate?.ramBytes ?? 0,
@@ -251,25 +251,25 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
 
   /** Milliseconds since the model's last request ended. */
   idleMs(name: string): number {
-    const slot = this.slots.get(name);
-    return slot ? Math.round(this.clock.monotonic() - slot.lastUsed) : 0;
+    const resident = this.residents.get(name);
+    return resident ? Math.round(this.clock.monotonic() - resident.lastUsed) : 0;
   }
 
   /**
    * Health: the decision queue answers, and so does every loaded model's runner, each
-   * within `timeoutMs`. Resolves with the names that did not answer ("scheduler" for the queue).
+   * within `timeoutMs`. Resolves with the names that did not answer ("scheduler" for its queue of decisions: the name /health reports).
    */
   async check(timeoutMs: number): Promise<string[]> {
     const late = (what: string, work: Promise<unknown>) => this.withDeadline(work, timeoutMs).then(() => undefined, () => what);
     const checks = [late("scheduler", this.decide(() => true))];
-    for (const slot of this.slots.values()) if (slot.state === "loaded" && slot.runner) checks.push(late(slot.name, slot.runner.ping(timeoutMs)));
+    for (const resident of this.residents.values()) if (resident.state === "loaded" && resident.runner) checks.push(late(resident.name, resident.runner.ping(timeoutMs)));
     return (await Promise.all(checks)).filter((name): name is string => name !== undefined);
   }
 
   /**
    * Puts a decision on the queue; resolves with its result. Decisions are short: one that
    * must wait returns what to wait for, wrapped, and the queue goes on meanwhile. A
-   * decision that never ends is a stuck scheduler: what /health finds.
+   * decision that never ends is a stuck residency: what /health finds.
    */
   decide<T>(decision: () => T | Promise<T>): Promise<T> {
     const result = this.decisions.then(decision);
@@ -282,150 +282,150 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
     const name = this.registry.startedName;
     // started with no model: llama.cpp starts in the spare runner, which the first load takes
     if (name === undefined && this.spare) return this.spare.backend();
-    const slot = this.slot(name ?? this.registry.defaultName);
-    slot.runner ??= this.runnerFor(slot, slot.entry as ModelSource);
-    return slot.runner.backend();
+    const resident = this.residencyOf(name ?? this.registry.defaultName);
+    resident.runner ??= this.runnerFor(resident, resident.entry as ModelSource);
+    return resident.runner.backend();
   }
 
   /** Unloads everything; what is still running is cancelled. */
   async close(): Promise<void> {
     this.closed = true;
     this.spare?.close();
-    await Promise.all([...this.slots.values()].map(async (slot) => {
-      this.clearExpiry(slot);
-      await slot.ready?.catch(() => undefined);
-      await this.unloadSlot(slot, "shutdown", true);
-      await slot.runner?.close();
+    await Promise.all([...this.residents.values()].map(async (resident) => {
+      this.clearExpiry(resident);
+      await resident.ready?.catch(() => undefined);
+      await this.unloadResident(resident, "shutdown", true);
+      await resident.runner?.close();
     }));
   }
 
-  /** The slot's model, loaded: its one load, shared by every request that waits for it. */
-  private ready(slot: Slot<R>): Promise<R> {
-    return slot.ready ??= this.loadSlot(slot).finally(() => {
-      slot.ready = undefined;
+  /** The resident's model, loaded: its one load, shared by every request that waits for it. */
+  private ready(resident: Residency<R>): Promise<R> {
+    return resident.ready ??= this.loadResident(resident).finally(() => {
+      resident.ready = undefined;
       // the load took the spare runner, if there was one: the next load gets a new one
       this.spare?.refill();
     });
   }
 
-  private slot(name: string): Slot<R> {
-    let slot = this.slots.get(name);
+  private residencyOf(name: string): Residency<R> {
+    let resident = this.residents.get(name);
     const entry = this.registry.get(name);
     if (!entry) throw new CoreError("not_found", "the model is not served here", { param: "model" });
-    if (!slot) {
-      slot = new Slot(entry, entry.pinned ? -1 : this.options.keepAliveMs);
-      this.slots.set(name, slot);
+    if (!resident) {
+      resident = new Residency(entry, entry.pinned ? -1 : this.options.keepAliveMs);
+      this.residents.set(name, resident);
     }
-    slot.entry = entry;
-    return slot;
+    resident.entry = entry;
+    return resident;
   }
 
-  private lease(slot: Slot<R>, runner: R, loadMs: number): ModelLease<R> {
+  private lease(resident: Residency<R>, runner: R, loadMs: number): ModelLease<R> {
     let held = true;
     return {
       runner, loadMs,
       release: () => {
         if (!held) return;
         held = false;
-        slot.active--;
-        this.released(slot);
+        resident.active--;
+        this.released(resident);
       },
     };
   }
 
   /** A request is over (or gave up waiting): the model may now be idle, and room may have come. */
-  private released(slot: Slot<R>): void {
-    slot.lastUsed = this.clock.monotonic();
-    if (slot.idle && slot.state === "loaded") this.expireLater(slot);
+  private released(resident: Residency<R>): void {
+    resident.lastUsed = this.clock.monotonic();
+    if (resident.idle && resident.state === "loaded") this.expireLater(resident);
     this.wakeRoomWaiters();
   }
 
-  private expireLater(slot: Slot<R>): void {
-    this.clearExpiry(slot);
-    const ms = slot.entry.pinned ? -1 : slot.keepAliveMs;
+  private expireLater(resident: Residency<R>): void {
+    this.clearExpiry(resident);
+    const ms = resident.entry.pinned ? -1 : resident.keepAliveMs;
     if (ms < 0 || this.closed) return;
     if (ms === 0) {
-      void this.unloadSlot(slot, "keep_alive");
+      void this.unloadResident(resident, "keep_alive");
       return;
     }
-    slot.expiresAt = this.clock.now() + ms;
-    slot.expiry = this.clock.setTimeout(() => {
-      slot.expiry = slot.expiresAt = undefined;
-      if (slot.idle && slot.state === "loaded") void this.unloadSlot(slot, "keep_alive");
+    resident.expiresAt = this.clock.now() + ms;
+    resident.expiry = this.clock.setTimeout(() => {
+      resident.expiry = resident.expiresAt = undefined;
+      if (resident.idle && resident.state === "loaded") void this.unloadResident(resident, "keep_alive");
     }, ms, { unref: true });
   }
 
-  private clearExpiry(slot: Slot<R>): void {
-    if (slot.expiry !== undefined) this.clock.clearTimeout(slot.expiry);
-    slot.expiry = slot.expiresAt = undefined;
+  private clearExpiry(resident: Residency<R>): void {
+    if (resident.expiry !== undefined) this.clock.clearTimeout(resident.expiry);
+    resident.expiry = resident.expiresAt = undefined;
   }
 
-  /** The one load of a slot: an unload under way first, then room, then the runner's load. */
-  private async loadSlot(slot: Slot<R>): Promise<R> {
-    while (slot.gone) await slot.gone;
-    if (slot.state === "loaded" && slot.runner) return slot.runner;
+  /** The one load of a resident: an unload under way first, then room, then the runner's load. */
+  private async loadResident(resident: Residency<R>): Promise<R> {
+    while (resident.gone) await resident.gone;
+    if (resident.state === "loaded" && resident.runner) return resident.runner;
     if (this.closed) throw new CoreError("unavailable", "the server is shutting down");
-    slot.state = "loading";
+    resident.state = "loading";
     const started = this.clock.monotonic();
     try {
-      const source = await this.sourceOf(slot);
-      slot.runner ??= this.runnerFor(slot, source);
-      slot.estimate ??= await slot.runner.estimate();
-      await this.admit(slot);
-      const result = await slot.runner.load(slot.threads ?? this.core.threads);
-      slot.threads = result.threads;
-      slot.contextSize = result.contextSize;
-      slot.state = "loaded";
-      slot.loadedAt = this.clock.now();
-      slot.lastUsed = this.clock.monotonic();
-      slot.loadMs = slot.lastUsed - started;
-      this.emit({ type: "load", model: slot.name, load_ms: round(slot.loadMs) });
-      return slot.runner;
+      const source = await this.sourceOf(resident);
+      resident.runner ??= this.runnerFor(resident, source);
+      resident.estimate ??= await resident.runner.estimate();
+      await this.admit(resident);
+      const result = await resident.runner.load(resident.threads ?? this.core.threads);
+      resident.threads = result.threads;
+      resident.contextSize = result.contextSize;
+      resident.state = "loaded";
+      resident.loadedAt = this.clock.now();
+      resident.lastUsed = this.clock.monotonic();
+      resident.loadMs = resident.lastUsed - started;
+      this.emit({ type: "load", model: resident.name, load_ms: round(resident.loadMs) });
+      return resident.runner;
     } catch (error) {
-      slot.state = "unloaded";
-      slot.admitted = false;
-      const runner = slot.runner;
-      slot.runner = undefined;
+      resident.state = "unloaded";
+      resident.admitted = false;
+      const runner = resident.runner;
+      resident.runner = undefined;
       await runner?.close();
-      const failure = error instanceof CoreError ? error : new CoreError("unavailable", `cannot load model ${slot.name}`, { cause: error });
-      this.emit({ type: "load_failed", model: slot.name, error: failure.message });
+      const failure = error instanceof CoreError ? error : new CoreError("unavailable", `cannot load model ${resident.name}`, { cause: error });
+      this.emit({ type: "load_failed", model: resident.name, error: failure.message });
       this.wakeRoomWaiters();
-      throw failure.kind === "internal" ? new CoreError("unavailable", `cannot load model ${slot.name}: ${failure.message}`) : failure;
+      throw failure.kind === "internal" ? new CoreError("unavailable", `cannot load model ${resident.name}: ${failure.message}`) : failure;
     }
   }
 
   /**
-   * Waits until the slot's estimate fits the budgets (RAM, and VRAM when it has one) and
+   * Waits until the resident's estimate fits the budgets (RAM, and VRAM when it has one) and
    * the count, evicting idle models (least recently used first) to make room.
    */
-  private async admit(slot: Slot<R>): Promise<void> {
-    const need = slot.estimate!.ramBytes;
+  private async admit(resident: Residency<R>): Promise<void> {
+    const need = resident.estimate!.ramBytes;
     if (need > this.options.memoryBudgetBytes) {
-      throw new CoreError("unavailable", `model ${slot.name} needs about ${mib(need)} of memory; the budget is ${mib(this.options.memoryBudgetBytes)} (--memory-budget)`);
+      throw new CoreError("unavailable", `model ${resident.name} needs about ${mib(need)} of memory; the budget is ${mib(this.options.memoryBudgetBytes)} (--memory-budget)`);
     }
     const vramBudget = this.options.vramBudgetBytes;
-    const needVram = vramBudget === undefined ? 0 : vramOf(slot);
+    const needVram = vramBudget === undefined ? 0 : vramOf(resident);
     if (vramBudget !== undefined && needVram > vramBudget) {
-      throw new CoreError("unavailable", `model ${slot.name} needs about ${mib(needVram)} of GPU memory; the VRAM budget is ${mib(vramBudget)}`);
+      throw new CoreError("unavailable", `model ${resident.name} needs about ${mib(needVram)} of GPU memory; the VRAM budget is ${mib(vramBudget)}`);
     }
     const deadline = this.clock.monotonic() + this.options.loadWaitMs;
     for (;;) {
       const next = await this.decide((): { wait: Promise<void> } | undefined => {
-        const admitted = [...this.slots.values()].filter((s) => s.admitted && s !== slot);
+        const admitted = [...this.residents.values()].filter((s) => s.admitted && s !== resident);
         const used = admitted.reduce((sum, s) => sum + (s.estimate?.ramBytes ?? 0), 0);
         const usedVram = vramBudget === undefined ? 0 : admitted.reduce((sum, s) => sum + vramOf(s), 0);
         const countFits = this.options.maxLoaded <= 0 || admitted.length < this.options.maxLoaded;
         const vramFits = vramBudget === undefined || usedVram + needVram <= vramBudget;
         if (countFits && used + need <= this.options.memoryBudgetBytes && vramFits) {
-          slot.admitted = true;
+          resident.admitted = true;
           return undefined;
         }
         const victim = admitted
           .filter((s) => s.state === "loaded" && s.idle && !s.entry.pinned && !s.gone)
           .sort((a, b) => a.lastUsed - b.lastUsed)[0];
         if (victim) {
-          this.emit({ type: "evict", model: victim.name, for: slot.name });
-          return { wait: this.unloadSlot(victim, undefined) };
+          this.emit({ type: "evict", model: victim.name, for: resident.name });
+          return { wait: this.unloadResident(victim, undefined) };
         }
         return { wait: this.roomWaiter() };
       });
@@ -433,52 +433,52 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
       const left = deadline - this.clock.monotonic();
       if (left <= 0 || !(await this.withDeadline(next.wait, left).then(() => true, () => false))) {
         const vram = vramBudget === undefined ? "" : `, VRAM budget ${mib(vramBudget)}`;
-        throw new CoreError("unavailable", `no room to load model ${slot.name}: the loaded models are busy (--max-loaded ${this.options.maxLoaded || "unlimited"}, --memory-budget ${mib(this.options.memoryBudgetBytes)}${vram})`, { retryAfterS: 5 });
+        throw new CoreError("unavailable", `no room to load model ${resident.name}: the loaded models are busy (--max-loaded ${this.options.maxLoaded || "unlimited"}, --memory-budget ${mib(this.options.memoryBudgetBytes)}${vram})`, { retryAfterS: 5 });
       }
     }
   }
 
-  /** Unloads a slot: after its load, after the requests running on it (unless `force`). `reason` undefined: an eviction (its event is already out). */
-  private unloadSlot(slot: Slot<R>, reason: Extract<LifecycleEvent, { type: "unload" }>["reason"] | undefined, force = false): Promise<void> {
-    if (slot.gone) return slot.gone;
-    if (slot.state === "unloaded") return Promise.resolve();
-    this.clearExpiry(slot);
-    slot.gone = (async () => {
-      await slot.ready?.catch(() => undefined);
-      if (slot.state !== "loaded") return;
-      slot.state = "unloading";
-      if (!force) while (slot.active > 0) await this.roomWaiter();
-      const runner = slot.runner;
-      slot.runner = undefined;
+  /** Unloads a resident: after its load, after the requests running on it (unless `force`). `reason` undefined: an eviction (its event is already out). */
+  private unloadResident(resident: Residency<R>, reason: Extract<LifecycleEvent, { type: "unload" }>["reason"] | undefined, force = false): Promise<void> {
+    if (resident.gone) return resident.gone;
+    if (resident.state === "unloaded") return Promise.resolve();
+    this.clearExpiry(resident);
+    resident.gone = (async () => {
+      await resident.ready?.catch(() => undefined);
+      if (resident.state !== "loaded") return;
+      resident.state = "unloading";
+      if (!force) while (resident.active > 0) await this.roomWaiter();
+      const runner = resident.runner;
+      resident.runner = undefined;
       await runner?.close();
-      this.markUnloaded(slot);
-      if (reason) this.emit({ type: "unload", model: slot.name, reason });
+      this.markUnloaded(resident);
+      if (reason) this.emit({ type: "unload", model: resident.name, reason });
     })().finally(() => {
-      slot.gone = undefined;
+      resident.gone = undefined;
       this.wakeRoomWaiters();
       // models come and go here: the next load should find a runner ready
       this.spare?.want();
     });
-    return slot.gone;
+    return resident.gone;
   }
 
-  private markUnloaded(slot: Slot<R>): void {
-    slot.state = "unloaded";
-    slot.admitted = false;
-    slot.loadedAt = slot.loadMs = undefined;
-    this.clearExpiry(slot);
+  private markUnloaded(resident: Residency<R>): void {
+    resident.state = "unloaded";
+    resident.admitted = false;
+    resident.loadedAt = resident.loadMs = undefined;
+    this.clearExpiry(resident);
   }
 
-  private runnerFor(slot: Slot<R>, source: ModelSource): R {
+  private runnerFor(resident: Residency<R>, source: ModelSource): R {
     const runner: R = this.newRunner(source, () => {
       // a runner that stopped by itself (a crash, or killed as hung): its model is no longer loaded
-      if (slot.runner !== runner || slot.gone) return;
-      slot.runner = undefined;
-      if (slot.state === "loaded") {
-        this.markUnloaded(slot);
-        this.emit({ type: "unload", model: slot.name, reason: "stopped" });
+      if (resident.runner !== runner || resident.gone) return;
+      resident.runner = undefined;
+      if (resident.state === "loaded") {
+        this.markUnloaded(resident);
+        this.emit({ type: "unload", model: resident.name, reason: "stopped" });
         this.wakeRoomWaiters();
-        if (slot.entry.pinned) this.reloadPinned(slot);
+        if (resident.entry.pinned) this.reloadPinned(resident);
       }
     });
     return runner;
@@ -489,17 +489,17 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
    * means always there. Not when it stopped soon after such a reload (a model that crashes
    * its runner would be reloaded without end): then its next request loads it.
    */
-  private reloadPinned(slot: Slot<R>): void {
+  private reloadPinned(resident: Residency<R>): void {
     const now = this.clock.monotonic();
-    if (this.closed || (slot.reloadedAt !== undefined && now - slot.reloadedAt < PINNED_RELOAD_BACKOFF_MS)) return;
-    slot.reloadedAt = now;
+    if (this.closed || (resident.reloadedAt !== undefined && now - resident.reloadedAt < PINNED_RELOAD_BACKOFF_MS)) return;
+    resident.reloadedAt = now;
     // a failure is told as a load_failed event; the next request tries again
-    this.ready(slot).catch(() => undefined);
+    this.ready(resident).catch(() => undefined);
   }
 
   /** The model's file: a configured remote model is downloaded on its first load. */
-  private async sourceOf(slot: Slot<R>): Promise<ModelSource> {
-    const { entry } = slot;
+  private async sourceOf(resident: Residency<R>): Promise<ModelSource> {
+    const { entry } = resident;
     if (entry.path) return { name: entry.name, path: entry.path };
     const source = await resolveModelSpec(entry.spec!, { modelsDir: this.options.modelsDir }).catch((error: unknown) => {
       throw new CoreError("unavailable", `cannot get model ${entry.name}: ${(error as Error).message}`);
@@ -533,7 +533,7 @@ export class Scheduler<R extends ModelRunner = RunnerModel> {
     this.events.emit("event", { ...event, at: new Date(this.clock.now()).toISOString() });
   }
 
-  /** The promise, or a rejection once `ms` have passed on the scheduler's clock. */
+  /** The promise, or a rejection once `ms` have passed on the residency's clock. */
   private withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
     let timer: ClockTimer | undefined;
     const late = new Promise<never>((_, reject) => { timer = this.clock.setTimeout(() => reject(new Error("deadline")), ms); });
@@ -563,6 +563,6 @@ function rssOf(pid: number | undefined): number | undefined {
 }
 
 /** A model's share of the VRAM budget: its estimate's (a runner that does not report VRAM counts 0). */
-const vramOf = (slot: { estimate?: Estimate }) => slot.estimate?.vramBytes ?? 0;
+const vramOf = (resident: { estimate?: Estimate }) => resident.estimate?.vramBytes ?? 0;
 const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
 const round = (ms: number) => Math.round(ms * 100) / 100;

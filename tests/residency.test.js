@@ -8,7 +8,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { ModelRegistry } from "../dist/core/registry.js";
-import { PINNED_RELOAD_BACKOFF_MS, Scheduler } from "../dist/core/scheduler.js";
+import { PINNED_RELOAD_BACKOFF_MS, ModelResidency } from "../dist/core/residency.js";
 import { CoreError } from "../dist/core/types.js";
 import { FakeClock, FakeRunners, settle } from "./fixtures/fake-runner.js";
 
@@ -27,7 +27,7 @@ function setup({ models = ["a", "b", "c"], pins = [], behaviour = {}, lifecycle 
   const registry = started
     ? new ModelRegistry({ started: sources, pins })
     : new ModelRegistry({ started: [], configured: Object.fromEntries(models.map((name) => [name, { spec: `hf:nobody/${name}` }])), pins });
-  const scheduler = new Scheduler(
+  const scheduler = new ModelResidency(
     registry,
     { gpu: "cpu", ctxSize: 1024, parallel: 2, queue: 4, ...core },
     { keepAliveMs: KEEP_ALIVE, maxLoaded: 0, memoryBudgetBytes: 64 * GiB, loadWaitMs: 30_000, modelsDir: "", ...lifecycle },
