@@ -98,8 +98,34 @@ const LINK_LINE = new RegExp(LINK_PIECES.map((p) => {
   }).join(",")})\]`;
 }).join("\\x01") + "$", "y");
 if (!linkGroups.id || !linkGroups.instance || !linkGroups.seq) throw new Error("the chain's encoding lacks id, instance or chain_seq");
-const HEX64 = /^[0-9a-f]{64}$/;
-const realOfMillionths = (k: string) => (k === "null" ? "null" : String(Number(k) / 1e6));
+/** Whether the line's first 64 characters are lowercase hex (chain_prev, as linkRowOf() asks). */
+function hexPrev(line: string): boolean {
+  for (let i = 0; i < 64; i++) {
+    const c = line.charCodeAt(i);
+    if (c > 102 || c < 48 || (c > 57 && c < 97)) return false;
+  }
+  return true;
+}
+
+/**
+ * A real column as JSON.stringify() writes it, from its count of millionths K (SQLite's
+ * integer text, |K| < 1e15): K / 1e6 in decimals, trailing zeros dropped. That is the
+ * shortest text that reads back as the double K / 1e6 (a decimal of 15 significant digits
+ * or fewer is the only one that short within half a unit of it), and JavaScript writes
+ * such a number without an exponent (1e-6 <= |x| < 1e21): String(Number(K) / 1e6), unrounded.
+ */
+function realOfMillionths(k: string): string {
+  if (k === "null") return k;
+  const sign = k.charCodeAt(0) === 45 ? "-" : "";
+  const digits = sign ? k.slice(1) : k;
+  const whole = digits.length > 6 ? digits.slice(0, -6) : "0";
+  let fraction = digits.length > 6 ? digits.slice(-6) : "000000".slice(digits.length) + digits;
+  let end = 6;
+  while (end > 0 && fraction.charCodeAt(end - 1) === 48) end--;
+  if (end === 0) return sign + whole;
+  if (end < 6) fraction = fraction.slice(0, end);
+  return `${sign}${whole}.${fraction}`;
+}
 
 /**
  * The rows of one page as linkRowOf() would give them, from the string LINK_PAGE_SQL made;
@@ -124,8 +150,8 @@ function linkRowsOfPage(text: string, count: number, chains: Map<string, string>
       continue;
     }
     if (odd && line.includes("\uFFFD")) continue;
+    if (!hexPrev(line)) continue;
     const prev = line.slice(0, 64);
-    if (!HEX64.test(prev)) continue;
     LINK_LINE.lastIndex = 130;
     const m = LINK_LINE.exec(line);
     if (m === null) continue;
