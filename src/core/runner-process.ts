@@ -8,8 +8,8 @@ import { embed } from "./embed.js";
 import { Engine } from "./engine.js";
 import { LoadedModel } from "./loaded-model.js";
 import { estimate } from "./estimate.js";
-import { serializeError, type Estimate, type FromRunner, type LoadResult, type ToRunner } from "./runner-protocol.js";
-import type { CoreOptions, EmbeddingResult, GenerationEvent, ModelSource } from "./types.js";
+import { packEmbeddings, serializeError, type Estimate, type FromRunner, type LoadResult, type PackedEmbeddings, type ToRunner } from "./runner-protocol.js";
+import type { CoreOptions, GenerationEvent, ModelSource } from "./types.js";
 
 let source: ModelSource;
 let options: CoreOptions;
@@ -18,14 +18,55 @@ let loaded: Promise<LoadedModel> | undefined;
 const running = new Map<number, AbortController>();
 
 let outbox: FromRunner[] = [];
+/**
+ * The channel holds more than it should (process.send said so): nothing more is sent until
+ * it has taken the last message, and generations wait (see flowing()) rather than pile their
+ * events up here while the owner does not read.
+ */
+let backedUp = false;
+/** generations waiting for the channel to take what it holds */
+let drained: (() => void)[] = [];
 function post(message: FromRunner): void {
   outbox.push(message);
-  if (outbox.length === 1) setImmediate(flush);
+  if (outbox.length === 1 && !backedUp) setImmediate(flush);
 }
 function flush(): void {
+  if (backedUp || outbox.length === 0 || !process.connected) return;
   const messages = outbox;
   outbox = [];
-  if (messages.length > 0 && process.connected) process.send!(messages.length === 1 ? messages[0] : { t: "batch", messages });
+  const ok = process.send!(messages.length === 1 ? messages[0] : { t: "batch", messages }, undefined, undefined, () => {
+    // the channel took it (or is gone): what waited goes
+    if (!backedUp) return;
+    backedUp = false;
+    const waiting = drained;
+    drained = [];
+    for (const go of waiting) go();
+    flush();
+  });
+  if (!ok) backedUp = true;
+}
+
+/** Generations the owner paused (its queue of their events is full), until it resumes them or they are cancelled. */
+const paused = new Map<number, { resumed: Promise<void>; resume: () => void }>();
+function pause(id: number): void {
+  if (!running.has(id) || paused.has(id)) return;
+  let resume!: () => void;
+  const resumed = new Promise<void>((resolve) => { resume = resolve; });
+  paused.set(id, { resumed, resume });
+}
+function resume(id: number): void {
+  paused.get(id)?.resume();
+  paused.delete(id);
+}
+
+/** Resolves when generation `id` may post its next event: not paused, and the channel not backed up. */
+async function flowing(id: number): Promise<void> {
+  for (;;) {
+    const gate = paused.get(id);
+    if (gate) await gate.resumed;
+    else if (backedUp) await new Promise<void>((resolve) => drained.push(resolve));
+    else return;
+  }
 }
 
 function model(): Promise<LoadedModel> {
@@ -34,20 +75,30 @@ function model(): Promise<LoadedModel> {
   return loaded;
 }
 
+/**
+ * A generation's events, as the owner can take them: when it pauses the generation, or the
+ * channel backs up, no more events are taken from it until it may go on.
+ * (Taking none does not yet stop the batcher from stepping it: its tokens wait in its
+ * Generation's own queue. See issue 21 item 4.)
+ */
 async function stream(id: number, events: (m: LoadedModel, signal: AbortSignal) => AsyncGenerator<GenerationEvent>): Promise<void> {
   const controller = new AbortController();
   running.set(id, controller);
   try {
-    for await (const event of events(await model(), controller.signal)) post({ t: "event", id, event });
+    for await (const event of events(await model(), controller.signal)) {
+      post({ t: "event", id, event });
+      if (event.type !== "done" && (backedUp || paused.has(id))) await flowing(id);
+    }
   } catch (error) {
     post({ t: "error", id, error: serializeError(error) });
   } finally {
     running.delete(id);
+    resume(id);
   }
 }
 
 /** `needsModel` false: work that does not load the model (an estimate, a ping). */
-async function answer(id: number, work: (m: LoadedModel, signal: AbortSignal) => Promise<number | EmbeddingResult | LoadResult | Estimate>, needsModel = true): Promise<void> {
+async function answer(id: number, work: (m: LoadedModel, signal: AbortSignal) => Promise<number | PackedEmbeddings | LoadResult | Estimate>, needsModel = true): Promise<void> {
   const controller = new AbortController();
   running.set(id, controller);
   try {
@@ -84,16 +135,24 @@ process.on("message", (message: ToRunner) => {
     case "chat": return void stream(message.id, (m, signal) => chat(m, message.request, signal));
     case "complete": return void stream(message.id, (m, signal) => complete(m, message.request, signal));
     case "count": return void answer(message.id, async (m) => countChatTokens(m, message.request));
-    case "embed": return void answer(message.id, (m, signal) => embed(m, message.request, signal));
-    case "cancel": return running.get(message.id)?.abort();
+    case "embed": return void answer(message.id, async (m, signal) => packEmbeddings(await embed(m, message.request, signal)));
+    case "cancel":
+      running.get(message.id)?.abort();
+      // a paused generation goes on to its end
+      return resume(message.id);
+    case "pause": return pause(message.id);
+    case "resume": return resume(message.id);
     case "close": return void close();
   }
 });
 
 async function close(): Promise<void> {
   for (const controller of running.values()) controller.abort();
+  for (const id of [...paused.keys()]) resume(id);
   await (await loaded?.catch(() => undefined))?.dispose().catch(() => undefined);
   await engine?.dispose().catch(() => undefined);
+  // the last word goes whatever the channel holds
+  backedUp = false;
   flush();
   process.disconnect();
 }

@@ -14,6 +14,9 @@ export type ToRunner =
   | { t: "count"; id: number; request: ChatRequest }
   | { t: "embed"; id: number; request: EmbeddingRequest }
   | { t: "cancel"; id: number }
+  /** the owner's queue of this generation's events is full: stop taking tokens until `resume` */
+  | { t: "pause"; id: number }
+  | { t: "resume"; id: number }
   | { t: "close" };
 
 /** From the runner to its owner; several at once travel as one `batch`. */
@@ -21,7 +24,7 @@ export type FromRunner =
   | { t: "ready"; backend: string }
   | { t: "busy"; busy: number; waiting: number }
   | { t: "event"; id: number; event: GenerationEvent }
-  | { t: "result"; id: number; value: number | EmbeddingResult | LoadResult | Estimate }
+  | { t: "result"; id: number; value: number | PackedEmbeddings | LoadResult | Estimate }
   | { t: "error"; id: number; error: SerializedError }
   | { t: "batch"; messages: FromRunner[] };
 
@@ -38,6 +41,32 @@ export interface Estimate {
   /** VRAM, bytes, on a GPU */
   vramBytes: number;
   contextSize: number;
+}
+
+/**
+ * Embeddings as they cross: every vector in one Float32Array, which a structured clone
+ * copies as one buffer (an array of 2 048 arrays of numbers is cloned number by number, in
+ * both event loops). llama.cpp's embeddings are float32: nothing is lost.
+ */
+export interface PackedEmbeddings extends Omit<EmbeddingResult, "vectors"> {
+  /** the length of each vector */
+  dimensions: number;
+  /** the vectors, one after another */
+  data: Float32Array;
+}
+
+export function packEmbeddings({ vectors, ...rest }: EmbeddingResult): PackedEmbeddings {
+  const dimensions = vectors[0]?.length ?? 0;
+  const data = new Float32Array(vectors.length * dimensions);
+  vectors.forEach((vector, i) => data.set(vector, i * dimensions));
+  return { ...rest, dimensions, data };
+}
+
+/** The vectors as the core's API has them (numbers, for JSON). */
+export function unpackEmbeddings({ dimensions, data, ...rest }: PackedEmbeddings): EmbeddingResult {
+  const vectors: number[][] = [];
+  for (let start = 0; dimensions > 0 && start < data.length; start += dimensions) vectors.push(Array.from(data.subarray(start, start + dimensions)));
+  return { ...rest, vectors };
 }
 
 export interface SerializedError {
