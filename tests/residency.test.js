@@ -1,4 +1,4 @@
-// The scheduler's residency rules, unit by unit, against fake runners and a fake clock
+// The model residency's rules, unit by unit, against fake runners and a fake clock
 // (tests/fixtures/fake-runner.js): no process, no model file, no wall time. One load per
 // model, keep-alive (the daemon's and each request's, capped), LRU eviction under
 // --max-loaded and the memory budget, the VRAM budget, pins, busy models, the load wait and

@@ -16,7 +16,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { deserializeError, unpackEmbeddings, type Estimate, type FromRunner, type LoadResult, type PackedEmbeddings, type ToRunner } from "./runner-protocol.js";
 import {
-  CoreError, type ChatMessage, type ChatRequest, type CompletionRequest, type CoreOptions, type EmbeddingRequest, type EmbeddingResult,
+  CoreError, type ChatRequest, type CompletionRequest, type CoreOptions, type EmbeddingRequest, type EmbeddingResult,
   type GenerationEvent, type ModelSource,
 } from "./types.js";
 
@@ -187,7 +187,6 @@ export class RunnerModel {
   private child?: ChildProcess;
   private started?: Promise<string>;
   private loading?: Promise<LoadResult>;
-  private loaded?: LoadResult;
   private nextId = 1;
   private readonly calls = new Map<number, Pending>();
   private readonly streams = new Map<number, EventStream>();
@@ -246,7 +245,7 @@ export class RunnerModel {
   load(threads?: number): Promise<LoadResult> {
     if (!this.loading) {
       this.loading = this.start().then(() => this.call<LoadResult>({ t: "load", id: this.nextId++, threads }, this.deadlines.loadMs, "the load of its model", false));
-      this.loading.then((result) => { this.loaded = result; }, () => { this.loading = undefined; });
+      this.loading.catch(() => { this.loading = undefined; });
     }
     return this.loading;
   }
@@ -460,7 +459,6 @@ export class RunnerModel {
     this.child = undefined;
     this.started = undefined;
     this.loading = undefined;
-    this.loaded = undefined;
     this.busy = this.waiting = 0;
     this.closing = undefined;
     clearInterval(this.watchdog);

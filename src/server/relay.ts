@@ -61,7 +61,8 @@ export async function relay(ctx: RequestContext, sse: SseStream, events: AsyncGe
   } catch (error) {
     if (!started) throw error;
     const problem = toProblem(error);
-    await fail(problem, stoppedBy(problem) ? "cancelled" : "error", 200);
+    // a runner the watchdog killed (it stopped answering) is a timeout, as a 504 would be
+    await fail(problem, stoppedBy(problem) ? "cancelled" : problem.status === 504 ? "timeout" : "error", 200);
     return undefined;
   }
   if (!result || ctx.clientGone()) return undefined;
