@@ -4,11 +4,12 @@
  * becomes a prompt and a plan; a sequence is taken (the one whose cache holds the longest
  * start of the prompt, which is then not evaluated again); the batcher generates.
  * Leaving the iteration early (break, return, a thrown error) or aborting the signal stops
- * the generation and frees its sequence.
+ * the generation and frees its sequence. A `pace` pauses it (it takes no tokens, keeps its
+ * sequence) and resumes it; so does reading nothing (see MAX_UNREAD_EVENTS).
  */
 import type { ChatHistoryItem, LlamaContextSequence, LlamaText, Token } from "node-llama-cpp";
 import { randomInt } from "node:crypto";
-import { Generation, cachedPrefix, type GenerationPlan, type ToolPlan } from "./generation.js";
+import { Generation, cachedPrefix, type GenerationPlan, type Pace, type ToolPlan } from "./generation.js";
 import { toolSyntax } from "./tool-syntax.js";
 import type { LoadedModel } from "./loaded-model.js";
 import type { Constraint } from "./grammars.js";
@@ -26,7 +27,7 @@ const PENALTY_LAST_TOKENS = 64;
  */
 const REUSE_SHARE = 0.5;
 
-export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: AbortSignal, pace?: Pace): AsyncGenerator<GenerationEvent> {
   const startedAt = performance.now();
   // checked before the model was acquired (InferenceCore); again here, for a caller that did not
   checkChatRequest(request);
@@ -34,14 +35,14 @@ export async function* chat(loaded: LoadedModel, request: ChatRequest, signal?: 
   const { prompt, triggers } = chatPrompt(loaded, request.messages, functions);
   const constraint = await loaded.grammars.forFormat(request.responseFormat, "responseFormat");
   const tools = functions && await toolPlan(loaded, request, functions);
-  yield* generate(loaded, prompt, [...(request.stop ?? []), ...textTriggers(triggers)], { ...request, constraint, tools }, startedAt, signal);
+  yield* generate(loaded, prompt, [...(request.stop ?? []), ...textTriggers(triggers)], { ...request, constraint, tools }, startedAt, signal, pace);
 }
 
-export async function* complete(loaded: LoadedModel, request: CompletionRequest, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+export async function* complete(loaded: LoadedModel, request: CompletionRequest, signal?: AbortSignal, pace?: Pace): AsyncGenerator<GenerationEvent> {
   const startedAt = performance.now();
   checkCompletionRequest(request);
   const constraint = await loaded.grammars.forFormat(request.responseFormat, "responseFormat");
-  yield* generate(loaded, completionPrompt(loaded, request.prompt), request.stop ?? [], { ...request, constraint }, startedAt, signal);
+  yield* generate(loaded, completionPrompt(loaded, request.prompt), request.stop ?? [], { ...request, constraint }, startedAt, signal, pace);
 }
 
 /** Prompt tokens of a chat (its tools' definitions included), counted through the model's chat template as generation sees them. */
@@ -141,6 +142,7 @@ async function* generate(
   request: Shaping,
   startedAt: number,
   signal: AbortSignal | undefined,
+  pace: Pace | undefined,
 ): AsyncGenerator<GenerationEvent> {
   const room = loaded.contextSize - prompt.length;
   if (room < 1) {
@@ -155,6 +157,7 @@ async function* generate(
   const onAbort = () => generation.cancel();
   signal?.addEventListener("abort", onAbort, { once: true });
   if (signal?.aborted) generation.cancel();
+  pace?.attach(generation);
   loaded.batcher.add(generation);
   try {
     yield* generation.events();

@@ -51,6 +51,12 @@ const ENDING_EVERY = 16;
 const MAX_CALLS = 16;
 /** after a call, tokens the model has to begin another one */
 const BETWEEN_TOKENS = 16;
+/**
+ * Events a generation holds that its consumer has not taken: past this, it takes no more
+ * tokens until the consumer reads (a consumer that stops reading pauses it, whoever it is).
+ * A step brings one token, so at most a few events each.
+ */
+export const MAX_UNREAD_EVENTS = 64;
 
 /** How many of `prompt`'s first tokens `sequence` already holds in its cache. */
 export function cachedPrefix(sequence: LlamaContextSequence, prompt: Token[]): number {
@@ -95,6 +101,10 @@ export class Generation {
   private endingTokens = 0;
   /** tokens of endings appended rather than generated */
   private appended = 0;
+  /** its consumer said pause (and has not said resume yet) */
+  private pausedByConsumer = false;
+  /** told when it may take tokens again (the batcher waits on it when all it drives are paused) */
+  private onGo?: () => void;
 
   constructor(
     /** the model's served name, for the `done` event */
@@ -158,9 +168,40 @@ export class Generation {
     }
   }
 
-  /** Stops at the next token; the `done` event still reports what was generated. */
+  /** Stops at the next token; the `done` event still reports what was generated. A paused generation ends now. */
   cancel(): void {
     this.cancelled = true;
+    this.going();
+  }
+
+  /**
+   * Takes no more tokens until `resume()` (the consumer cannot take its events now): the
+   * batcher skips it, the others it drives go on. It keeps its sequence; a cancel still ends it.
+   */
+  pause(): void {
+    this.pausedByConsumer = true;
+  }
+
+  resume(): void {
+    this.pausedByConsumer = false;
+    this.going();
+  }
+
+  /**
+   * Paused: by its consumer, or because the consumer has not taken its last
+   * MAX_UNREAD_EVENTS events. A cancelled or ended generation is never paused.
+   */
+  get isPaused(): boolean {
+    return !this.cancelled && !this.ended && (this.pausedByConsumer || this.queue.length >= MAX_UNREAD_EVENTS);
+  }
+
+  /** `listener` is called whenever the generation may have stopped being paused (the batcher's wake-up). */
+  whenGoing(listener: () => void): void {
+    this.onGo = listener;
+  }
+
+  private going(): void {
+    if (!this.isPaused) this.onGo?.();
   }
 
   get isCancelled(): boolean {
@@ -378,6 +419,8 @@ export class Generation {
     for (;;) {
       const event = this.queue.shift();
       if (event) {
+        // taken: a generation its unread events held may go on
+        if (this.queue.length === MAX_UNREAD_EVENTS - 1) this.going();
         yield event;
         continue;
       }
@@ -416,5 +459,31 @@ export class Generation {
   private close(): void {
     this.closed = true;
     this.wake?.();
+  }
+}
+
+/**
+ * A consumer's say over its generation's pace, given before the generation exists (it
+ * waits for a sequence first) and holding for it once it does: paused, the generation
+ * takes no tokens until resumed (see Generation.pause()).
+ */
+export class Pace {
+  private paused = false;
+  private generation?: Generation;
+
+  pause(): void {
+    this.paused = true;
+    this.generation?.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.generation?.resume();
+  }
+
+  /** The generation this pace is now for. */
+  attach(generation: Generation): void {
+    this.generation = generation;
+    if (this.paused) generation.pause();
   }
 }

@@ -8,6 +8,7 @@ import { embed } from "./embed.js";
 import { Engine } from "./engine.js";
 import { LoadedModel } from "./loaded-model.js";
 import { estimate } from "./estimate.js";
+import { Pace } from "./generation.js";
 import { packEmbeddings, serializeError, type Estimate, type FromRunner, type LoadResult, type PackedEmbeddings, type ToRunner } from "./runner-protocol.js";
 import type { CoreOptions, GenerationEvent, ModelSource } from "./types.js";
 
@@ -48,13 +49,17 @@ function flush(): void {
 
 /** Generations the owner paused (its queue of their events is full), until it resumes them or they are cancelled. */
 const paused = new Map<number, { resumed: Promise<void>; resume: () => void }>();
+/** each running generation's pace: paused here, it takes no tokens in the batcher either */
+const paces = new Map<number, Pace>();
 function pause(id: number): void {
   if (!running.has(id) || paused.has(id)) return;
   let resume!: () => void;
   const resumed = new Promise<void>((resolve) => { resume = resolve; });
   paused.set(id, { resumed, resume });
+  paces.get(id)?.pause();
 }
 function resume(id: number): void {
+  paces.get(id)?.resume();
   paused.get(id)?.resume();
   paused.delete(id);
 }
@@ -77,23 +82,26 @@ function model(): Promise<LoadedModel> {
 
 /**
  * A generation's events, as the owner can take them: when it pauses the generation, or the
- * channel backs up, no more events are taken from it until it may go on.
- * (Taking none does not yet stop the batcher from stepping it: its tokens wait in its
- * Generation's own queue. See issue 21 item 4.)
+ * channel backs up, no more events are taken from it until it may go on. Paused by the
+ * owner, the generation takes no tokens in the batcher (its pace); when the channel backs
+ * up, it stops once it holds MAX_UNREAD_EVENTS events nobody took.
  */
-async function stream(id: number, events: (m: LoadedModel, signal: AbortSignal) => AsyncGenerator<GenerationEvent>): Promise<void> {
+async function stream(id: number, events: (m: LoadedModel, signal: AbortSignal, pace: Pace) => AsyncGenerator<GenerationEvent>): Promise<void> {
   const controller = new AbortController();
+  const pace = new Pace();
   running.set(id, controller);
+  paces.set(id, pace);
   try {
-    for await (const event of events(await model(), controller.signal)) {
+    for await (const event of events(await model(), controller.signal, pace)) {
       post({ t: "event", id, event });
       if (event.type !== "done" && (backedUp || paused.has(id))) await flowing(id);
     }
   } catch (error) {
     post({ t: "error", id, error: serializeError(error) });
   } finally {
-    running.delete(id);
     resume(id);
+    running.delete(id);
+    paces.delete(id);
   }
 }
 
@@ -132,8 +140,8 @@ process.on("message", (message: ToRunner) => {
       if (message.threads !== undefined) options = { ...options, threads: message.threads };
       return void answer(message.id, async (m) => ({ contextSize: m.contextSize, threads: m.threads }));
     case "ping": return void answer(message.id, async () => 0, false);
-    case "chat": return void stream(message.id, (m, signal) => chat(m, message.request, signal));
-    case "complete": return void stream(message.id, (m, signal) => complete(m, message.request, signal));
+    case "chat": return void stream(message.id, (m, signal, pace) => chat(m, message.request, signal, pace));
+    case "complete": return void stream(message.id, (m, signal, pace) => complete(m, message.request, signal, pace));
     case "count": return void answer(message.id, async (m) => countChatTokens(m, message.request));
     case "embed": return void answer(message.id, async (m, signal) => packEmbeddings(await embed(m, message.request, signal)));
     case "cancel":
