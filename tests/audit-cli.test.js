@@ -48,6 +48,22 @@ commands("audit commands start without llama.cpp; no database yet: say so, exit 
   assert.not.ok(existsSync(join(home, "audit.db")), "reading commands never create the database");
 });
 
+commands("the PostgreSQL store, the writer and the server's audit routes load no SQLite driver (a fleet's daemon never needs it)", async () => {
+  const trace = join(tempDir(), "imports.txt");
+  writeFileSync(trace, "");
+  const code = await new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", join(ROOT, "tests/fixtures/trace-imports.mjs"), "--input-type=module", "-e",
+      `await import(${JSON.stringify(join(ROOT, "dist/audit/pg-store.js"))}); await import(${JSON.stringify(join(ROOT, "dist/audit/writer.js"))}); await import(${JSON.stringify(join(ROOT, "dist/server/admin.js"))});`], {
+      env: { ...process.env, MLXS_TRACE_IMPORTS: trace },
+    });
+    child.on("close", resolve);
+  });
+  assert.is(code, 0);
+  const loaded = readFileSync(trace, "utf8");
+  assert.match(loaded, /pg-store\.js/);
+  assert.not.match(loaded, /sqlite3|\/audit\/store\.js/);
+});
+
 commands("tail: the last N as an aligned plain table when piped, or JSON lines; filters apply", async () => {
   const home = await seeded(syntheticRecords(50));
   const table = await runCli(["audit", "tail", "-n", "5"], { env: { MLXS_HOME: home } });

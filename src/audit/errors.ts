@@ -18,3 +18,15 @@ export function describePgError(error: unknown): string {
   if (/client password must be a string/.test(e.message ?? "")) return "the server asks for a password and none was given (in the URL, PGPASSWORD or ~/.pgpass)";
   return (e.message ?? String(error)).split("\n")[0]!;
 }
+
+/** SQLite's error, said for people (the file's problem, not the driver's code). */
+export function describeStoreError(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  if (code === "SQLITE_NOTADB") return "the file is not an SQLite database";
+  if (code === "SQLITE_CORRUPT") return "the database file is damaged";
+  if (code === "SQLITE_CANTOPEN") return "the file cannot be opened (does its directory exist, and may mlxs write there?)";
+  if (code === "SQLITE_READONLY") return "the database is read-only";
+  if (code === "SQLITE_BUSY") return "the database stayed locked by another process";
+  if (code === "SQLITE_FULL") return "the disk is full";
+  return (error instanceof Error ? error.message : String(error)).replace(/^SQLITE_\w+:\s*/, "");
+}

@@ -19,7 +19,8 @@ import { AuditStoreError, describePgError } from "./errors.js";
 import { COLUMNS, EXPORT_COLUMNS, type AuditRecord, type AuditRow, type AuditStatus } from "./schema.js";
 import { chainOf, chainRecords, linkExisting, genesisLink, linkOf, linkRowOf, type ChainCheckpoint, type ChainedRow, type ChainHead, type ChainView, type LinkRow } from "./chain.js";
 import type { Seal } from "./seal.js";
-import { GENERATING_MS, statsOf, whereOf, withTokensPerSecond, type AuditStats, type GroupStats, type LineFormat, type StatsGroup } from "./store.js";
+import { GENERATING_MS, statsOf, whereOf, withTokensPerSecond, type AuditStats, type GroupStats, type StatsGroup } from "./queries.js";
+import type { LineFormat } from "./store.js";
 
 const DAY_MS = 86_400_000;
 /** the pool, or one of its connections inside a transaction */

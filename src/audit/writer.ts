@@ -8,8 +8,7 @@
  * records are dropped and counted, the program goes on, and stderr says so; the next
  * flush tries the database again.
  */
-import { describeStoreError } from "./store.js";
-import { describePgError } from "./errors.js";
+import { describePgError, describeStoreError } from "./errors.js";
 import { isPostgresLocation, openAuditStore, type AuditLogStore } from "./open-store.js";
 import type { AuditRecord } from "./schema.js";
 import { genesisHead } from "./chain.js";

@@ -295,7 +295,6 @@ export class Generation {
   /** The text phase (or the one after a call) wrote the start of a call: back to before it, and the call again under its grammar. */
   private async callBegun(written: AnswerText): Promise<boolean> {
     const { tokens, leftover } = written.beforeStop();
-    const { LlamaText } = await import("node-llama-cpp");
     const keep = this.phaseBase + tokens;
     await this.iterator?.return?.();
     if (this.sequence.nextTokenIndex > keep) await this.sequence.eraseContextTokenRanges([{ start: keep, end: this.sequence.nextTokenIndex }]);

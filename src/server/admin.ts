@@ -1,7 +1,7 @@
 /** /health and the audit log over HTTP: /v1/audit/logs, stats, export and a live stream. */
 import { FilterError, parseFilter, type AuditLogFilter } from "../audit/filter.js";
 import { EXPORT_FORMATS, exportRows, presentRow, type ExportFormat } from "../audit/export.js";
-import { STATS_GROUPS, type StatsGroup } from "../audit/store.js";
+import { STATS_GROUPS, type StatsGroup } from "../audit/queries.js";
 import type { AuditLogStore } from "../audit/open-store.js";
 import type { RequestContext, Route } from "./http.js";
 import { HttpProblem } from "./problem.js";
