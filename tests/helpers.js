@@ -222,3 +222,24 @@ export function assertNoMarker(dir, marker) {
     else if (readFileSync(path).includes(needle)) throw new Error(`${path} holds the marker`);
   }
 }
+
+/** The lifecycle events of a daemon, collected from /v1/ps/events as they come. */
+export async function followLifecycle(server) {
+  const res = await (await import("undici")).request(`${server.url}/v1/ps/events`);
+  const events = [];
+  let buffer = "";
+  const done = (async () => {
+    for await (const chunk of res.body) {
+      buffer += chunk;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (data) events.push(JSON.parse(data));
+      }
+    }
+  })().catch(() => undefined);
+  await waitFor(() => events.length > 0, { what: "the snapshot event" });
+  return { events, stop: async () => { res.body.destroy(); await done; } };
+}

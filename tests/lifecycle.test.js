@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
 import { writeTinyModel } from "../dist/core/gguf-writer.js";
-import { ENDLESS_CONTEXT, TEST_MODEL, httpCall, jsonRequest, startServer, tempDir, waitFor, waitForRows } from "./helpers.js";
+import { ENDLESS_CONTEXT, TEST_MODEL, httpCall, jsonRequest, startServer, tempDir, waitFor, waitForRows, followLifecycle } from "./helpers.js";
 
 /** Three models of different sizes (and one that never ends its answers), and a damaged file. */
 async function modelsHome() {
@@ -34,26 +34,6 @@ const chat = async (server, model, extra) => httpCall(`${server.url}/v1/chat/com
 const ps = async (server) => (await httpCall(`${server.url}/v1/ps`)).body.data;
 const loadedNames = async (server) => (await ps(server)).filter((m) => m.state === "loaded").map((m) => m.model).sort();
 
-/** The lifecycle events of a daemon, collected from /v1/ps/events as they come. */
-async function follow(server) {
-  const res = await request(`${server.url}/v1/ps/events`);
-  const events = [];
-  let buffer = "";
-  const done = (async () => {
-    for await (const chunk of res.body) {
-      buffer += chunk;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (data) events.push(JSON.parse(data));
-      }
-    }
-  })().catch(() => undefined);
-  await waitFor(() => events.length > 0, { what: "the snapshot event" });
-  return { events, stop: async () => { res.body.destroy(); await done; } };
-}
 
 async function withServer(args, fn, options = {}) {
   const home = options.home ?? await modelsHome();
@@ -93,7 +73,7 @@ demand("/v1/models lists every model of the directory; the first request loads o
 
 demand("20 requests at once for a model not loaded share one load", async () => {
   await withServer(["--model", "alpha"], async (server) => {
-    const followed = await follow(server);
+    const followed = await followLifecycle(server);
     const answers = await Promise.all(Array.from({ length: 20 }, () => chat(server, "gamma", { max_tokens: 2 })));
     assert.ok(answers.every((a) => a.status === 200), answers.map((a) => a.status).join(" "));
     await waitFor(() => followed.events.some((e) => e.type === "load" && e.model === "gamma"), { what: "the load event" });
@@ -147,7 +127,7 @@ eviction("--max-loaded 2: the least recently used idle model is evicted for a ne
   await withServer(["--model", "alpha", "--max-loaded", "2", "--keep-alive", "-1"], async (server) => {
     await chat(server, "beta");
     await chat(server, "alpha");
-    const followed = await follow(server);
+    const followed = await followLifecycle(server);
     await chat(server, "gamma");
     assert.equal(await loadedNames(server), ["alpha", "gamma"]);
     await waitFor(() => followed.events.some((e) => e.type === "evict"), { what: "the evict event" });

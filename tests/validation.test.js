@@ -9,7 +9,6 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { request } from "undici";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { writeTinyModel } from "../dist/core/gguf-writer.js";
 import { CoreError } from "../dist/core/types.js";
@@ -21,7 +20,7 @@ import { messagesCountOf, messagesRequestOf } from "../dist/server/anthropic.js"
 import { responsesRequestOf } from "../dist/server/responses.js";
 import { HttpProblem, toProblem } from "../dist/server/problem.js";
 import { KeyLimits } from "../dist/server/key-limits.js";
-import { TEST_MODEL, httpCall, jsonRequest, startServer, tempDir, waitFor } from "./helpers.js";
+import { TEST_MODEL, httpCall, jsonRequest, startServer, tempDir, waitFor, followLifecycle } from "./helpers.js";
 
 /** Text of the client's that no error may quote. */
 const MARKER = "Zq7secretMarker";
@@ -279,26 +278,6 @@ async function modelsDir() {
   return dir;
 }
 
-/** The lifecycle events of a daemon, collected from /v1/ps/events as they come. */
-async function follow(server) {
-  const res = await request(`${server.url}/v1/ps/events`);
-  const events = [];
-  let buffer = "";
-  const done = (async () => {
-    for await (const chunk of res.body) {
-      buffer += chunk;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (data) events.push(JSON.parse(data));
-      }
-    }
-  })().catch(() => undefined);
-  await waitFor(() => events.length > 0, { what: "the snapshot event" });
-  return { events, stop: async () => { res.body.destroy(); await done; } };
-}
 
 const SCHEMA_PATTERN = { type: "object", properties: { [MARKER]: { type: "string", pattern: `^${MARKER}$` } } };
 const SCHEMA_NO_DEF = { type: "object", properties: { a: { $ref: "#/$defs/Missing" } } };
@@ -344,7 +323,7 @@ const daemon = suite("a daemon: bad requests load nothing");
 daemon("every bad request on every route gets its 400 in its API's envelope, and 0 models load, evict or unload", async () => {
   const server = await startServer(["--models-dir", await modelsDir()]);
   try {
-    const followed = await follow(server);
+    const followed = await followLifecycle(server);
     assert.equal(followed.events[0], { type: "snapshot", models: [] }, "nothing loaded at start");
     for (const [path, body, api] of BAD) {
       const what = `${path} ${JSON.stringify(body).replaceAll(MARKER, "M").slice(0, 160)}`;
