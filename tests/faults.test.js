@@ -82,13 +82,14 @@ audit("the database moved away, then deleted, while serving: nothing lost, a new
   };
   try {
     // the follower and the stream are following once a record reaches both; one written
-    // before the follower has started (a slow start under load) never does: write more
+    // before the follower has started (a slow start under load) never does: write more (a CLI
+    // starting on a machine loaded past two burners and another test file took over 20 s once)
     let warm = 0;
     await waitFor(async () => {
       if (/"warm-\d+"/.test(followed) && /"warm-\d+"/.test(streamed)) return true;
       assert.is((await embed(server.url, `warm-${warm++}`)).status, 200);
       return false;
-    }, { what: "the follower and the stream to follow", intervalMs: 250, describe: () => `follower: ${followerErr}` });
+    }, { what: "the follower and the stream to follow", timeoutMs: 60_000, intervalMs: 250, describe: () => `${warm} sent; the follower printed ${followed.length} bytes (stderr: ${followerErr}), the stream ${streamed.length}` });
     for (let i = 0; i < 2; i++) assert.is((await embed(server.url, `first-${i}`)).status, 200);
     await shown(["first-0", "first-1"]);
     // a log rotation by hand: the -wal and -shm files stay behind under the old name
