@@ -213,7 +213,7 @@ const ISO_TIME = `to_char(timestamp 'epoch' + timestamp * interval '1 millisecon
 const csvText = (c: string) =>
   `CASE WHEN ${c} IS NULL THEN '' WHEN ${c} = '' THEN '""' WHEN strpos(${c}, '"') > 0 OR strpos(${c}, ',') > 0 OR strpos(${c}, chr(10)) > 0 OR strpos(${c}, chr(13)) > 0 ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
-// the newest seal of the row's place in its chain (seal.ts, sealField); links and seals are hex, never escaped
+// the newest seal of the row's place in its chain (seal.ts, parseSealField); links and seals are hex, never escaped
 const SEAL_SQL = `(SELECT key_id || '.' || epoch || '.' || sealed_at || '.' || tag FROM audit_seals s
    WHERE s.instance = coalesce(audit_logs.instance, '') AND s.seq = audit_logs.chain_seq ORDER BY s.epoch DESC LIMIT 1)`;
 const HEX_COLUMNS: Record<string, string> = { chain_prev: "chain_prev", chain_link: "chain_link", chain_seal: SEAL_SQL };

@@ -130,7 +130,7 @@ export const COLUMNS = [
 /**
  * The columns of an export: the record's, then what verifying it needs without the
  * database (`mlxs audit verify --file`): its place and links in its chain, and the seal
- * that covers it, if one does (seal.ts, sealField).
+ * that covers it, if one does (seal.ts, parseSealField).
  */
 export const EXPORT_COLUMNS = [...COLUMNS, "chain_seq", "chain_prev", "chain_link", "chain_seal"] as const;
 

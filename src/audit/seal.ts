@@ -257,11 +257,10 @@ export function checkSeals(seals: readonly Seal[], keys: readonly VerificationKe
   return { valid, forged, unchecked };
 }
 
-/** A seal as an export carries it on the row it covers: key id, epoch, time and tag in one field. */
-export function sealField(seal: Pick<Seal, "key_id" | "epoch" | "sealed_at" | "tag">): string {
-  return `${seal.key_id}.${seal.epoch}.${seal.sealed_at}.${seal.tag}`;
-}
-
+/**
+ * A seal as an export carries it on the row it covers, in one field: `KEYID.EPOCH.SEALED_AT.TAG`
+ * (rendered by the stores' export SQL); undefined when the text is not one.
+ */
 export function parseSealField(text: string): Pick<Seal, "key_id" | "epoch" | "sealed_at" | "tag"> | undefined {
   const match = /^([0-9a-f]{16})\.(\d{1,12})\.(\d{1,16})\.([0-9a-f]{64})$/.exec(text);
   if (!match) return undefined;

@@ -187,7 +187,7 @@ const TEXT_COLUMNS = new Set(["request_id", "model", "backend_type", "endpoint",
 const csvText = (c: string) =>
   `CASE WHEN ${c} IS NULL THEN '' WHEN ${c} = '' THEN '""' WHEN instr(${c}, '"') OR instr(${c}, ',') OR instr(${c}, char(10)) OR instr(${c}, char(13)) ` +
   `THEN '"' || replace(${c}, '"', '""') || '"' ELSE ${c} END`;
-// the newest seal of the row's place in its chain (seal.ts, sealField)
+// the newest seal of the row's place in its chain (seal.ts, parseSealField)
 const SEAL_SQL = `(SELECT key_id || '.' || epoch || '.' || sealed_at || '.' || tag FROM audit_seals s
    WHERE s.instance = coalesce(audit_logs.instance, '') AND s.seq = audit_logs.chain_seq ORDER BY s.epoch DESC LIMIT 1)`;
 const exported = (c: (typeof EXPORT_COLUMNS)[number]) => (c === "chain_seal" ? SEAL_SQL : c);
