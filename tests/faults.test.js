@@ -191,7 +191,8 @@ audit("prune and export against a daemon under load: no errors, nothing exported
     assert.is(pruned.code, 0, pruned.stderr);
     assert.match(pruned.stdout, /^pruned 4000 records/);
     assert.is(exported.code, 0, exported.stderr);
-    const exportedIds = exported.stdout.trim().split("\n").map((l) => JSON.parse(l).request_id);
+    // an export that ran after the prune's commit and before the writer's next one finds no row at all
+    const exportedIds = exported.stdout.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l).request_id);
     assert.is(new Set(exportedIds).size, exportedIds.length, "no record exported twice");
     assert.is(await server.stop(), 0);
     const rows = await auditRows(server.db);
